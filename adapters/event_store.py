@@ -1,0 +1,448 @@
+"""The event store: an append-only SQLite log (WAL) behind aiosqlite.
+
+Appends come from any thread and never block: they go into a FIFO that one
+writer task on the I/O loop drains in batches, one transaction per batch, in
+arrival order. Event ids are assigned by the writer, so id order *is* commit
+order. A failed write is retried with backoff, never dropped; while it keeps
+failing the store reports itself critical (see :meth:`EventStore.health`).
+
+One bot process owns a database at a time (an ``flock`` on ``<db>.lock``);
+readers such as ``tradebot events`` open it read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Coroutine
+
+import aiosqlite
+import msgspec
+from loguru import logger
+
+from adapters.io_loop import IOLoop
+from adapters.store_schema import BOOTSTRAP, MIGRATIONS
+from tradebot.events import PROJECTION_REQUIRED, Event, Severity
+
+_encode = msgspec.json.Encoder().encode
+_decode_data = msgspec.json.Decoder(dict[str, Any]).decode
+
+_EVENT_INSERT = (
+    "INSERT INTO events (id, ts_ms, type, actor, position_id, correlation_id, symbol, exchange, severity, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_POSITION_UPSERT = (
+    "INSERT INTO positions (position_id, exchange, symbol, state, is_open, data, updated_ts_ms, last_event_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(position_id) DO UPDATE SET "
+    "exchange=excluded.exchange, symbol=excluded.symbol, state=excluded.state, is_open=excluded.is_open, "
+    "data=excluded.data, updated_ts_ms=excluded.updated_ts_ms, last_event_id=excluded.last_event_id"
+)
+_COLUMNS = "id, ts_ms, type, actor, position_id, correlation_id, symbol, exchange, severity, data"
+
+
+class StoreLocked(RuntimeError):
+    """Another process already owns this database."""
+
+
+class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    backlog: int
+    committed: int
+    failing_since_ms: int | None
+    last_error: str | None
+
+
+class _Barrier:
+    __slots__ = ("future",)
+
+    def __init__(self, future: concurrent.futures.Future[None]) -> None:
+        self.future = future
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]], future: concurrent.futures.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class EventStore:
+    """Append events from any thread; query and maintain them on the I/O loop."""
+
+    def __init__(
+        self,
+        path: Path,
+        io: IOLoop,
+        *,
+        readonly: bool = False,
+        batch_max: int = 1000,
+        busy_timeout_ms: int = 1000,
+        retry_max_ms: int = 2000,
+        critical_after_ms: int = 3000,
+    ) -> None:
+        self.path = Path(path)
+        self._io = io
+        self._readonly = readonly
+        self._batch_max = batch_max
+        self._busy_timeout_ms = busy_timeout_ms
+        self._retry_max_ms = retry_max_ms
+        self._critical_after_ms = critical_after_ms
+        self._db: aiosqlite.Connection | None = None
+        self._queue: collections.deque[Any] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._wake_scheduled = False
+        self._writer: asyncio.Task[None] | None = None
+        self._next_id = 1
+        self._committed = 0
+        self._failing_since: float | None = None
+        self._last_error: str | None = None
+        self._lock_fd: int | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------- lifecycle
+    def open(self, timeout: float = 10.0) -> EventStore:
+        if not self._readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        elif not self.path.exists():
+            raise FileNotFoundError(f"no event store at {self.path}")
+        try:
+            self._io.run(self._open(), timeout)
+        except BaseException:
+            self._release_lock()
+            raise
+        return self
+
+    def _take_lock(self) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreLocked(f"{self.path} is in use by another tradebot (pid {owner})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def _open(self) -> None:
+        if self._readonly:
+            self._db = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+        else:
+            self._db = await aiosqlite.connect(self.path)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        if self._readonly:
+            return
+        await self._migrate()
+        async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
+            (max_id,) = await cur.fetchone()
+        self._next_id = max_id + 1
+        self._wake = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="event-store-writer")
+
+    async def _migrate(self) -> None:
+        db = self._db
+        assert db is not None
+        await db.executescript(BOOTSTRAP)
+        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+            (current,) = await cur.fetchone()
+        for version, description, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            await db.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_migrations VALUES ({version}, '{description}', {int(time.time() * 1000)});\nCOMMIT;")
+            logger.info("event store: applied migration {} ({})", version, description)
+
+    def schema_version(self, timeout: float = 5.0) -> int:
+        async def _q(db: aiosqlite.Connection) -> int:
+            async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+                return (await cur.fetchone())[0]
+
+        return self._io.run(self._read(_q), timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush everything appended so far, then close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._db is not None:
+                self._io.run(self._close(timeout), timeout + 1)
+        finally:
+            self._release_lock()
+
+    async def _close(self, timeout: float) -> None:
+        if self._writer is not None:
+            barrier: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._enqueue(_Barrier(barrier))
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(barrier), timeout)
+            except asyncio.TimeoutError:
+                logger.critical("event store: {} events could not be written before close", len(self._queue))
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # ------------------------------------------------------------- writing
+    def append(self, event: Event) -> None:
+        """Queue ``event`` for the next batch. Thread-safe, never blocks.
+
+        Encoding happens here, on the caller's thread, so an event that cannot
+        be stored raises in the code that made it instead of wedging the writer.
+        """
+        self._enqueue(_prepare(event, None))
+
+    def append_durable(self, event: Event) -> concurrent.futures.Future[int]:
+        """Queue ``event``; the future resolves to its id once committed."""
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._enqueue(_prepare(event, future))
+        return future
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until every event appended before this call is committed."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._enqueue(_Barrier(future))
+        future.result(timeout)
+
+    def _enqueue(self, item: Any) -> None:
+        if self._readonly:
+            raise RuntimeError("event store opened read-only")
+        if self._wake is None:
+            raise RuntimeError("event store is not open")
+        self._queue.append(item)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            self._io.call_soon(self._wake.set)
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._wake_scheduled = False
+            while self._queue:
+                await self._write_some()
+
+    async def _write_some(self) -> None:
+        """Take one batch (events up to a barrier or job) and commit it, retrying until it lands."""
+        batch: list[_Prepared] = []
+        queue = self._queue
+        while queue and len(batch) < self._batch_max:
+            head = queue[0]
+            if not isinstance(head, _Prepared):
+                break
+            batch.append(queue.popleft())
+        if batch:
+            await self._commit_with_retry(batch)
+            return
+        head = queue.popleft()
+        if isinstance(head, _Barrier):
+            head.future.set_result(None)
+        else:
+            try:
+                head.future.set_result(await head.fn(self._db))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                head.future.set_exception(exc)
+
+    async def _commit_with_retry(self, batch: list[_Prepared]) -> None:
+        delay_s = 0.02
+        while True:
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch, retry
+                await self._rollback()
+                now = time.monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                level = "CRITICAL" if not self._healthy_now(now) else "WARNING"
+                logger.log(level, "event store: write of {} events failed ({}); retrying in {:.0f} ms", len(batch), self._last_error, delay_s * 1000)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._retry_max_ms / 1000)
+                continue
+            if self._failing_since is not None:
+                logger.warning("event store: writes recovered after {:.1f} s", time.monotonic() - self._failing_since)
+            self._failing_since = None
+            return
+
+    async def _commit(self, batch: list[_Prepared]) -> None:
+        db = self._db
+        assert db is not None
+        first_id = self._next_id
+        rows = []
+        upserts = []
+        for offset, item in enumerate(batch):
+            event_id = first_id + offset
+            rows.append((event_id, *item.row))
+            if item.upsert is not None:
+                upserts.append((*item.upsert, event_id))
+        await db.executemany(_EVENT_INSERT, rows)
+        if upserts:
+            await db.executemany(_POSITION_UPSERT, upserts)
+        await db.commit()
+        self._next_id = first_id + len(batch)
+        self._committed += len(batch)
+        for offset, item in enumerate(batch):
+            if item.future is not None and not item.future.done():
+                item.future.set_result(first_id + offset)
+
+    async def _rollback(self) -> None:
+        try:
+            if self._db is not None and self._db.in_transaction:
+                await self._db.rollback()
+        except Exception as exc:  # noqa: BLE001
+            logger.error("event store: rollback failed: {}", exc)
+
+    def _healthy_now(self, now: float) -> bool:
+        return self._failing_since is None or (now - self._failing_since) * 1000 < self._critical_after_ms
+
+    def health(self) -> StoreHealth:
+        failing = self._failing_since
+        return StoreHealth(
+            ok=self._db is not None and self._healthy_now(time.monotonic()),
+            backlog=len(self._queue),
+            committed=self._committed,
+            failing_since_ms=None if failing is None else int((time.time() - (time.monotonic() - failing)) * 1000),
+            last_error=self._last_error if failing is not None else None,
+        )
+
+    # ------------------------------------------------------------- reading
+    def run_job(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]) -> concurrent.futures.Future[Any]:
+        """Run ``fn(db)`` in the writer's order (after everything appended before it)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._enqueue(_Job(fn, future))
+        return future
+
+    async def _read(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]) -> Any:
+        if self._readonly or self._writer is None:
+            return await fn(self._db)
+        return await asyncio.wrap_future(self.run_job(fn))
+
+    async def query(
+        self,
+        *,
+        position_id: str | None = None,
+        types: tuple[str, ...] = (),
+        type_prefixes: tuple[str, ...] = (),
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        since_ms: int | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Event]:
+        """Events matching every given filter, oldest first (sees all prior appends)."""
+        where, args = [], []
+        for column, value in (("position_id", position_id), ("actor", actor), ("correlation_id", correlation_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        type_terms = []
+        if types:
+            type_terms.append(f"type IN ({', '.join('?' * len(types))})")
+            args.extend(types)
+        for prefix in type_prefixes:
+            type_terms.append("type LIKE ? ESCAPE '\\'")
+            args.append(prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if type_terms:
+            where.append("(" + " OR ".join(type_terms) + ")")
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            args.append(since_ms)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        sql = f"SELECT {_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        async def _q(db: aiosqlite.Connection) -> list[Event]:
+            async with db.execute(sql, args) as cur:
+                return [_row_to_event(r) for r in await cur.fetchall()]
+
+        rows = await self._read(_q)
+        return rows[::-1] if newest_first else rows
+
+    async def positions(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        """The projection: one dict per position (its latest snapshot)."""
+        sql = "SELECT position_id, data, last_event_id FROM positions"
+        if open_only:
+            sql += " WHERE is_open = 1"
+        sql += " ORDER BY position_id"
+
+        async def _q(db: aiosqlite.Connection) -> list[dict[str, Any]]:
+            async with db.execute(sql) as cur:
+                return [{**_decode_data(data), "position_id": pid, "last_event_id": last} for pid, data, last in await cur.fetchall()]
+
+        return await self._read(_q)
+
+    async def prune(self, older_than_ms: int) -> int:
+        """Retention: delete events older than the cut-off, except those of open positions."""
+
+        async def _q(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "DELETE FROM events WHERE ts_ms < ? AND (position_id IS NULL OR position_id NOT IN "
+                "(SELECT position_id FROM positions WHERE is_open = 1))",
+                (older_than_ms,),
+            )
+            await db.execute("DELETE FROM positions WHERE is_open = 0 AND updated_ts_ms < ?", (older_than_ms,))
+            await db.commit()
+            return cur.rowcount
+
+        return await self._read(_q)
+
+
+class _Prepared:
+    """An event encoded for insertion (id and last_event_id added by the writer)."""
+
+    __slots__ = ("row", "upsert", "future")
+
+    def __init__(self, row: tuple[Any, ...], upsert: tuple[Any, ...] | None, future: concurrent.futures.Future[int] | None) -> None:
+        self.row = row
+        self.upsert = upsert
+        self.future = future
+
+
+def _prepare(ev: Event, future: concurrent.futures.Future[int] | None) -> _Prepared:
+    row = (ev.ts_ms, ev.type, ev.actor, ev.position_id, ev.correlation_id, ev.symbol, ev.exchange, int(ev.severity), _encode(ev.data).decode())
+    upsert = None
+    if ev.projection is not None:
+        proj = ev.projection
+        missing = [k for k in PROJECTION_REQUIRED if k not in proj]
+        if missing or ev.position_id is None:
+            raise ValueError(f"event {ev.type}: a projection needs position_id and {', '.join(PROJECTION_REQUIRED)}; missing {', '.join(missing) or 'position_id'}")
+        upsert = (ev.position_id, proj["exchange"], proj["symbol"], proj["state"], int(bool(proj["is_open"])), _encode(proj).decode(), ev.ts_ms)
+    return _Prepared(row, upsert, future)
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    event_id, ts_ms, type_, actor, position_id, correlation_id, symbol, exchange, severity, data = row
+    return Event(
+        id=event_id,
+        ts_ms=ts_ms,
+        type=type_,
+        actor=actor,
+        position_id=position_id,
+        correlation_id=correlation_id,
+        symbol=symbol,
+        exchange=exchange,
+        severity=Severity(severity),
+        data=_decode_data(data),
+    )

@@ -1,0 +1,192 @@
+"""Control commands as the supervisor executes them.
+
+The control server (adapters/control_server.py) has already authenticated
+and validated each command; here it is recorded, checked for expiry at the
+moment of execution, executed and answered. A command that fails changes
+nothing. Commands that need I/O (positions) answer later, when the I/O
+result comes back as a message, matched by request id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from supervision.actor import handles
+from supervision.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Shutdown
+from tradebot import logs
+from tradebot.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
+from tradebot.events import Severity
+
+if TYPE_CHECKING:
+    from supervision.supervisor import Supervisor
+
+
+class CommandsMixin:
+    """Mixed into :class:`Supervisor`; kept apart to keep each module small."""
+
+    @handles(ExecuteCommand)
+    def _on_command(self: Supervisor, msg: ExecuteCommand) -> None:
+        self.emit("control.command", {"command": msg.command, "args": msg.args}, correlation_id=msg.request_id)
+        now = self.ctx.wall_ms()
+        if now > msg.deadline_wall_ms:
+            return self.reply(msg, error=f"command expired {now - msg.deadline_wall_ms} ms before it could run; not executed")
+        handler = getattr(self, f"cmd_{msg.command.replace('-', '_')}", None)
+        if handler is None:
+            return self.reply(msg, error=f"unknown command {msg.command!r}")
+        try:
+            handler(msg)
+        except Exception as exc:  # noqa: BLE001 - a command must never kill the supervisor
+            self.log.opt(exception=exc).error("command {} failed", msg.command)
+            self.reply(msg, error=f"{msg.command} failed: {type(exc).__name__}: {exc}")
+
+    def reply(self: Supervisor, msg: ExecuteCommand, result: Any = None, *, error: str | None = None) -> None:
+        ok = error is None
+        self.emit(
+            "control.reply",
+            {"command": msg.command, "ok": ok, "result": result, "error": error},
+            correlation_id=msg.request_id,
+            severity=Severity.INFO if ok else Severity.WARNING,
+        )
+        msg.reply_to.tell(CommandReplied(request_id=msg.request_id, ok=ok, result=result, error=error, correlation_id=msg.request_id))
+
+    # ---------------------------------------------------------- queries
+    def cmd_status(self: Supervisor, msg: ExecuteCommand) -> None:
+        self.reply(msg, self.status())
+
+    def status(self: Supervisor) -> dict[str, Any]:
+        store = self.ctx.store.health()
+        children = []
+        for name, spec in self.specs.items():
+            ref = self.refs.get(name)
+            children.append(
+                {
+                    "name": name,
+                    "kind": spec.kind,
+                    "alive": bool(ref and ref.is_alive()),
+                    "restarts": self.restart_total.get(name, 0),
+                    "given_up": self.given_up.get(name),
+                }
+            )
+        problems = []
+        if not store.ok:
+            problems.append(f"event store failing: {store.last_error} (backlog {store.backlog})")
+        problems += [f"gave up on {n}: {r}" for n, r in self.given_up.items()]
+        now = self.ctx.clock.now_ms()
+        return {
+            "healthy": not problems,
+            "problems": problems,
+            "pid": os.getpid(),
+            "started_at_ms": self.started_ms,
+            "uptime_s": round((now - self.started_ms) / 1000, 1),
+            "intake": {"open": self.intake_open, "paused_by_user": self.user_paused, "blocked": dict(self.intake_blocks)},
+            "positions": len(self.children_of("position")),
+            "children": children,
+            "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error},
+            "shutting_down": self.shutting_down,
+        }
+
+    def cmd_positions(self: Supervisor, msg: ExecuteCommand) -> None:
+        self._pending[msg.request_id] = msg
+        self.io_call("positions", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
+
+    @handles(IOCompleted)
+    def _on_io_completed(self: Supervisor, msg: IOCompleted) -> None:
+        if msg.purpose == "positions":
+            request = self._pending.pop(msg.correlation_id, None)
+            if request is not None:
+                self.reply(request, msg.result, error=msg.error and f"could not read positions: {msg.error}")
+        elif msg.purpose == "retention":
+            if msg.error:
+                self.emit("store.prune_failed", {"error": msg.error}, severity=Severity.ERROR)
+            else:
+                self.emit("store.pruned", {"deleted": msg.result, "retention_days": self.ctx.config.store.retention_days})
+
+    def start_retention(self: Supervisor) -> None:
+        cutoff = self.ctx.clock.now_ms() - self.ctx.config.store.retention_days * 86_400_000
+        self.io_call("retention", self.ctx.store.prune(cutoff))
+
+    # --------------------------------------------------------- positions
+    def cmd_close(self: Supervisor, msg: ExecuteCommand) -> None:
+        symbol = msg.args["symbol"]
+        targets = {n: r for n, r in self.children_of("position").items() if _symbol_matches(self.specs[n].name, symbol)}
+        if not targets:
+            return self.reply(msg, error=f"no open position for {symbol}")
+        self._tell_close(targets, msg)
+        self.reply(msg, {"closing": sorted(targets)})
+
+    def cmd_close_all(self: Supervisor, msg: ExecuteCommand) -> None:
+        targets = self.children_of("position")
+        self._tell_close(targets, msg)
+        self.reply(msg, {"closing": sorted(targets)})
+
+    def _tell_close(self: Supervisor, targets: dict[str, pykka.ActorRef], msg: ExecuteCommand) -> None:
+        for ref in targets.values():
+            try:
+                ref.tell(ClosePosition(reason="user command", correlation_id=msg.request_id))
+            except pykka.ActorDeadError:
+                pass
+
+    # ------------------------------------------------------------ intake
+    def cmd_pause(self: Supervisor, msg: ExecuteCommand) -> None:
+        changed = not self.user_paused
+        if changed:
+            self.user_paused = True
+            self.emit("intake.paused", {"by": "control"}, durable=True)
+            self.publish_intake()
+        self.reply(msg, {"paused": True, "changed": changed, "note": "open positions stay protected"})
+
+    def cmd_resume(self: Supervisor, msg: ExecuteCommand) -> None:
+        changed = self.user_paused
+        if changed:
+            self.user_paused = False
+            self.emit("intake.resumed", {"by": "control"}, durable=True)
+            self.publish_intake()
+        self.reply(msg, {"paused": False, "changed": changed, "still_blocked_by": dict(self.intake_blocks)})
+
+    def publish_intake(self: Supervisor) -> None:
+        note = IntakeChanged(open=self.intake_open, reasons=tuple(self.intake_blocks.values()) + (("paused by user",) if self.user_paused else ()))
+        for ref in self.children_of("intake").values():
+            try:
+                ref.tell(note)
+            except pykka.ActorDeadError:
+                pass
+
+    # ------------------------------------------------------------ config
+    def cmd_reload(self: Supervisor, msg: ExecuteCommand) -> None:
+        if not self.config_path:
+            return self.reply(msg, error="this bot was started without a config file; nothing to reload")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            return self.reply(msg, error=f"config not reloaded, nothing changed: {exc}")
+        changed = config_diff(self.ctx.config, new)
+        applied = sorted(k for k in changed if k in LIVE_SAFE_KEYS)
+        needs_restart = sorted(k for k in changed if k not in LIVE_SAFE_KEYS)
+        if applied:
+            effective = merge_live(self.ctx.config, new, applied)
+            self.ctx = dataclasses.replace(self.ctx, config=effective)
+            logs.set_level(effective.logging.level)
+            for ref in self.refs.values():
+                try:
+                    ref.tell(ConfigChanged(config=effective, applied=tuple(applied)))
+                except pykka.ActorDeadError:
+                    pass
+        self.emit("config.reloaded", {"applied": applied, "requires_restart": needs_restart, "changes": {k: [str(a), str(b)] for k, (a, b) in changed.items()}})
+        self.reply(msg, {"applied": applied, "requires_restart": needs_restart, "unchanged": not changed})
+
+    # ---------------------------------------------------------- shutdown
+    def cmd_shutdown(self: Supervisor, msg: ExecuteCommand) -> None:
+        self.reply(msg, {"shutting_down": True, "stops": "left on the exchange"})
+        self.actor_ref.tell(Shutdown(reason="control command"))
+
+
+def _symbol_matches(child_name: str, symbol: str) -> bool:
+    """Position children are named ``position:<SYMBOL>:<id>`` (SYMBOL without separators)."""
+    parts = child_name.split(":")
+    plain = symbol.split(":")[0].replace("/", "")
+    return len(parts) >= 2 and parts[1] == plain
+

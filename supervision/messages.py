@@ -1,0 +1,118 @@
+"""Messages of the runtime itself: timers, supervision, control.
+
+Commands are imperative, events past tense, read-outs reports. All are frozen
+msgspec Structs (pykka does not copy messages), each with a process-unique
+``msg_id`` and an optional ``correlation_id`` tying a reply to its request.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import msgspec
+
+_ids = itertools.count(1)
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    msg_id: int = msgspec.field(default_factory=lambda: next(_ids))
+    correlation_id: str = ""
+
+
+# --------------------------------------------------------------- timers
+class Tick(Message, frozen=True, kw_only=True):
+    """A timer fired; ``name`` says which one."""
+
+    name: str
+    ts_ms: int
+
+
+# ---------------------------------------------------------- supervision
+class ChildFailed(Message, frozen=True, kw_only=True):
+    """Told to the supervisor by a child that is dying (or died in on_start)."""
+
+    name: str
+    actor_urn: str
+    error: str
+    during_start: bool = False
+
+
+class StartChild(Message, frozen=True, kw_only=True):
+    """Ask the supervisor to start (and from then on supervise) a dynamic child."""
+
+    spec: Any  # supervision.supervisor.ChildSpec (holds a factory, so not serialisable)
+
+
+class RestartChild(Message, frozen=True, kw_only=True):
+    """Ask the supervisor to replace a stuck child with a fresh one."""
+
+    name: str
+    reason: str
+
+
+class ChildStopped(Message, frozen=True, kw_only=True):
+    """A dynamic child finished its job and stopped on purpose (not a failure)."""
+
+    name: str
+    actor_urn: str
+
+
+class Shutdown(Message, frozen=True, kw_only=True):
+    reason: str
+
+
+class Drain(Message, frozen=True, kw_only=True):
+    """Shutdown request to a child: finish in-flight work, then stop."""
+
+    reason: str
+
+
+class DrainDeadline(Message, frozen=True, kw_only=True):
+    """The supervisor's bound on how long children may take to drain."""
+
+
+class IntakeChanged(Message, frozen=True, kw_only=True):
+    """Told to intake children whenever opening new positions is allowed or not."""
+
+    open: bool
+    reasons: tuple[str, ...] = ()
+
+
+class ClosePosition(Message, frozen=True, kw_only=True):
+    """Close this position at market (from a user command or the guard)."""
+
+    reason: str
+
+
+class ConfigChanged(Message, frozen=True, kw_only=True):
+    """Broadcast after a reload: the new config and the keys applied live."""
+
+    config: Any
+    applied: tuple[str, ...]
+
+
+# -------------------------------------------------------------- control
+class ExecuteCommand(Message, frozen=True, kw_only=True):
+    """A validated control command for the supervisor; reply goes to ``reply_to``."""
+
+    command: str
+    args: dict[str, Any]
+    request_id: str
+    deadline_wall_ms: int
+    reply_to: Any  # anything with tell(CommandReplied)
+
+
+class CommandReplied(Message, frozen=True, kw_only=True):
+    request_id: str
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+class IOCompleted(Message, frozen=True, kw_only=True):
+    """Result of work an actor handed to the I/O loop (see ManagedActor.io_call)."""
+
+    purpose: str
+    result: Any = None
+    error: str | None = None

@@ -1,0 +1,169 @@
+"""The process: wires the tree in dependency order and takes it down again.
+
+Start order: logging -> I/O loop -> event store -> supervisor (which starts
+its children: exchange-facing services, feeds, then actors) -> control
+socket. Stop order is the reverse, and every step is bounded, so a stuck
+actor can delay exit by at most ``shutdown_timeout_secs`` plus a margin.
+aiosqlite's worker thread is non-daemon: the store is always closed, or the
+process would hang on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import pykka
+from loguru import logger
+
+from adapters.control_server import ControlServer
+from adapters.event_store import EventStore
+from adapters.io_loop import IOLoop
+from supervision.actor import ActorContext
+from supervision.messages import Shutdown
+from supervision.supervisor import ChildSpec, Supervisor
+from tradebot import logs
+from tradebot.clock import Clock, RealClock
+from tradebot.config import Config
+from tradebot.events import Event, Severity
+
+EXIT_OK = 0
+EXIT_SHUTDOWN_INCOMPLETE = 3
+EXIT_SUPERVISOR_DIED = 70
+
+ChildrenFactory = Callable[["Runtime"], list[ChildSpec]]
+
+
+class Runtime:
+    """Owns every long-lived resource of one bot process."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | Path | None = None,
+        clock: Clock | None = None,
+        children: ChildrenFactory | None = None,
+        console: bool = True,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = str(config_path) if config_path else None
+        self.clock: Clock = clock or RealClock()
+        self._children = children or (lambda rt: [])
+        self._console = console
+        self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self.io = IOLoop()
+        self.store: EventStore | None = None
+        self.control: ControlServer | None = None
+        self.supervisor: pykka.ActorRef | None = None
+        self.clean_stop = threading.Event()
+        self._shutdown_requested: str | None = None
+        self._stopped = False
+
+    # ------------------------------------------------------------- start
+    def start(self) -> Runtime:
+        cfg = self.config
+        logs.setup_logging(
+            cfg.log_dir,
+            level=cfg.logging.level,
+            console_level=cfg.logging.console_level if self._console else None,
+            rotation_bytes=cfg.logging.rotation_mb * 1024 * 1024,
+            retention_files=cfg.logging.retention_files,
+        )
+        try:
+            self.io.start()
+            self.store = EventStore(
+                cfg.store_path,
+                self.io,
+                batch_max=cfg.store.batch_max,
+                busy_timeout_ms=cfg.store.busy_timeout_ms,
+                critical_after_ms=cfg.store.critical_after_ms,
+            ).open()
+            self.store.append(Event(type="runtime.started", ts_ms=self.clock.now_ms(), actor="runtime", data={"pid": os.getpid(), "config": self.config_path, "data_dir": str(cfg.data_dir)}))
+            ctx = ActorContext(clock=self.clock, io=self.io, store=self.store, config=cfg, wall_ms=self._wall_ms)
+            self.supervisor = Supervisor.start(ctx=ctx, children=self._children(self), config_path=self.config_path, clean_stop=self.clean_stop)
+            self.control = ControlServer(
+                cfg.control_socket,
+                self.io,
+                self.store,
+                lambda: self.supervisor,
+                max_ttl_ms=cfg.control.command_ttl_secs * 1000,
+                wall_ms=self._wall_ms,
+            )
+            self.control.start()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("tradebot running (pid {}); data in {}", os.getpid(), cfg.data_dir)
+        return self
+
+    # -------------------------------------------------------------- wait
+    def request_shutdown(self, reason: str) -> None:
+        if self._shutdown_requested is None:
+            self._shutdown_requested = reason
+            logger.info("shutdown requested: {}", reason)
+        if self.supervisor is not None:
+            try:
+                self.supervisor.tell(Shutdown(reason=reason))
+            except pykka.ActorDeadError:
+                pass
+
+    def run_until_stopped(self, duration_s: float | None = None, *, install_signals: bool = True) -> int:
+        """Block until the supervisor stops (signal, ``ctl shutdown``, duration, crash)."""
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, _frame: self.request_shutdown(signal.Signals(signum).name))
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        assert self.supervisor is not None
+        stopped = self.supervisor.actor_stopped
+        while not stopped.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline and self._shutdown_requested is None:
+                self.request_shutdown(f"--duration {duration_s:g} s elapsed")
+        return self.stop()
+
+    # -------------------------------------------------------------- stop
+    def stop(self) -> int:
+        """Bounded teardown in reverse start order; returns the exit code."""
+        if self._stopped:
+            return EXIT_OK
+        self._stopped = True
+        code = EXIT_OK
+        budget_s = self.config.supervisor.shutdown_timeout_secs + 5
+        if self.supervisor is not None:
+            if self.supervisor.is_alive():
+                self.request_shutdown(self._shutdown_requested or "runtime stop")
+                if not self.supervisor.actor_stopped.wait(budget_s):
+                    logger.error("supervisor did not finish shutting down within {} s", budget_s)
+                    code = EXIT_SHUTDOWN_INCOMPLETE
+            if not self.clean_stop.is_set() and code == EXIT_OK:
+                logger.critical("the supervisor died; escalating: the process exits so it can be restarted and recover")
+                code = EXIT_SUPERVISOR_DIED
+        stragglers = [ref for ref in pykka.ActorRegistry.get_all()]
+        for ref in stragglers:
+            ref.stop(block=False)
+        for ref in stragglers:
+            ref.actor_stopped.wait(1.0)
+        stuck = [str(ref) for ref in stragglers if ref.is_alive()]
+        if stuck:
+            logger.error("actors still running at exit (daemon threads, abandoned): {}", stuck)
+            code = code or EXIT_SHUTDOWN_INCOMPLETE
+        if self.control is not None:
+            self.control.stop()
+        if self.store is not None:
+            try:
+                if self.io.loop.is_running():
+                    self.store.append(Event(type="runtime.stopped", ts_ms=self.clock.now_ms(), actor="runtime", severity=Severity.INFO if code == EXIT_OK else Severity.ERROR, data={"exit_code": code, "reason": self._shutdown_requested}))
+                self.store.close()
+            except Exception as exc:  # noqa: BLE001 - report, keep tearing down
+                logger.critical("event store did not close cleanly: {}", exc)
+                code = code or EXIT_SHUTDOWN_INCOMPLETE
+        self.io.stop()
+        self.clock.close()
+        logger.info("tradebot stopped (exit code {})", code)
+        logs.shutdown_logging()
+        return code

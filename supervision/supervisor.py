@@ -1,0 +1,250 @@
+"""The supervisor: builds the actor tree, restarts what fails, shuts down cleanly.
+
+pykka gives actors but no supervision. This is ours, after Erlang/OTP:
+
+* children start in the order given (dependencies first) and are registered
+  by name; dynamic children (one per position) join with ``StartChild``;
+* a failed child (``ChildFailed``, or found dead by the liveness check, which
+  also catches a death in ``on_start``) is replaced one-for-one by a fresh
+  actor, which rebuilds its state from the event store in ``started()``;
+* restart intensity: more than ``max_restarts`` within ``restart_window_secs``
+  and the child is given up: new entries stop (intake blocked), protection of
+  what is open continues, and a critical event is recorded;
+* ``Shutdown`` stops intake, asks every child to drain (finish in-flight work,
+  then stop), waits for them up to ``shutdown_timeout_secs`` and stops itself.
+  Stop orders on the exchange are left alone on purpose.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from typing import Any, Callable
+
+import pykka
+
+from supervision.actor import ActorContext, ManagedActor, handles
+from supervision.commands import CommandsMixin
+from supervision.messages import (
+    ChildFailed,
+    ChildStopped,
+    Drain,
+    DrainDeadline,
+    RestartChild,
+    Shutdown,
+    StartChild,
+    Tick,
+)
+from tradebot.events import Severity
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildSpec:
+    """How to (re)start one child.
+
+    ``factory(name, ctx)`` starts the actor and returns its ref. ``kind``
+    groups children in status and in shutdown order (positions drain last).
+    ``restart``: "permanent" children are replaced when they stop or fail;
+    "transient" ones only when they fail (a closed position stays stopped).
+    """
+
+    name: str
+    factory: Callable[[str, ActorContext], pykka.ActorRef]
+    kind: str = "service"
+    restart: str = "permanent"
+
+
+class _RestartDue(ChildStopped, frozen=True, kw_only=True):
+    """Internal: the restart back-off of a child has elapsed."""
+
+
+_DRAIN_ORDER = {"intake": 0, "service": 1, "position": 2}
+
+
+class Supervisor(CommandsMixin, ManagedActor):
+    """Root of the tree. Its own failure is escalated to the runtime (process exit)."""
+
+    def __init__(
+        self,
+        *,
+        ctx: ActorContext,
+        children: list[ChildSpec],
+        config_path: str | None = None,
+        clean_stop: threading.Event | None = None,
+    ) -> None:
+        super().__init__(name="supervisor", ctx=ctx)
+        self.clean_stop = clean_stop or threading.Event()
+        self._initial = list(children)
+        self.specs: dict[str, ChildSpec] = {}
+        self.refs: dict[str, pykka.ActorRef] = {}
+        self.restarts: dict[str, collections.deque[int]] = collections.defaultdict(collections.deque)
+        self.restart_total: dict[str, int] = collections.defaultdict(int)
+        self.given_up: dict[str, str] = {}
+        self.intake_blocks: dict[str, str] = {}
+        self.user_paused = False
+        self.config_path = config_path
+        self.started_ms = 0
+        self.shutting_down: str | None = None
+        self._draining: set[str] = set()
+        self._pending: dict[str, Any] = {}
+
+    # ----------------------------------------------------------- start
+    def started(self) -> None:
+        self.started_ms = self.ctx.clock.now_ms()
+        self.user_paused = self._restore_pause()
+        self.emit("supervisor.started", {"children": [c.name for c in self._initial], "intake_paused": self.user_paused})
+        for spec in self._initial:
+            self._start(spec)
+        cfg = self.ctx.config
+        self.every(cfg.supervisor.child_check_interval_ms, "child_check")
+        self.every(cfg.store.prune_interval_secs * 1000, "retention", first_delay_ms=5_000)
+
+    def _restore_pause(self) -> bool:
+        last = self.load_events(actor=self.name, types=("intake.paused", "intake.resumed"), newest_first=True, limit=1)
+        return bool(last) and last[0].type == "intake.paused"
+
+    def _ctx_for_children(self) -> ActorContext:
+        return dataclasses.replace(self.ctx, supervisor=self.actor_ref)
+
+    def _start(self, spec: ChildSpec) -> None:
+        self.specs[spec.name] = spec
+        try:
+            ref = spec.factory(spec.name, self._ctx_for_children())
+        except Exception as exc:  # noqa: BLE001 - a factory that throws is a failed start
+            self.emit("supervisor.child_start_failed", {"child": spec.name, "error": f"{type(exc).__name__}: {exc}"}, severity=Severity.ERROR)
+            self._on_child_down(spec.name, f"{type(exc).__name__}: {exc}")
+            return
+        self.refs[spec.name] = ref
+        self.log.debug("started {} ({})", spec.name, ref.actor_urn)
+
+    # --------------------------------------------------------- failures
+    @handles(ChildFailed)
+    def _on_child_failed(self, msg: ChildFailed) -> None:
+        ref = self.refs.get(msg.name)
+        if ref is None or ref.actor_urn != msg.actor_urn:
+            return  # an older incarnation; already replaced
+        del self.refs[msg.name]
+        where = " during start" if msg.during_start else ""
+        self.emit("supervisor.child_failed", {"child": msg.name, "error": msg.error, "during_start": msg.during_start}, severity=Severity.ERROR)
+        self.log.error("child {} failed{}: {}", msg.name, where, msg.error)
+        self._on_child_down(msg.name, msg.error)
+
+    @handles(ChildStopped)
+    def _on_child_stopped(self, msg: ChildStopped) -> None:
+        if isinstance(msg, _RestartDue):
+            return self._restart_now(msg.name)
+        ref = self.refs.get(msg.name)
+        if ref is None or ref.actor_urn != msg.actor_urn:
+            return
+        del self.refs[msg.name]
+        if self.shutting_down:
+            self._draining.discard(msg.name)
+            return self._finish_shutdown_if_done()
+        spec = self.specs.get(msg.name)
+        if spec is not None and spec.restart == "permanent":
+            self.emit("supervisor.child_exited", {"child": msg.name}, severity=Severity.WARNING)
+            self._on_child_down(msg.name, "stopped unexpectedly")
+        else:
+            self.specs.pop(msg.name, None)
+            self.emit("supervisor.child_done", {"child": msg.name}, severity=Severity.DEBUG)
+
+    @handles(RestartChild)
+    def _on_restart_request(self, msg: RestartChild) -> None:
+        ref = self.refs.pop(msg.name, None)
+        if ref is None:
+            return
+        self.emit("supervisor.child_restart_requested", {"child": msg.name, "reason": msg.reason}, severity=Severity.WARNING)
+        try:
+            ref.stop(block=False)  # a stuck actor never reads this; it is fenced out by its urn
+        except pykka.ActorDeadError:
+            pass
+        self._on_child_down(msg.name, msg.reason)
+
+    def _on_child_down(self, name: str, reason: str) -> None:
+        if self.shutting_down:
+            self._draining.discard(name)
+            return self._finish_shutdown_if_done()
+        now = self.ctx.clock.now_ms()
+        window_ms = self.ctx.config.supervisor.restart_window_secs * 1000
+        history = self.restarts[name]
+        while history and history[0] <= now - window_ms:
+            history.popleft()
+        if len(history) >= self.ctx.config.supervisor.max_restarts:
+            self.given_up[name] = reason
+            self.intake_blocks[f"restart-intensity:{name}"] = f"{name} failed {len(history) + 1} times within {window_ms // 1000} s"
+            self.emit(
+                "supervisor.restart_intensity_exceeded",
+                {"child": name, "restarts": len(history), "window_secs": window_ms // 1000, "last_error": reason, "intake": "blocked"},
+                severity=Severity.CRITICAL,
+            )
+            self.log.critical("giving up on {}: restart intensity exceeded; new entries stopped, protection continues", name)
+            return
+        history.append(now)
+        self.after(self.ctx.config.supervisor.restart_backoff_ms, _RestartDue(name=name, actor_urn=""))
+
+    def _restart_now(self, name: str) -> None:
+        spec = self.specs.get(name)
+        if spec is None or self.shutting_down or name in self.refs:
+            return
+        self.restart_total[name] += 1
+        self.emit("supervisor.child_restarted", {"child": name, "restarts_in_window": len(self.restarts[name])}, severity=Severity.WARNING)
+        self._start(spec)
+
+    @handles(StartChild)
+    def _on_start_child(self, msg: StartChild) -> None:
+        spec: ChildSpec = msg.spec
+        if self.shutting_down:
+            self.emit("supervisor.child_refused", {"child": spec.name, "reason": "shutting down"}, severity=Severity.WARNING)
+            return
+        if spec.name in self.refs:
+            self.emit("supervisor.child_refused", {"child": spec.name, "reason": "already running"}, severity=Severity.WARNING)
+            return
+        self._start(spec)
+
+    @handles(Tick)
+    def _on_tick(self, msg: Tick) -> None:
+        if msg.name == "child_check":
+            for name, ref in list(self.refs.items()):
+                if not ref.is_alive():
+                    self._on_child_failed(ChildFailed(name=name, actor_urn=ref.actor_urn, error="died without reporting (found by liveness check)"))
+        elif msg.name == "retention":
+            self.start_retention()
+
+    # ---------------------------------------------------------- intake
+    @property
+    def intake_open(self) -> bool:
+        return not self.user_paused and not self.intake_blocks and not self.shutting_down
+
+    def children_of(self, kind: str) -> dict[str, pykka.ActorRef]:
+        return {n: r for n, r in self.refs.items() if self.specs[n].kind == kind}
+
+    # -------------------------------------------------------- shutdown
+    @handles(Shutdown)
+    def _on_shutdown(self, msg: Shutdown) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = msg.reason
+        self.emit("supervisor.shutdown_started", {"reason": msg.reason, "children": sorted(self.refs)})
+        self.log.info("shutting down ({}): draining {} children; stop orders stay on the exchange", msg.reason, len(self.refs))
+        self._draining = set(self.refs)
+        for name, ref in sorted(self.refs.items(), key=lambda kv: _DRAIN_ORDER.get(self.specs[kv[0]].kind, 1)):
+            try:
+                ref.tell(Drain(reason=msg.reason))
+            except pykka.ActorDeadError:
+                self._draining.discard(name)
+        self.after(self.ctx.config.supervisor.shutdown_timeout_secs * 1000, DrainDeadline())
+        self._finish_shutdown_if_done()
+
+    @handles(DrainDeadline)
+    def _on_drain_deadline(self, msg: DrainDeadline) -> None:
+        if self._draining:
+            self.emit("supervisor.drain_timeout", {"still_running": sorted(self._draining)}, severity=Severity.ERROR)
+            self._draining.clear()
+        self._finish_shutdown_if_done()
+
+    def _finish_shutdown_if_done(self) -> None:
+        if self.shutting_down and not self._draining:
+            self.emit("supervisor.stopped", {"reason": self.shutting_down})
+            self.clean_stop.set()
+            self.stop()

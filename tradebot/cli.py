@@ -1,0 +1,260 @@
+"""``tradebot``: run the bot, talk to it, read its logs and events.
+
+Exit codes: 0 ok; 1 the bot answered with an error / nothing found;
+2 usage or config error; 3 no bot running (ctl) or unclean shutdown (run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from tradebot.config import Config, ConfigError, load_config, parse_config
+from tradebot.control_protocol import COMMANDS, HELP
+
+DEFAULT_CONFIG = "config.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradebot", description="Crypto-futures position-protection bot.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the bot (supervisor and the whole actor tree)")
+    _config_arg(run)
+    run.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop gracefully after this many seconds")
+    run.set_defaults(func=_cmd_run)
+
+    ctl = sub.add_parser("ctl", help="send a command to the running bot", formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="commands:\n" + "\n".join(f"  {c:<11} {HELP[c]}" for c in COMMANDS))
+    ctl.add_argument("command", help="one of: " + ", ".join(COMMANDS))
+    ctl.add_argument("args", nargs="*", help="command arguments (close: SYMBOL)")
+    ctl.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    ctl.add_argument("--timeout", type=_positive_float, default=15.0, metavar="SECONDS")
+    _config_arg(ctl)
+    ctl.set_defaults(func=_cmd_ctl)
+
+    lg = sub.add_parser("logs", help="show an actor's log (or list them)")
+    lg.add_argument("actor", nargs="?", help="actor name, e.g. supervisor, position:BTCUSDT:ab12, combined")
+    lg.add_argument("--list", action="store_true", help="list the log files")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    lg.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    _config_arg(lg)
+    lg.set_defaults(func=_cmd_logs)
+
+    ev = sub.add_parser("events", help="read the event store")
+    ev.add_argument("--position", metavar="ID", help="only this position's events")
+    ev.add_argument("--type", action="append", default=[], metavar="T", help="event type; 'prefix*' matches a family (repeatable)")
+    ev.add_argument("--actor", metavar="NAME")
+    ev.add_argument("--correlation", metavar="ID")
+    ev.add_argument("--since", metavar="WHEN", help="ISO time, epoch ms, or an age such as 30s, 15m, 2h, 1d")
+    ev.add_argument("--limit", type=int, default=200, help="newest N matching events (default 200, 0 = all)")
+    ev.add_argument("--json", action="store_true", help="print a JSON array")
+    _config_arg(ev)
+    ev.set_defaults(func=_cmd_events)
+    return p
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help=f"config file (default: ./{DEFAULT_CONFIG}, else built-in defaults)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, str | None]:
+    if args.config:
+        return load_config(args.config), str(Path(args.config).resolve())
+    if Path(DEFAULT_CONFIG).exists():
+        return load_config(DEFAULT_CONFIG), str(Path(DEFAULT_CONFIG).resolve())
+    return parse_config("", label="(built-in defaults)", base_dir=Path.cwd()), None
+
+
+# ------------------------------------------------------------------ run
+def _cmd_run(args: argparse.Namespace) -> int:
+    from supervision.runtime import Runtime
+    from tradebot.wiring import build_children
+
+    config, path = _load(args)
+    runtime = Runtime(config, config_path=path, children=build_children)
+    try:
+        runtime.start()
+    except Exception as exc:  # noqa: BLE001 - start-up failure: say what, exit non-zero
+        print(f"tradebot: could not start: {exc}", file=sys.stderr)
+        return 2
+    return runtime.run_until_stopped(args.duration)
+
+
+# ------------------------------------------------------------------ ctl
+def _cmd_ctl(args: argparse.Namespace) -> int:
+    from tradebot.control_client import BotNotRunning, send_command
+
+    config, _ = _load(args)
+    spec = COMMANDS.get(args.command)
+    if spec is None:
+        print(f"tradebot ctl: unknown command {args.command!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if len(args.args) != len(spec):
+        wanted = " ".join(a.upper() for a in spec) or "no arguments"
+        print(f"tradebot ctl {args.command}: expected {wanted}, got {len(args.args)} argument(s)", file=sys.stderr)
+        return 2
+    try:
+        reply = send_command(config.control_socket, args.command, dict(zip(spec, args.args)), timeout_s=args.timeout,
+                             ttl_ms=config.control.command_ttl_secs * 1000)
+    except BotNotRunning as exc:
+        print(f"tradebot ctl: {exc}", file=sys.stderr)
+        return 3
+    except (TimeoutError, ConnectionError, PermissionError) as exc:
+        print(f"tradebot ctl: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": reply.ok, "result": reply.result, "error": reply.error, "id": reply.id}, indent=2, default=str))
+    elif reply.ok:
+        print(_render(args.command, reply.result))
+    else:
+        print(f"error: {reply.error}", file=sys.stderr)
+    return 0 if reply.ok else 1
+
+
+def _render(command: str, result: Any) -> str:
+    if command == "status" and isinstance(result, dict):
+        lines = [
+            f"healthy:    {'yes' if result['healthy'] else 'NO'}",
+            f"uptime:     {result['uptime_s']} s (pid {result['pid']})",
+            f"intake:     {'open' if result['intake']['open'] else 'closed'}"
+            + ("" if result["intake"]["open"] else f" ({'paused by user' if result['intake']['paused_by_user'] else ''}{'; '.join(result['intake']['blocked'].values())})"),
+            f"positions:  {result['positions']}",
+            f"store:      {'ok' if result['store']['ok'] else 'FAILING'}, {result['store']['committed']} events written, backlog {result['store']['backlog']}",
+        ]
+        lines += [f"problem:    {p}" for p in result["problems"]]
+        for child in result["children"]:
+            lines.append(f"  {child['name']:<40} {'alive' if child['alive'] else 'DOWN'}  restarts={child['restarts']}")
+        return "\n".join(lines)
+    if command == "positions" and isinstance(result, list):
+        if not result:
+            return "no open positions"
+        cols = ("symbol", "side", "state", "quantity", "entry_price", "stop_price", "stop_order_id", "position_id")
+        rows = [[str(p.get(c, "")) for c in cols] for p in result]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in [list(cols), *rows])
+    if isinstance(result, dict):
+        return "\n".join(f"{k}: {v}" for k, v in result.items())
+    return str(result)
+
+
+# ----------------------------------------------------------------- logs
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from tradebot import logs
+
+    config, _ = _load(args)
+    log_dir = config.log_dir
+    if args.list or not args.actor:
+        files = logs.list_logs(log_dir)
+        if not files:
+            print(f"no logs yet in {log_dir}")
+            return 1
+        for f in files:
+            when = dt.datetime.fromtimestamp(f.modified_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{f.actor:<44} {f.size_bytes:>12,} B  {when}")
+        return 0
+    try:
+        path = logs.resolve_log(log_dir, args.actor)
+    except LookupError as exc:
+        print(f"tradebot logs: {exc}", file=sys.stderr)
+        return 1
+    for line in logs.tail_lines(path, max(0, args.lines)):
+        print(line)
+    if args.follow:
+        try:
+            for line in logs.follow(path):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# --------------------------------------------------------------- events
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """'15m' / '2h' / '1d' / '30s', epoch ms, or an ISO time (UTC if no zone)."""
+    text = text.strip()
+    if m := _AGE.match(text):
+        mult = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[m.group(2)]
+        return now_ms - int(float(m.group(1)) * mult)
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since: expected an ISO time, epoch ms or an age like 15m, got {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    import time
+
+    from adapters.event_store import EventStore
+    from adapters.io_loop import IOLoop
+
+    config, _ = _load(args)
+    try:
+        since = parse_since(args.since, time.time_ns() // 1_000_000) if args.since else None
+    except ValueError as exc:
+        print(f"tradebot events: {exc}", file=sys.stderr)
+        return 2
+    exact = tuple(t for t in args.type if not t.endswith("*"))
+    prefixes = tuple(t[:-1] for t in args.type if t.endswith("*"))
+    io = IOLoop("events-cli").start()
+    try:
+        store = EventStore(config.store_path, io, readonly=True).open()
+    except FileNotFoundError:
+        io.stop()
+        print(f"tradebot events: no event store at {config.store_path} (has the bot run yet?)", file=sys.stderr)
+        return 1
+    try:
+        events = io.run(
+            store.query(position_id=args.position, types=exact, type_prefixes=prefixes, actor=args.actor,
+                        correlation_id=args.correlation, since_ms=since, limit=args.limit or None, newest_first=True),
+            30,
+        )
+    finally:
+        store.close()
+        io.stop()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in events], indent=1, default=str))
+        return 0
+    for e in events:
+        when = dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        who = " ".join(x for x in (e.symbol, e.position_id) if x)
+        data = json.dumps(e.data, separators=(",", ":"), default=str)
+        print(f"{e.id:>7} {when} {e.severity.label:<8} {e.actor:<24} {e.type:<34} {who} {data}")
+    if not events:
+        print("no matching events", file=sys.stderr)
+    return 0

@@ -1,0 +1,197 @@
+"""Injected time: the current time and timers, real or virtual.
+
+Every actor and adapter takes a :class:`Clock`. Periodic work is a timer that
+*tells* an actor a message; nothing sleeps inside a handler. Tests use
+:class:`VirtualClock` and move time with :meth:`VirtualClock.advance`, which
+fires every due timer in due-time order, so minutes of trading run in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from typing import Callable, Protocol
+
+
+class TimerHandle:
+    """A scheduled callback; :meth:`cancel` makes it a no-op."""
+
+    __slots__ = ("due_ms", "interval_ms", "callback", "cancelled", "_seq")
+
+    def __init__(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None], seq: int):
+        self.due_ms = due_ms
+        self.interval_ms = interval_ms
+        self.callback = callback
+        self.cancelled = False
+        self._seq = seq
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: TimerHandle) -> bool:
+        return (self.due_ms, self._seq) < (other.due_ms, other._seq)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int:
+        """Wall-clock time in epoch milliseconds."""
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` once after ``delay_ms``; it must not block (tell, don't work)."""
+
+    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None) -> TimerHandle:
+        """Run ``callback`` every ``interval_ms`` until cancelled."""
+
+    def close(self) -> None:
+        """Stop firing timers."""
+
+
+class _TimerHeap:
+    """Shared bookkeeping for both clocks (not thread-safe on its own)."""
+
+    def __init__(self) -> None:
+        self._heap: list[TimerHandle] = []
+        self._seq = itertools.count()
+
+    def push(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None]) -> TimerHandle:
+        handle = TimerHandle(due_ms, interval_ms, callback, next(self._seq))
+        heapq.heappush(self._heap, handle)
+        return handle
+
+    def pop_due(self, now_ms: int) -> TimerHandle | None:
+        while self._heap:
+            head = self._heap[0]
+            if head.cancelled:
+                heapq.heappop(self._heap)
+                continue
+            if head.due_ms > now_ms:
+                return None
+            return heapq.heappop(self._heap)
+        return None
+
+    def next_due_ms(self) -> int | None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0].due_ms if self._heap else None
+
+    def reschedule(self, handle: TimerHandle) -> None:
+        if handle.interval_ms is not None and not handle.cancelled:
+            handle.due_ms += handle.interval_ms
+            heapq.heappush(self._heap, handle)
+
+
+def _fire(handle: TimerHandle) -> None:
+    if handle.cancelled:
+        return
+    try:
+        handle.callback()
+    except Exception:  # noqa: BLE001 - a failing timer callback must not kill the timer thread
+        from loguru import logger
+
+        logger.opt(exception=True).error("timer callback failed")
+
+
+class RealClock:
+    """System time; timers fire from one daemon thread."""
+
+    def __init__(self) -> None:
+        self._timers = _TimerHeap()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="clock-timers", daemon=True)
+        self._thread.start()
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+        with self._cond:
+            handle = self._timers.push(self.now_ms() + max(0, int(delay_ms)), None, callback)
+            self._cond.notify()
+        return handle
+
+    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None) -> TimerHandle:
+        if interval_ms <= 0:
+            raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
+        first = interval_ms if first_delay_ms is None else max(0, int(first_delay_ms))
+        with self._cond:
+            handle = self._timers.push(self.now_ms() + first, int(interval_ms), callback)
+            self._cond.notify()
+        return handle
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = self.now_ms()
+                handle = self._timers.pop_due(now)
+                if handle is None:
+                    nxt = self._timers.next_due_ms()
+                    self._cond.wait(None if nxt is None else max(0.0, (nxt - now) / 1000))
+                    continue
+                self._timers.reschedule(handle)
+            _fire(handle)
+
+
+class VirtualClock:
+    """Time that moves only when told to; timers fire inside :meth:`advance`.
+
+    ``advance`` runs callbacks on the caller's thread in due-time order and
+    sets ``now`` to each timer's due time before firing it, so a 30 s periodic
+    timer fires exactly twice in ``advance(60_000)``.
+    """
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self._now_ms = int(start_ms)
+        self._timers = _TimerHeap()
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def now_ms(self) -> int:
+        return self._now_ms
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+        with self._lock:
+            return self._timers.push(self._now_ms + max(0, int(delay_ms)), None, callback)
+
+    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None) -> TimerHandle:
+        if interval_ms <= 0:
+            raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
+        first = interval_ms if first_delay_ms is None else max(0, int(first_delay_ms))
+        with self._lock:
+            return self._timers.push(self._now_ms + first, int(interval_ms), callback)
+
+    def advance(self, delta_ms: int) -> int:
+        """Move time forward by ``delta_ms``, firing due timers; returns how many fired."""
+        if delta_ms < 0:
+            raise ValueError("virtual time never goes backwards")
+        target = self._now_ms + int(delta_ms)
+        fired = 0
+        while not self._closed:
+            with self._lock:
+                handle = self._timers.pop_due(target)
+                if handle is None:
+                    break
+                self._now_ms = max(self._now_ms, handle.due_ms)
+                self._timers.reschedule(handle)
+            _fire(handle)
+            fired += 1
+        with self._lock:
+            self._now_ms = max(self._now_ms, target)
+        return fired
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(1 for h in self._timers._heap if not h.cancelled)
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,272 @@
+"""config.toml decoded into typed, frozen msgspec Structs.
+
+Unknown keys are rejected; every bad value is reported as one line naming
+the key, what was expected and what was given, e.g.
+``config.toml: supervisor.max_restarts: expected an integer >= 1, got 0``.
+Numbers that are money or percentages are Decimal (TOML floats are parsed as
+Decimal, never float). Secrets are never read from this file: they come from
+environment variables only.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Check:
+    """A bound on a numeric config value, checked after decoding."""
+
+    def __init__(self, *, gt: Any = None, ge: Any = None, le: Any = None, lt: Any = None) -> None:
+        self.gt, self.ge, self.le, self.lt = gt, ge, le, lt
+
+    def describe(self) -> str:
+        parts = []
+        for op, bound in ((">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt)):
+            if bound is not None:
+                parts.append(f"{op} {bound}")
+        return " and ".join(parts)
+
+    def ok(self, value: Any) -> bool:
+        return not (
+            (self.gt is not None and not value > self.gt)
+            or (self.ge is not None and not value >= self.ge)
+            or (self.le is not None and not value <= self.le)
+            or (self.lt is not None and not value < self.lt)
+        )
+
+
+def _n(**kw: Any) -> Check:
+    return Check(**kw)
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class RuntimeConfig(_Section):
+    #: Directory for the database, logs and the control socket (relative to the config file).
+    data_dir: str = "var"
+
+
+class StoreConfig(_Section):
+    path: str = "tradebot.db"
+    batch_max: Annotated[int, _n(ge=1, le=100_000)] = 1000
+    busy_timeout_ms: Annotated[int, _n(ge=0)] = 1000
+    critical_after_ms: Annotated[int, _n(ge=0)] = 3000
+    retention_days: Annotated[int, _n(ge=1)] = 90
+    prune_interval_secs: Annotated[int, _n(ge=60)] = 3600
+
+
+class LoggingConfig(_Section):
+    dir: str = "logs"
+    level: LogLevel = "DEBUG"
+    console_level: LogLevel = "INFO"
+    rotation_mb: Annotated[int, _n(ge=1)] = 100
+    retention_files: Annotated[int, _n(ge=1, le=1000)] = 10
+
+
+class SupervisorConfig(_Section):
+    max_restarts: Annotated[int, _n(ge=1)] = 5
+    restart_window_secs: Annotated[int, _n(ge=1)] = 60
+    shutdown_timeout_secs: Annotated[int, _n(ge=1, le=600)] = 15
+    child_check_interval_ms: Annotated[int, _n(ge=50)] = 1000
+    restart_backoff_ms: Annotated[int, _n(ge=0)] = 200
+
+
+class ControlConfig(_Section):
+    socket: str = "control.sock"
+    command_ttl_secs: Annotated[int, _n(ge=1, le=3600)] = 30
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    runtime: RuntimeConfig = RuntimeConfig()
+    store: StoreConfig = StoreConfig()
+    logging: LoggingConfig = LoggingConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    control: ControlConfig = ControlConfig()
+    #: Directory the config was read from; relative paths resolve against it.
+    base_dir: str = "."
+
+    # -------------------------------------------------------------- paths
+    @property
+    def data_dir(self) -> Path:
+        return (Path(self.base_dir) / self.runtime.data_dir).resolve()
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / self.store.path
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / self.logging.dir
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / self.control.socket
+
+
+#: Settings ``tradebot ctl reload`` applies to a running bot. Anything else
+#: needs a restart (the reply says which changed keys were not applied).
+LIVE_SAFE_KEYS = frozenset(
+    {
+        "logging.level",
+        "supervisor.max_restarts",
+        "supervisor.restart_window_secs",
+        "supervisor.restart_backoff_ms",
+        "supervisor.shutdown_timeout_secs",
+        "control.command_ttl_secs",
+        "store.retention_days",
+    }
+)
+
+_SECRET_HINT = re.compile(r"(secret|api_?key|password|passphrase|token)", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A config file that must not be started with; ``str()`` is the one-line message."""
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, decode and validate a config file; raise :class:`ConfigError`."""
+    path = Path(path)
+    label = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read: {exc.strerror}") from None
+    return parse_config(text, label=label, base_dir=path.resolve().parent)
+
+
+def parse_config(text: str, *, label: str = "config.toml", base_dir: Path | None = None) -> Config:
+    try:
+        raw = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from None
+    if "base_dir" in raw:
+        raise ConfigError(f"{label}: base_dir: unknown key (it is set from the file's location)")
+    raw["base_dir"] = str(base_dir or Path.cwd())
+    try:
+        cfg = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{label}: {_explain(str(exc), raw)}") from None
+    problem = _first_violation(cfg, "")
+    if problem:
+        raise ConfigError(f"{label}: {problem}")
+    return cfg
+
+
+def merge_live(current: Config, new: Config, keys: list[str]) -> Config:
+    """``current`` with only the given ``section.key`` values taken from ``new``."""
+    merged = msgspec.to_builtins(current, builtin_types=(Decimal,))
+    fresh = msgspec.to_builtins(new, builtin_types=(Decimal,))
+    for key in keys:
+        section, name = key.split(".", 1)
+        merged[section][name] = fresh[section][name]
+    return msgspec.convert(merged, Config)
+
+
+def config_diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Flat ``{"section.key": (old, new)}`` for every value that changed."""
+    out: dict[str, tuple[Any, Any]] = {}
+    _diff(msgspec.to_builtins(old), msgspec.to_builtins(new), "", out)
+    out.pop("base_dir", None)
+    return out
+
+
+def _diff(a: Any, b: Any, prefix: str, out: dict[str, tuple[Any, Any]]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            _diff(a.get(key), b.get(key), f"{prefix}{key}" if not prefix else f"{prefix}.{key}", out)
+    elif a != b:
+        out[prefix] = (a, b)
+
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "decimal": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "object": "a table",
+    "array": "an array",
+    "null": "nothing",
+}
+
+
+def _explain(msg: str, raw: dict[str, Any]) -> str:
+    """Turn a msgspec ValidationError into 'key: expected ..., got ...'."""
+    at = re.search(r" - at `\$\.?([^`]*)`$", msg)
+    path = at.group(1) if at else ""
+    body = msg[: at.start()] if at else msg
+    given = _lookup(raw, path)
+    if m := re.match(r"Object contains unknown field `([^`]+)`", body):
+        key = f"{path}.{m.group(1)}" if path else m.group(1)
+        hint = " (secrets are read from environment variables only, never from this file)" if _SECRET_HINT.search(m.group(1)) else ""
+        return f"{key}: unknown key{hint}"
+    if m := re.match(r"Expected `([^`]+)`, got `([^`]+)`", body):
+        want = " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in m.group(1).split("|"))
+        return f"{path}: expected {want}, got {_show(given)}"
+    if body.startswith("Invalid enum value"):
+        return f"{path}: expected one of {_choices(path)}, got {_show(given)}"
+    return f"{path or '(top level)'}: {body}"
+
+
+def _choices(path: str) -> str:
+    hints: Any = Config
+    for part in path.split("."):
+        hints = get_type_hints(hints, include_extras=True).get(part)
+        if hints is None:
+            return "the allowed values"
+    if get_origin(hints) is Literal:
+        return ", ".join(repr(a) for a in get_args(hints))
+    return "the allowed values"
+
+
+def _lookup(raw: Any, path: str) -> Any:
+    node = raw
+    for part in filter(None, path.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value).replace("'", '"')
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+def _first_violation(struct: msgspec.Struct, prefix: str) -> str | None:
+    hints = get_type_hints(type(struct), include_extras=True)
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, msgspec.Struct):
+            if problem := _first_violation(value, f"{key}."):
+                return problem
+            continue
+        hint = hints[name]
+        checks = [a for a in get_args(hint)[1:] if isinstance(a, Check)] if get_origin(hint) is Annotated else []
+        base = get_args(hint)[0] if checks else hint
+        if isinstance(value, Decimal) and not value.is_finite():
+            return f"{key}: expected a finite number, got {value}"
+        for check in checks:
+            if not check.ok(value):
+                word = "an integer" if base is int else "a number"
+                return f"{key}: expected {word} {check.describe()}, got {_show(value)}"
+    return None

@@ -1,0 +1,86 @@
+"""The control mailbox protocol shared by ``tradebot ctl`` and the running bot.
+
+One request per connection on a local Unix socket: a JSON line in, a JSON
+line back. Every request carries the bot's token (a 0600 file only the local
+user can read), when it was sent and how long it stays valid, so a command
+that arrives late is refused instead of being executed at the wrong time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 64 * 1024
+
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}(/[A-Z0-9]{2,12}(:[A-Z0-9]{2,12})?)?$")
+
+
+class ControlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    v: int
+    id: str
+    token: str
+    command: str
+    args: dict[str, Any] = {}
+    sent_at_ms: int
+    ttl_ms: int
+
+
+class ControlReply(msgspec.Struct, frozen=True, kw_only=True):
+    v: int = PROTOCOL_VERSION
+    id: str
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+#: command -> {argument: description}; every argument listed is required.
+COMMANDS: dict[str, dict[str, str]] = {
+    "status": {},
+    "positions": {},
+    "close": {"symbol": "a market symbol such as BTCUSDT or BTC/USDT:USDT"},
+    "close-all": {},
+    "pause": {},
+    "resume": {},
+    "reload": {},
+    "shutdown": {},
+}
+
+HELP = {
+    "status": "health, intake, children, uptime",
+    "positions": "open positions with their stop order id and stop price",
+    "close": "close one position at market (its stop is cancelled only after the close is confirmed)",
+    "close-all": "close every open position",
+    "pause": "stop opening new positions (open positions stay protected)",
+    "resume": "start opening new positions again",
+    "reload": "re-read the config file; apply the settings that are safe to change live",
+    "shutdown": "graceful shutdown; stop orders stay on the exchange",
+}
+
+
+def validate_command(command: str, args: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """Check a command and its arguments; returns (normalised args, error)."""
+    spec = COMMANDS.get(command)
+    if spec is None:
+        return None, f"unknown command {command!r}; known: {', '.join(COMMANDS)}"
+    extra = sorted(set(args) - set(spec))
+    if extra:
+        return None, f"{command}: unexpected argument(s) {', '.join(extra)}"
+    missing = [a for a in spec if a not in args]
+    if missing:
+        return None, f"{command}: missing {', '.join(f'{a} ({spec[a]})' for a in missing)}"
+    clean = dict(args)
+    if "symbol" in spec:
+        symbol = args["symbol"]
+        if not isinstance(symbol, str) or not _SYMBOL.match(symbol.strip().upper()):
+            return None, f"{command}: symbol: expected {spec['symbol']}, got {symbol!r}"
+        clean["symbol"] = symbol.strip().upper()
+    return clean, None
+
+
+encode = msgspec.json.Encoder().encode
+decode_request = msgspec.json.Decoder(ControlRequest).decode
+decode_reply = msgspec.json.Decoder(ControlReply).decode
