@@ -31,6 +31,7 @@ from supervision.messages import (
     ChildStopped,
     Drain,
     DrainDeadline,
+    Message,
     RestartChild,
     Shutdown,
     StartChild,
@@ -55,8 +56,10 @@ class ChildSpec:
     restart: str = "permanent"
 
 
-class _RestartDue(ChildStopped, frozen=True, kw_only=True):
+class _RestartDue(Message, frozen=True, kw_only=True):
     """Internal: the restart back-off of a child has elapsed."""
+
+    name: str
 
 
 _DRAIN_ORDER = {"intake": 0, "service": 1, "position": 2}
@@ -132,8 +135,6 @@ class Supervisor(CommandsMixin, ManagedActor):
 
     @handles(ChildStopped)
     def _on_child_stopped(self, msg: ChildStopped) -> None:
-        if isinstance(msg, _RestartDue):
-            return self._restart_now(msg.name)
         ref = self.refs.get(msg.name)
         if ref is None or ref.actor_urn != msg.actor_urn:
             return
@@ -181,9 +182,11 @@ class Supervisor(CommandsMixin, ManagedActor):
             self.log.critical("giving up on {}: restart intensity exceeded; new entries stopped, protection continues", name)
             return
         history.append(now)
-        self.after(self.ctx.config.supervisor.restart_backoff_ms, _RestartDue(name=name, actor_urn=""))
+        self.after(self.ctx.config.supervisor.restart_backoff_ms, _RestartDue(name=name))
 
-    def _restart_now(self, name: str) -> None:
+    @handles(_RestartDue)
+    def _restart_now(self, msg: _RestartDue) -> None:
+        name = msg.name
         spec = self.specs.get(name)
         if spec is None or self.shutting_down or name in self.refs:
             return
