@@ -91,6 +91,7 @@ class Supervisor(CommandsMixin, ManagedActor):
         self.shutting_down: str | None = None
         self._draining: set[str] = set()
         self._pending: dict[str, Any] = {}
+        self._suspects: set[str] = set()
 
     # ----------------------------------------------------------- start
     def started(self) -> None:
@@ -208,11 +209,27 @@ class Supervisor(CommandsMixin, ManagedActor):
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
         if msg.name == "child_check":
-            for name, ref in list(self.refs.items()):
-                if not ref.is_alive():
-                    self._on_child_failed(ChildFailed(name=name, actor_urn=ref.actor_urn, error="died without reporting (found by liveness check)"))
+            self._check_liveness()
         elif msg.name == "retention":
             self.start_retention()
+
+    def _check_liveness(self) -> None:
+        """Find children that died without a report.
+
+        pykka marks an actor stopped *before* its on_stop/on_failure hook runs,
+        so a dead ref may have its report still on the way: it is only a
+        silent death if it is still unreported at the next check.
+        """
+        if self.shutting_down:
+            return
+        suspects, self._suspects = self._suspects, set()
+        for name, ref in list(self.refs.items()):
+            if ref.is_alive():
+                continue
+            if ref.actor_urn in suspects:
+                self._on_child_failed(ChildFailed(name=name, actor_urn=ref.actor_urn, error="died without reporting (found by liveness check)"))
+            else:
+                self._suspects.add(ref.actor_urn)
 
     # ---------------------------------------------------------- intake
     @property

@@ -282,3 +282,29 @@ def test_no_restarts_during_shutdown(start_sup, sup_ctx):
     busy.tell(Bump())
     assert sup.actor_stopped.wait(5)
     assert not events(sup_ctx, "supervisor.child_restarted")
+
+
+class SlowStopper(ManagedActor):
+    """Its normal-stop report is delayed (pykka marks it dead before on_stop runs)."""
+
+    gate = threading.Event()
+
+    def stopping(self) -> None:
+        self.gate.wait(5)
+
+
+def test_liveness_check_does_not_mistake_a_normal_stop_for_a_death(start_sup, sup_ctx):
+    """Regression: a tick between 'marked stopped' and 'ChildStopped sent' must not restart a closed position."""
+    sup = start_sup()
+    SlowStopper.gate.clear()
+    sup.tell(StartChild(spec=spec("position:ETHUSDT:9", SlowStopper, kind="position", restart="transient")))
+    pos = eventually(lambda: child(sup, "position:ETHUSDT:9"))
+    pos.stop(block=False)
+    eventually(lambda: not pos.is_alive(), what="marked stopped")
+    sup_ctx.clock.advance(500)  # liveness tick while the report is still on its way
+    sup.proxy().refs.get()  # the tick has been handled
+    SlowStopper.gate.set()
+    eventually(lambda: child(sup, "position:ETHUSDT:9") is None, what="normal stop processed")
+    sup_ctx.clock.advance(2_000)
+    assert not events(sup_ctx, "supervisor.child_failed")
+    assert not events(sup_ctx, "supervisor.child_restarted")
