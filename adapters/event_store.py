@@ -17,6 +17,7 @@ import collections
 import concurrent.futures
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine
@@ -100,6 +101,8 @@ class EventStore:
         self._writer: asyncio.Task[None] | None = None
         self._next_id = 1
         self._committed = 0
+        self._uncommitted = 0  # events appended and not yet committed (queued or being retried)
+        self._count_lock = threading.Lock()
         self._failing_since: float | None = None
         self._last_error: str | None = None
         self._lock_fd: int | None = None
@@ -147,7 +150,11 @@ class EventStore:
         if self._readonly:
             return
         await self._migrate()
-        async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
+        # sqlite_sequence keeps the high-water mark even after retention
+        # deleted the newest rows, so an id is never reused.
+        async with self._db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
+        ) as cur:
             (max_id,) = await cur.fetchone()
         self._next_id = max_id + 1
         self._wake = asyncio.Event()
@@ -190,7 +197,7 @@ class EventStore:
             try:
                 await asyncio.wait_for(asyncio.wrap_future(barrier), timeout)
             except asyncio.TimeoutError:
-                logger.critical("event store: {} events could not be written before close", len(self._queue))
+                logger.critical("event store: {} events could not be written before close", self._uncommitted)
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
         if self._db is not None:
@@ -205,11 +212,15 @@ class EventStore:
         be stored raises in the code that made it instead of wedging the writer.
         """
         self._enqueue(_prepare(event, None))
+        with self._count_lock:
+            self._uncommitted += 1
 
     def append_durable(self, event: Event) -> concurrent.futures.Future[int]:
         """Queue ``event``; the future resolves to its id once committed."""
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._enqueue(_prepare(event, future))
+        with self._count_lock:
+            self._uncommitted += 1
         return future
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -296,6 +307,8 @@ class EventStore:
         await db.commit()
         self._next_id = first_id + len(batch)
         self._committed += len(batch)
+        with self._count_lock:
+            self._uncommitted -= len(batch)
         for offset, item in enumerate(batch):
             if item.future is not None and not item.future.done():
                 item.future.set_result(first_id + offset)
@@ -314,7 +327,7 @@ class EventStore:
         failing = self._failing_since
         return StoreHealth(
             ok=self._db is not None and self._healthy_now(time.monotonic()),
-            backlog=len(self._queue),
+            backlog=max(0, self._uncommitted),
             committed=self._committed,
             failing_since_ms=None if failing is None else int((time.time() - (time.monotonic() - failing)) * 1000),
             last_error=self._last_error if failing is not None else None,
@@ -356,8 +369,8 @@ class EventStore:
             type_terms.append(f"type IN ({', '.join('?' * len(types))})")
             args.extend(types)
         for prefix in type_prefixes:
-            type_terms.append("type LIKE ? ESCAPE '\\'")
-            args.append(prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            type_terms.append("substr(type, 1, ?) = ?")  # exact and case-sensitive, unlike LIKE
+            args.extend((len(prefix), prefix))
         if type_terms:
             where.append("(" + " OR ".join(type_terms) + ")")
         if since_ms is not None:
@@ -426,8 +439,11 @@ def _prepare(ev: Event, future: concurrent.futures.Future[int] | None) -> _Prepa
     if ev.projection is not None:
         proj = ev.projection
         missing = [k for k in PROJECTION_REQUIRED if k not in proj]
-        if missing or ev.position_id is None:
+        if missing or not ev.position_id:
             raise ValueError(f"event {ev.type}: a projection needs position_id and {', '.join(PROJECTION_REQUIRED)}; missing {', '.join(missing) or 'position_id'}")
+        bad = [k for k in ("exchange", "symbol", "state") if not isinstance(proj[k], str) or not proj[k]]
+        if bad or not isinstance(proj["is_open"], bool):
+            raise ValueError(f"event {ev.type}: projection {', '.join(bad) or 'is_open'} must be {'a non-empty string' if bad else 'true or false'}")
         upsert = (ev.position_id, proj["exchange"], proj["symbol"], proj["state"], int(bool(proj["is_open"])), _encode(proj).decode(), ev.ts_ms)
     return _Prepared(row, upsert, future)
 

@@ -93,6 +93,8 @@ class IOLoop:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():
+                raise  # the coroutine's own TimeoutError, not ours
             future.cancel()
             raise TimeoutError(f"I/O work did not finish within {timeout} s") from None
 

@@ -12,7 +12,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "events log, positions projection",
         """
         CREATE TABLE events (
-            id             INTEGER PRIMARY KEY,
+            id             INTEGER PRIMARY KEY AUTOINCREMENT,
             ts_ms          INTEGER NOT NULL,
             type           TEXT    NOT NULL,
             actor          TEXT    NOT NULL,
