@@ -52,6 +52,7 @@ class ActorContext:
     store: EventStore
     config: Config
     supervisor: Any = None  # ActorRef of the supervisor (None for the supervisor itself)
+    directory: Any = None  # supervision.directory.Directory: current refs by name
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
 
 
@@ -193,7 +194,7 @@ class ManagedActor(pykka.ThreadingActor):
             coro,
             self.actor_ref,
             lambda result: IOCompleted(purpose=purpose, result=result, correlation_id=correlation_id),
-            lambda exc: IOCompleted(purpose=purpose, error=f"{type(exc).__name__}: {exc}", correlation_id=correlation_id),
+            lambda exc: IOCompleted(purpose=purpose, error=f"{type(exc).__name__}: {exc}", exception=exc, correlation_id=correlation_id),
         )
 
     def load_events(self, timeout_s: float = 10.0, **filters: Any) -> list[Event]:

@@ -116,3 +116,4 @@ class IOCompleted(Message, frozen=True, kw_only=True):
     purpose: str
     result: Any = None
     error: str | None = None
+    exception: Any = None  # the exception itself, for the receiver to classify

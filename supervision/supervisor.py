@@ -26,6 +26,7 @@ import pykka
 
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.commands import CommandsMixin
+from supervision.directory import Directory
 from supervision.messages import (
     ChildFailed,
     ChildStopped,
@@ -109,6 +110,8 @@ class Supervisor(CommandsMixin, ManagedActor):
         return bool(last) and last[0].type == "intake.paused"
 
     def _ctx_for_children(self) -> ActorContext:
+        if self.ctx.directory is None:
+            self.ctx = dataclasses.replace(self.ctx, directory=Directory())
         return dataclasses.replace(self.ctx, supervisor=self.actor_ref)
 
     def _start(self, spec: ChildSpec) -> None:
@@ -120,7 +123,10 @@ class Supervisor(CommandsMixin, ManagedActor):
             self._on_child_down(spec.name, f"{type(exc).__name__}: {exc}")
             return
         self.refs[spec.name] = ref
+        self.ctx.directory.register(spec.name, ref)
         self.log.debug("started {} ({})", spec.name, ref.actor_urn)
+        if spec.kind == "intake":
+            self.publish_intake()
 
     # --------------------------------------------------------- failures
     @handles(ChildFailed)
@@ -128,7 +134,7 @@ class Supervisor(CommandsMixin, ManagedActor):
         ref = self.refs.get(msg.name)
         if ref is None or ref.actor_urn != msg.actor_urn:
             return  # an older incarnation; already replaced
-        del self.refs[msg.name]
+        self._forget(msg.name)
         where = " during start" if msg.during_start else ""
         self.emit("supervisor.child_failed", {"child": msg.name, "error": msg.error, "during_start": msg.during_start}, severity=Severity.ERROR)
         self.log.error("child {} failed{}: {}", msg.name, where, msg.error)
@@ -139,7 +145,7 @@ class Supervisor(CommandsMixin, ManagedActor):
         ref = self.refs.get(msg.name)
         if ref is None or ref.actor_urn != msg.actor_urn:
             return
-        del self.refs[msg.name]
+        self._forget(msg.name)
         if self.shutting_down:
             self._draining.discard(msg.name)
             return self._finish_shutdown_if_done()
@@ -153,15 +159,21 @@ class Supervisor(CommandsMixin, ManagedActor):
 
     @handles(RestartChild)
     def _on_restart_request(self, msg: RestartChild) -> None:
-        ref = self.refs.pop(msg.name, None)
+        ref = self.refs.get(msg.name)
         if ref is None:
             return
+        self._forget(msg.name)
         self.emit("supervisor.child_restart_requested", {"child": msg.name, "reason": msg.reason}, severity=Severity.WARNING)
         try:
             ref.stop(block=False)  # a stuck actor never reads this; it is fenced out by its urn
         except pykka.ActorDeadError:
             pass
         self._on_child_down(msg.name, msg.reason)
+
+    def _forget(self, name: str) -> None:
+        ref = self.refs.pop(name, None)
+        if ref is not None and self.ctx.directory is not None:
+            self.ctx.directory.unregister(name, ref)
 
     def _on_child_down(self, name: str, reason: str) -> None:
         if self.shutting_down:

@@ -86,12 +86,73 @@ class ControlConfig(_Section):
     command_ttl_secs: Annotated[int, _n(ge=1, le=3600)] = 30
 
 
+class ExchangeConfig(_Section):
+    #: Which venue the bot trades on. Only the paper exchange exists so far.
+    name: Literal["paper"] = "paper"
+    #: Retries of one exchange call (network errors, rate limits) and their backoff.
+    max_attempts: Annotated[int, _n(ge=1, le=20)] = 4
+    retry_base_delay_ms: Annotated[int, _n(ge=1)] = 200
+    retry_max_delay_ms: Annotated[int, _n(ge=1)] = 5000
+    rate_limit_delay_ms: Annotated[int, _n(ge=1)] = 2000
+
+
+class PaperConfig(_Section):
+    #: Which venue the paper exchange imitates (markets, error codes): binance or bybit.
+    flavour: Literal["binance", "bybit"] = "binance"
+    #: Reference data (markets/, prices/), relative to this file.
+    data_dir: str = "../shared/data"
+    starting_balance: Annotated[Decimal, _n(gt=0)] = Decimal(10000)
+    leverage: Annotated[int, _n(ge=1, le=125)] = 10
+    slippage_bps: Annotated[Decimal, _n(ge=0, le=1000)] = Decimal(2)
+    taker_fee_rate: Annotated[Decimal, _n(ge=0, lt=1)] = Decimal("0.0005")
+    #: History replay speed: 60 = one minute of recorded prices per real second.
+    speed: Annotated[Decimal, _n(gt=0, le=100000)] = Decimal(60)
+    #: How often (exchange time) new prices are applied and stops checked.
+    tick_interval_ms: Annotated[int, _n(ge=10)] = 250
+    seed: int = 7
+
+
+class PositionConfig(_Section):
+    #: Margin per position in USDT; the position is this times leverage.
+    quote_amount: Annotated[Decimal, _n(gt=0)] = Decimal(100)
+    leverage: Annotated[int, _n(ge=1, le=125)] = 10
+    #: The first stop, this far from the entry fill.
+    initial_stop_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(2)
+    #: Tries to place the stop before the position is closed again (rolled back).
+    stop_attempts: Annotated[int, _n(ge=1, le=10)] = 3
+    #: If the rollback fails too: a wide stop this far from the entry, and a critical event.
+    emergency_stop_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(10)
+    #: How often a protected position checks its stop on the exchange.
+    verify_interval_secs: Annotated[int, _n(ge=1)] = 30
+    #: First delay of a scheduled retry inside the actor (doubles each time, max 60 s).
+    retry_delay_ms: Annotated[int, _n(ge=1)] = 250
+    #: Look-ups of an entry whose outcome is unknown before it is declared not placed.
+    entry_lookups: Annotated[int, _n(ge=1, le=100)] = 8
+
+
+class FeedsConfig(_Section):
+    #: How often mark prices are read for the symbols with open positions.
+    mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
+
+
+class DemoConfig(_Section):
+    #: Bundled demo signals (JSON lines) replayed by the demo intake; "" disables it.
+    signals_file: str = "demo/signals.jsonl"
+    #: Most positions the demo intake opens per wave.
+    wave_limit: Annotated[int, _n(ge=1, le=100)] = 5
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     runtime: RuntimeConfig = RuntimeConfig()
     store: StoreConfig = StoreConfig()
     logging: LoggingConfig = LoggingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     control: ControlConfig = ControlConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+    paper: PaperConfig = PaperConfig()
+    position: PositionConfig = PositionConfig()
+    feeds: FeedsConfig = FeedsConfig()
+    demo: DemoConfig = DemoConfig()
     #: Directory the config was read from; relative paths resolve against it.
     base_dir: str = "."
 
@@ -112,6 +173,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def control_socket(self) -> Path:
         return self.data_dir / self.control.socket
 
+    @property
+    def paper_data_dir(self) -> Path:
+        return (Path(self.base_dir) / self.paper.data_dir).resolve()
+
+    @property
+    def demo_signals_path(self) -> Path | None:
+        return (Path(self.base_dir) / self.demo.signals_file).resolve() if self.demo.signals_file else None
+
 
 #: Settings ``tradebot ctl reload`` applies to a running bot. Anything else
 #: needs a restart (the reply says which changed keys were not applied).
@@ -124,6 +193,9 @@ LIVE_SAFE_KEYS = frozenset(
         "supervisor.shutdown_timeout_secs",
         "control.command_ttl_secs",
         "store.retention_days",
+        "position.verify_interval_secs",
+        "position.retry_delay_ms",
+        "feeds.mark_interval_ms",
     }
 )
 
@@ -216,6 +288,8 @@ def _explain(msg: str, raw: dict[str, Any]) -> str:
     if m := re.match(r"Expected `([^`]+)`, got `([^`]+)`", body):
         want = " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in m.group(1).split("|"))
         return f"{path}: expected {want}, got {_show(given)}"
+    if body.startswith("Invalid decimal string"):
+        return f"{path}: expected a number, got {_show(given)}"
     if body.startswith("Invalid enum value"):
         return f"{path}: expected one of {_choices(path)}, got {_show(given)}"
     return f"{path or '(top level)'}: {body}"
