@@ -58,7 +58,7 @@ class ControlServer:
         store: EventStore,
         supervisor: Callable[[], Any],
         *,
-        max_ttl_ms: int,
+        max_ttl_ms: Callable[[], int],
         wall_ms: Callable[[], int],
         reply_timeout_s: float = 10.0,
     ) -> None:
@@ -72,6 +72,7 @@ class ControlServer:
         self._reply_timeout_s = reply_timeout_s
         self._server: asyncio.AbstractServer | None = None
         self._token = ""
+        self._owns_files = False  # only a server that bound the socket may remove it
 
     def start(self) -> None:
         if len(str(self.socket_path)) > _UNIX_PATH_MAX:
@@ -80,10 +81,15 @@ class ControlServer:
         os.chmod(self.socket_path.parent, 0o700)
         self._remove_stale_socket()
         self._token = secrets.token_hex(32)
-        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._io.run(self._start(), 5)
+        self._owns_files = True
+        # The token appears only once the socket answers: a client that can
+        # read it can talk to us.
+        tmp = self.token_path.with_suffix(".token.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(self._token)
-        self._io.run(self._start(), 5)
+        os.replace(tmp, self.token_path)
 
     async def _start(self) -> None:
         old_umask = os.umask(0o177)
@@ -113,8 +119,10 @@ class ControlServer:
             except Exception as exc:  # noqa: BLE001 - best effort on the way out
                 logger.warning("control server did not stop cleanly: {}", exc)
             self._server = None
-        self.socket_path.unlink(missing_ok=True)
-        self.token_path.unlink(missing_ok=True)
+        if self._owns_files:
+            self.socket_path.unlink(missing_ok=True)
+            self.token_path.unlink(missing_ok=True)
+            self._owns_files = False
 
     async def _stop(self) -> None:
         assert self._server is not None
@@ -143,6 +151,7 @@ class ControlServer:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
         except (asyncio.LimitOverrunError, ValueError):
+            await _discard_rest(reader)  # so the client can finish sending and read our answer
             return self._reject("", f"malformed request: larger than {MAX_REQUEST_BYTES} bytes", None)
         except asyncio.TimeoutError:
             return self._reject("", "malformed request: no request line within 5 s", None)
@@ -157,7 +166,7 @@ class ControlServer:
         if req.v != PROTOCOL_VERSION:
             return self._reject(req.id, f"unsupported protocol version {req.v}; this bot speaks {PROTOCOL_VERSION}", req)
         now = self._wall_ms()
-        deadline = req.sent_at_ms + max(0, min(req.ttl_ms, self._max_ttl_ms))
+        deadline = req.sent_at_ms + max(0, min(req.ttl_ms, self._max_ttl_ms()))
         if now > deadline:
             return self._reject(req.id, f"expired: sent {now - req.sent_at_ms} ms ago, valid for {deadline - req.sent_at_ms} ms; not executed", req)
         args, error = validate_command(req.command, req.args)
@@ -185,6 +194,19 @@ class ControlServer:
             logger.warning("control: could not record rejection: {}", exc)
         logger.bind(actor="control").warning("rejected control request {}: {}", request_id or "-", error)
         return ControlReply(id=request_id, ok=False, error=error)
+
+
+async def _discard_rest(reader: asyncio.StreamReader, limit_bytes: int = 16 * 1024 * 1024, timeout_s: float = 5.0) -> None:
+    """Read and drop what is left of an oversized request (bounded in bytes and time)."""
+    total = 0
+    try:
+        while total < limit_bytes:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout_s)
+            if not chunk:
+                return
+            total += len(chunk)
+    except (asyncio.TimeoutError, ConnectionError):
+        return
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:

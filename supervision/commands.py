@@ -169,6 +169,7 @@ class CommandsMixin:
         if applied:
             effective = merge_live(self.ctx.config, new, applied)
             self.ctx = dataclasses.replace(self.ctx, config=effective)
+            self.on_config(effective)
             logs.set_level(effective.logging.level)
             for ref in self.refs.values():
                 try:

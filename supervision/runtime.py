@@ -24,6 +24,7 @@ from adapters.control_server import ControlServer
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
 from supervision.actor import ActorContext
+from supervision.directory import Directory
 from supervision.messages import Shutdown
 from supervision.supervisor import ChildSpec, Supervisor
 from tradebot import logs
@@ -61,9 +62,12 @@ class Runtime:
         self.store: EventStore | None = None
         self.control: ControlServer | None = None
         self.supervisor: pykka.ActorRef | None = None
+        self.directory = Directory()
+        self.resources: list[Callable[[], None]] = []  # closers registered by the wiring, run in reverse
         self.clean_stop = threading.Event()
         self._shutdown_requested: str | None = None
         self._stopped = False
+        self._live = config
 
     # ------------------------------------------------------------- start
     def start(self) -> Runtime:
@@ -85,14 +89,14 @@ class Runtime:
                 critical_after_ms=cfg.store.critical_after_ms,
             ).open()
             self.store.append(Event(type="runtime.started", ts_ms=self.clock.now_ms(), actor="runtime", data={"pid": os.getpid(), "config": self.config_path, "data_dir": str(cfg.data_dir)}))
-            ctx = ActorContext(clock=self.clock, io=self.io, store=self.store, config=cfg, wall_ms=self._wall_ms)
-            self.supervisor = Supervisor.start(ctx=ctx, children=self._children(self), config_path=self.config_path, clean_stop=self.clean_stop)
+            ctx = ActorContext(clock=self.clock, io=self.io, store=self.store, config=cfg, directory=self.directory, wall_ms=self._wall_ms)
+            self.supervisor = Supervisor.start(ctx=ctx, children=self._children(self), config_path=self.config_path, clean_stop=self.clean_stop, on_config=self._on_config, on_stopped=self._on_supervisor_stopped)
             self.control = ControlServer(
                 cfg.control_socket,
                 self.io,
                 self.store,
                 lambda: self.supervisor,
-                max_ttl_ms=cfg.control.command_ttl_secs * 1000,
+                max_ttl_ms=lambda: self.live_config().control.command_ttl_secs * 1000,
                 wall_ms=self._wall_ms,
             )
             self.control.start()
@@ -102,7 +106,23 @@ class Runtime:
         logger.info("tradebot running (pid {}); data in {}", os.getpid(), cfg.data_dir)
         return self
 
+    def live_config(self) -> Config:
+        """The config in force (after any live reload)."""
+        return self._live
+
+    def _on_config(self, config: Config) -> None:
+        self._live = config
+
+    def _on_supervisor_stopped(self, reason: str) -> None:
+        if self._shutdown_requested is None:
+            self._shutdown_requested = reason
+
     # -------------------------------------------------------------- wait
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM request a graceful shutdown (also during start-up)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: self.request_shutdown(signal.Signals(signum).name))
+
     def request_shutdown(self, reason: str) -> None:
         if self._shutdown_requested is None:
             self._shutdown_requested = reason
@@ -116,8 +136,9 @@ class Runtime:
     def run_until_stopped(self, duration_s: float | None = None, *, install_signals: bool = True) -> int:
         """Block until the supervisor stops (signal, ``ctl shutdown``, duration, crash)."""
         if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda signum, _frame: self.request_shutdown(signal.Signals(signum).name))
+            self.install_signal_handlers()
+        if self._shutdown_requested is not None:  # asked for while we were starting
+            self.request_shutdown(self._shutdown_requested)
         deadline = None if duration_s is None else time.monotonic() + duration_s
         assert self.supervisor is not None
         stopped = self.supervisor.actor_stopped
@@ -133,7 +154,7 @@ class Runtime:
             return EXIT_OK
         self._stopped = True
         code = EXIT_OK
-        budget_s = self.config.supervisor.shutdown_timeout_secs + 5
+        budget_s = self.live_config().supervisor.shutdown_timeout_secs + 5
         if self.supervisor is not None:
             if self.supervisor.is_alive():
                 self.request_shutdown(self._shutdown_requested or "runtime stop")
@@ -154,6 +175,11 @@ class Runtime:
             code = code or EXIT_SHUTDOWN_INCOMPLETE
         if self.control is not None:
             self.control.stop()
+        for close in reversed(self.resources):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down
+                logger.error("closing a resource failed: {}", exc)
         if self.store is not None:
             try:
                 if self.io.loop.is_running():

@@ -76,9 +76,13 @@ class Supervisor(CommandsMixin, ManagedActor):
         children: list[ChildSpec],
         config_path: str | None = None,
         clean_stop: threading.Event | None = None,
+        on_config: Callable[[Any], None] | None = None,
+        on_stopped: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name="supervisor", ctx=ctx)
         self.clean_stop = clean_stop or threading.Event()
+        self.on_config = on_config or (lambda config: None)
+        self.on_stopped = on_stopped or (lambda reason: None)
         self._initial = list(children)
         self.specs: dict[str, ChildSpec] = {}
         self.refs: dict[str, pykka.ActorRef] = {}
@@ -278,5 +282,6 @@ class Supervisor(CommandsMixin, ManagedActor):
     def _finish_shutdown_if_done(self) -> None:
         if self.shutting_down and not self._draining:
             self.emit("supervisor.stopped", {"reason": self.shutting_down})
+            self.on_stopped(self.shutting_down)
             self.clean_stop.set()
             self.stop()

@@ -100,6 +100,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config, path = _load(args)
     runtime = Runtime(config, config_path=path, children=build_children)
+    runtime.install_signal_handlers()  # before start: a signal during start-up is a clean stop too
     try:
         runtime.start()
     except Exception as exc:  # noqa: BLE001 - start-up failure: say what, exit non-zero
@@ -206,7 +207,7 @@ def parse_since(text: str, now_ms: int) -> int:
     if m := _AGE.match(text):
         mult = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[m.group(2)]
         return now_ms - int(float(m.group(1)) * mult)
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text):
         return int(text)
     try:
         when = dt.datetime.fromisoformat(text)
