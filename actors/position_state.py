@@ -1,0 +1,170 @@
+"""A position's lifecycle as data: states, a transition table, and a fold.
+
+The position actor never mutates its state directly: it records an event,
+and :func:`apply` folds that event into a new state. Rebuilding after a crash
+is the same fold over the stored events (:func:`rebuild`). An event that the
+table does not allow from the current state is a bug in our code
+(:class:`InvalidTransition` is raised), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import Any, Iterable
+
+import msgspec
+
+from tradebot.events import Event
+
+
+class PState(enum.Enum):
+    PENDING_ENTRY = "pending_entry"  # recorded the intent, entry not sent yet
+    ENTRY_PLACED = "entry_placed"  # entry sent (write-ahead), result not known
+    PENDING_STOP = "pending_stop"  # position open, stop being placed
+    PROTECTED = "protected"  # live stop on the exchange
+    CLOSING = "closing"  # a close is being executed (user, rollback)
+    CLOSED = "closed"
+    FAILED = "failed"  # entry never opened a position
+    ROLLED_BACK = "rolled_back"  # opened, could not be protected, closed again
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (PState.CLOSED, PState.FAILED, PState.ROLLED_BACK)
+
+
+P = PState
+
+#: (state, event type) -> next state. Comments mark the rows that are not obvious.
+TRANSITIONS: dict[tuple[PState, str], PState] = {
+    (P.PENDING_ENTRY, "position.entry_sent"): P.ENTRY_PLACED,
+    (P.PENDING_ENTRY, "position.entry_failed"): P.FAILED,  # refused before sending (size, symbol)
+    (P.ENTRY_PLACED, "position.entry_filled"): P.PENDING_STOP,
+    (P.ENTRY_PLACED, "position.entry_failed"): P.FAILED,
+    (P.PENDING_STOP, "position.stop_sent"): P.PENDING_STOP,
+    (P.PENDING_STOP, "position.stop_failed"): P.PENDING_STOP,
+    (P.PENDING_STOP, "position.stop_placed"): P.PROTECTED,
+    (P.PENDING_STOP, "position.close_sent"): P.CLOSING,  # rollback, or price already through the stop
+    (P.PENDING_STOP, "position.stop_filled"): P.CLOSED,  # an emergency stop filled before confirmation
+    (P.PENDING_STOP, "position.closed"): P.CLOSED,  # found flat on the exchange while unprotected
+    (P.PROTECTED, "position.close_sent"): P.CLOSING,
+    (P.PROTECTED, "position.stop_filled"): P.CLOSED,
+    (P.PROTECTED, "position.stop_lost"): P.PENDING_STOP,  # stop cancelled/expired on the venue: re-protect
+    (P.PROTECTED, "position.closed"): P.CLOSED,  # closed elsewhere (by hand, liquidation)
+    (P.CLOSING, "position.closed"): P.CLOSED,
+    (P.CLOSING, "position.rolled_back"): P.ROLLED_BACK,
+    (P.CLOSING, "position.stop_filled"): P.CLOSED,  # the stop won the race against our close
+    (P.CLOSING, "position.close_failed"): P.PROTECTED,  # the stop is still live
+    (P.CLOSING, "position.rollback_failed"): P.PENDING_STOP,  # no stop: emergency stop next
+}
+
+#: Events that record facts without changing the lifecycle state.
+NOTES = frozenset({"position.open_requested", "position.stop_cancelled", "position.close_requested"})
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class PositionState(msgspec.Struct, frozen=True, kw_only=True):
+    position_id: str
+    exchange: str
+    symbol: str
+    side: str  # long / short
+    state: PState = P.PENDING_ENTRY
+    correlation_id: str | None = None
+    requested_qty: Decimal = Decimal(0)
+    qty: Decimal = Decimal(0)
+    entry_price: Decimal | None = None
+    entry_client_id: str | None = None
+    entry_order_id: str | None = None
+    stop_price: Decimal | None = None
+    stop_order_id: str | None = None
+    stop_client_id: str | None = None
+    stop_kind: str | None = None  # initial / emergency
+    stop_attempts: int = 0
+    pending_stop_client_id: str | None = None
+    close_client_id: str | None = None
+    close_reason: str | None = None
+    close_requested: str | None = None  # a close asked for before the position was protected
+    exit_price: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    opened_ts_ms: int | None = None
+    closed_ts_ms: int | None = None
+    seq: int = 0  # client order id counter
+    adopted: bool = False
+
+    @property
+    def closing_side(self) -> str:
+        return "sell" if self.side == "long" else "buy"
+
+    @property
+    def entry_side(self) -> str:
+        return "buy" if self.side == "long" else "sell"
+
+    def projection(self) -> dict[str, Any]:
+        out = msgspec.to_builtins(self, builtin_types=(Decimal,))
+        out["state"] = self.state.value
+        out["is_open"] = self.state.is_open
+        out["quantity"] = out.pop("qty")
+        return out
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def apply(s: PositionState, ev: Event) -> PositionState:
+    """The state after ``ev``; raises InvalidTransition if ``ev`` is not allowed now."""
+    d = ev.data
+    if ev.type in NOTES:
+        nxt = s.state
+    else:
+        nxt = TRANSITIONS.get((s.state, ev.type))
+        if nxt is None:
+            raise InvalidTransition(f"{s.position_id}: {ev.type} is not allowed in state {s.state.value}")
+    u: dict[str, Any] = {"state": nxt, "seq": max(s.seq, int(d.get("seq", 0)))}
+    t = ev.type
+    if t == "position.open_requested":
+        u.update(correlation_id=ev.correlation_id, adopted=bool(d.get("adopted", False)))
+    elif t == "position.entry_sent":
+        u.update(entry_client_id=d["client_id"], requested_qty=Decimal(d["qty"]))
+    elif t == "position.entry_filled":
+        u.update(qty=Decimal(d["qty"]), entry_price=Decimal(d["price"]), entry_order_id=d["order_id"], opened_ts_ms=ev.ts_ms)
+    elif t == "position.stop_sent":
+        u.update(pending_stop_client_id=d["client_id"], stop_attempts=int(d["attempt"]))
+    elif t == "position.stop_placed":
+        u.update(stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_kind=d["kind"], pending_stop_client_id=None, stop_attempts=0)
+    elif t == "position.stop_lost":
+        u.update(stop_order_id=None, stop_client_id=None)
+    elif t == "position.close_requested":
+        u.update(close_requested=d["reason"])
+    elif t == "position.close_sent":
+        u.update(close_client_id=d["client_id"], close_reason=d["reason"])
+    elif t == "position.close_failed":
+        u.update(close_client_id=None, close_reason=None, close_requested=None)
+    elif t == "position.rollback_failed":
+        u.update(close_client_id=None, stop_attempts=0)
+    elif t in ("position.closed", "position.rolled_back", "position.stop_filled"):
+        u.update(exit_price=_dec(d.get("exit_price")), realized_pnl=_dec(d.get("pnl")), closed_ts_ms=ev.ts_ms, close_reason=d.get("reason", s.close_reason))
+    elif t == "position.stop_cancelled":
+        if d.get("order_id") == s.stop_order_id:
+            u.update(stop_order_id=None)
+    return msgspec.structs.replace(s, **u)
+
+
+def rebuild(events: Iterable[Event]) -> PositionState | None:
+    """Fold a position's stored events (oldest first) into its state."""
+    state: PositionState | None = None
+    for ev in events:
+        if state is None:
+            if ev.type != "position.open_requested":
+                raise InvalidTransition(f"{ev.position_id}: history starts with {ev.type}, not position.open_requested")
+            state = PositionState(position_id=ev.position_id or "", exchange=ev.exchange or "", symbol=ev.symbol or "", side=ev.data["side"])
+        state = apply(state, ev)
+    return state
+
+
+def realized_pnl(side: str, entry: Decimal, exit_: Decimal, qty: Decimal) -> Decimal:
+    sign = 1 if side == "long" else -1
+    return (exit_ - entry) * qty * sign

@@ -1,0 +1,78 @@
+"""Error translation: each ccxt class and each venue code we rely on -> outcome class."""
+
+from __future__ import annotations
+
+import ccxt
+import pytest
+
+from adapters.errors import Outcome, VenueError, classify, venue_code
+
+DAY_MS = 86_400_000
+
+
+def binance(code: int, msg: str) -> str:
+    return f'binanceusdm {{"code":{code},"msg":"{msg}"}}'
+
+
+def bybit(code: int | str, msg: str) -> str:
+    return f'bybit {{"retCode":{code},"retMsg":"{msg}","result":{{}},"retExtInfo":{{}},"time":1700000000000}}'
+
+
+CASES = [
+    # ccxt class as ccxt raises it for the code, message as ccxt formats it
+    (ccxt.RateLimitExceeded(binance(-1003, "Too many requests.")), Outcome.RATE_LIMITED, "-1003", True),
+    (ccxt.BadRequest(binance(-1013, "Filter failure: MIN_NOTIONAL")), Outcome.REJECTED, "-1013", False),
+    (ccxt.InvalidOrder(binance(-2010, "Account has insufficient balance for requested action.")), Outcome.INSUFFICIENT_FUNDS, "-2010", False),
+    (ccxt.OrderNotFound(binance(-2011, "Unknown order sent.")), Outcome.NOT_FOUND, "-2011", False),
+    (ccxt.OrderNotFound(binance(-2013, "Order does not exist.")), Outcome.NOT_FOUND, "-2013", False),
+    (ccxt.InsufficientFunds(binance(-2019, "Margin is insufficient.")), Outcome.INSUFFICIENT_FUNDS, "-2019", False),
+    (ccxt.OrderImmediatelyFillable(binance(-2021, "Order would immediately trigger.")), Outcome.WOULD_TRIGGER, "-2021", False),
+    (ccxt.InvalidOrder(binance(-2022, "ReduceOnly Order is rejected.")), Outcome.REJECTED, "-2022", False),
+    (ccxt.BadRequest(binance(-4140, "Invalid symbol status for opening position.")), Outcome.SYMBOL_UNAVAILABLE, "-4140", False),
+    (ccxt.InvalidOrder(binance(-4164, "Order's notional must be no smaller than 5")), Outcome.REJECTED, "-4164", False),
+    (ccxt.BadRequest(bybit(10001, "params error: qty below minimum")), Outcome.REJECTED, "10001", False),
+    (ccxt.RateLimitExceeded(bybit(10006, "Too many visits!")), Outcome.RATE_LIMITED, "10006", True),
+    (ccxt.InvalidOrder(bybit(110017, "Reduce-only rule not satisfied")), Outcome.REJECTED, "110017", False),
+    (ccxt.InvalidOrder(bybit('"110017"', "Reduce-only rule not satisfied")), Outcome.REJECTED, "110017", False),  # retCode as a string
+    (ccxt.InvalidOrder(bybit(170193, "Buy order price cannot be higher than 0.")), Outcome.REJECTED, "170193", False),
+    (ccxt.RestrictedLocation(bybit(170209, "This trading pair is only available to the China region.")), Outcome.SYMBOL_UNAVAILABLE, "170209", False),
+    (ccxt.InsufficientFunds(bybit(110007, "ab not enough for new order")), Outcome.INSUFFICIENT_FUNDS, "110007", False),
+    # classes without a code
+    (ccxt.RequestTimeout("binanceusdm POST https://fapi.binance.com/fapi/v1/order request timeout (10000 ms)"), Outcome.UNKNOWN, None, False),
+    (ccxt.NetworkError("binanceusdm GET ... ECONNRESET"), Outcome.RETRYABLE, None, True),
+    (ccxt.ExchangeNotAvailable("bybit 503 Service Unavailable"), Outcome.RETRYABLE, None, True),
+    (ccxt.OnMaintenance("binanceusdm system maintenance"), Outcome.RETRYABLE, None, True),
+    (ccxt.DDoSProtection("binanceusdm 418 IP banned"), Outcome.RATE_LIMITED, None, True),
+    (ccxt.AuthenticationError(binance(-2015, "Invalid API-key, IP, or permissions for action.")), Outcome.FATAL, "-2015", False),
+    (ccxt.PermissionDenied("bybit permission denied"), Outcome.FATAL, None, False),
+    (ccxt.InvalidOrder("binanceusdm order amount too small"), Outcome.REJECTED, None, False),
+    (ccxt.BadSymbol("binanceusdm does not have market symbol NOPE/USDT:USDT"), Outcome.REJECTED, None, False),
+    (TimeoutError("read timed out"), Outcome.UNKNOWN, None, False),
+    (ConnectionResetError("peer reset"), Outcome.RETRYABLE, None, True),
+    (ValueError("something odd"), Outcome.REJECTED, None, False),
+]
+
+
+@pytest.mark.parametrize(("exc", "outcome", "code", "retryable"), CASES, ids=[f"{type(c[0]).__name__}-{c[2]}" for c in CASES])
+def test_translation_table(exc, outcome, code, retryable):
+    err = classify(exc)
+    assert isinstance(err, VenueError)
+    assert err.outcome is outcome
+    assert err.code == code
+    assert err.retryable is retryable
+
+
+def test_symbol_refusals_skip_the_symbol_for_a_day():
+    assert classify(ccxt.RestrictedLocation(bybit(170209, "restricted"))).skip_symbol_ms == DAY_MS
+    assert classify(ccxt.BadRequest(binance(-4140, "Invalid symbol status"))).skip_symbol_ms == DAY_MS
+    assert classify(ccxt.InvalidOrder(binance(-2022, "x"))).skip_symbol_ms == 0
+
+
+def test_success_codes_are_not_error_codes():
+    assert venue_code(ccxt.ExchangeError('bybit {"retCode":0,"retMsg":"OK"}')) is None
+
+
+def test_classify_is_idempotent():
+    err = classify(ccxt.OrderNotFound(binance(-2011, "Unknown order sent.")))
+    assert classify(err) is err
+    assert "not_found [-2011]" in str(err)
