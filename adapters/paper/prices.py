@@ -1,0 +1,196 @@
+"""Mark prices for the paper exchange, replayed from real candles.
+
+**Real history.** BTC comes from ``btc-perp-1m-2022-01.csv`` (FTX BTC-PERP
+1-minute bars, Jan 2022; timestamp text ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC)
+and XRP from ``xrp-usdt-perp-5m-2021-11.json`` (``[ts_ms, o, h, l, c, v]``,
+5-minute bars, Nov 2021). Prices are used as they are, rounded to the
+market's tick.
+
+**Candle -> 4 ticks.** Each candle becomes four mark prices at 0, 1/4, 2/4 and
+3/4 of its interval: the open; then the low and then the high if the candle
+closed up (open <= close), else the high and then the low; then the close.
+
+**Synthetic symbols.** Symbols with no history of their own (ETH, LTC, ADA,
+DOGE, TRX, ...) get a *synthetic* path: a block bootstrap (blocks of
+``block_candles`` consecutive candles, seeded per symbol from ``seed``) of
+the real BTC 1-minute candles, each taken as its high/open, low/open and
+close/open ratios and chained from a per-symbol start price
+(:data:`DEFAULT_START_PRICES`, configurable). So the returns, their
+volatility clustering within a block and the intra-candle ranges are real
+BTC ones, only rescaled in level; the path is not that coin's real history.
+Every price is rounded to that market's tick (never below one tick).
+
+**Time.** :class:`PriceReplay` maps engine time onto history time: engine
+``start_ms`` is the open of each series' first candle; ``time_scale`` history
+ms pass per engine ms. At the end of a series the replay wraps around:
+``wrap="mirror"`` (default) plays the series backwards and then forwards
+again, so the path stays continuous; ``wrap="repeat"`` starts over from the
+first candle (a jump from the last close to the first open).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import random
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterable
+
+from adapters.markets import Market, Markets
+
+DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "prices"
+REAL_HISTORIES = {"BTC": "btc-perp-1m-2022-01.csv", "XRP": "xrp-usdt-perp-5m-2021-11.json"}
+DEFAULT_START_PRICES = {
+    "BTC": "46300", "ETH": "3700", "LTC": "146", "ADA": "1.31", "XRP": "0.83",
+    "DOGE": "0.17", "TRX": "0.076", "ZRX": "0.85", "BNB": "510", "SOL": "170",
+}  # fmt: skip
+
+Candle = tuple[str, str, str, str]  # open, high, low, close as text
+
+
+def candle_ticks(o: Decimal, h: Decimal, low: Decimal, c: Decimal) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """The four ticks of one candle, in the documented order."""
+    return (o, low, h, c) if o <= c else (o, h, low, c)
+
+
+@functools.lru_cache(maxsize=8)
+def load_candles(path: Path) -> tuple[int, int, tuple[Candle, ...]]:
+    """(first open time ms, interval ms, candles) of a CSV or JSON candle file."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        times = [int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp() * 1000) for r in rows[:2]]
+        candles = tuple((r["open"], r["high"], r["low"], r["close"]) for r in rows)
+    else:
+        rows = json.loads(path.read_text())
+        times = [int(r[0]) for r in rows[:2]]
+        candles = tuple((repr(r[1]), repr(r[2]), repr(r[3]), repr(r[4])) for r in rows)
+    return times[0], times[1] - times[0], candles
+
+
+@functools.lru_cache(maxsize=32)
+def _real_ticks(path: Path, market: Market) -> tuple[Decimal, ...]:
+    _t0, _iv, candles = load_candles(path)
+    out: list[Decimal] = []
+    cache: dict[str, Decimal] = {}
+    for candle in candles:
+        o, h, low, c = (cache.get(x) or cache.setdefault(x, market.round_price(Decimal(x)).quantize(market.tick_size)) for x in candle)
+        out.extend(candle_ticks(o, h, low, c))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=32)
+def _synthetic_ticks(btc_path: Path, market: Market, start_price: Decimal, seed: int, n_candles: int, block_candles: int) -> tuple[Decimal, ...]:
+    _t0, _iv, candles = load_candles(btc_path)
+    ratios = [(float(h) / float(o), float(low) / float(o), float(c) / float(o)) for o, h, low, c in candles]
+    rng = random.Random(f"{seed}:{market.symbol}")
+    tick_f, tick = float(market.tick_size), market.tick_size
+
+    def on_grid(p: float) -> Decimal:
+        return max(round(p / tick_f), 1) * tick
+
+    out: list[Decimal] = []
+    price = float(start_price)
+    while len(out) < n_candles * 4:
+        j = rng.randrange(0, len(ratios) - block_candles)
+        for rh, rl, rc in ratios[j : j + block_candles]:
+            o, h, low, c = price, price * rh, price * rl, price * rc
+            out.extend(candle_ticks(*(on_grid(x) for x in (o, h, low, c))))
+            price = c
+    out[0] = market.round_price(start_price).quantize(tick)
+    return tuple(out[: n_candles * 4])
+
+
+class _Series:
+    __slots__ = ("symbol", "tick_ms", "ticks", "source")
+
+    def __init__(self, symbol: str, tick_ms: int, ticks: tuple[Decimal, ...], source: str):
+        self.symbol, self.tick_ms, self.ticks, self.source = symbol, tick_ms, ticks, source
+
+
+class PriceReplay:
+    """Mark prices for every symbol as a function of engine time.
+
+    ``PriceReplay(markets, start_ms=clock.now_ms(), symbols=None, start_prices=None,
+    seed=0, time_scale=1, wrap="mirror", synthetic_candles=10_080, block_candles=60,
+    data_dir=DATA_DIR, real_histories=None)``. ``symbols`` defaults to every market;
+    ``start_prices`` (by base coin) apply to synthetic series; ``real_histories``
+    (base coin -> file in ``data_dir``, default :data:`REAL_HISTORIES`; ``{}``
+    makes every symbol synthetic).
+    """
+
+    def __init__(
+        self,
+        markets: Markets,
+        *,
+        start_ms: int,
+        symbols: Iterable[str] | None = None,
+        start_prices: dict[str, str | Decimal] | None = None,
+        seed: int = 0,
+        time_scale: int = 1,
+        wrap: str = "mirror",
+        synthetic_candles: int = 10_080,
+        block_candles: int = 60,
+        data_dir: Path = DATA_DIR,
+        real_histories: dict[str, str] | None = None,
+    ) -> None:
+        if wrap not in ("mirror", "repeat"):
+            raise ValueError(f"wrap must be mirror or repeat, not {wrap!r}")
+        if time_scale < 1:
+            raise ValueError("time_scale must be >= 1")
+        self.start_ms, self.time_scale, self.wrap = int(start_ms), int(time_scale), wrap
+        prices = {**DEFAULT_START_PRICES, **{k.upper(): str(v) for k, v in (start_prices or {}).items()}}
+        btc_path = Path(data_dir) / REAL_HISTORIES["BTC"]
+        _t0, btc_interval, _c = load_candles(btc_path)
+        self.series: dict[str, _Series] = {}
+        for sym in symbols or [m.symbol for m in markets]:
+            m = markets.resolve(sym)
+            history = (REAL_HISTORIES if real_histories is None else real_histories).get(m.base)
+            if history:
+                _t0, interval, _c = load_candles(Path(data_dir) / history)
+                ticks = _real_ticks(Path(data_dir) / history, m)
+                self.series[m.symbol] = _Series(m.symbol, interval // 4, ticks, f"real:{history}")
+            else:
+                start = Decimal(prices.get(m.base, "1"))
+                ticks = _synthetic_ticks(btc_path, m, start, seed, synthetic_candles, block_candles)
+                self.series[m.symbol] = _Series(m.symbol, btc_interval // 4, ticks, f"synthetic:bootstrap(BTC 1m, seed={seed}, start={start})")
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self.series)
+
+    def _price(self, s: _Series, g: int) -> Decimal:
+        n = len(s.ticks)
+        cycle, i = divmod(g, n)
+        if self.wrap == "mirror" and cycle % 2:
+            i = n - 1 - i
+        return s.ticks[i]
+
+    def _ts(self, s: _Series, g: int) -> int:
+        return self.start_ms + g * s.tick_ms // self.time_scale
+
+    def _index_at(self, s: _Series, t_ms: int) -> int:
+        """The last tick index whose engine time is <= ``t_ms`` (-1 before the start)."""
+        off = t_ms - self.start_ms
+        return -((-(off + 1) * self.time_scale) // s.tick_ms) - 1
+
+    def ticks_between(self, t0_ms: int, t1_ms: int) -> list[tuple[int, str, Decimal]]:
+        """Every (engine ts, symbol, price) with ``t0_ms < ts <= t1_ms``, in time order."""
+        out: list[tuple[int, str, Decimal]] = []
+        for s in self.series.values():
+            lo, hi = max(self._index_at(s, t0_ms) + 1, 0), self._index_at(s, t1_ms)
+            out.extend((self._ts(s, g), s.symbol, self._price(s, g)) for g in range(lo, hi + 1))
+        out.sort(key=lambda x: x[0])
+        return out
+
+    def price_at(self, symbol: str, t_ms: int) -> Decimal:
+        """The mark at engine time ``t_ms`` (the first tick before the start)."""
+        s = self.series[symbol]
+        return self._price(s, max(self._index_at(s, t_ms), 0))
+
+    def prices_at(self, t_ms: int) -> dict[str, Decimal]:
+        return {sym: self.price_at(sym, t_ms) for sym in self.series}
