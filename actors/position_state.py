@@ -62,6 +62,11 @@ TRANSITIONS: dict[tuple[PState, str], PState] = {
 NOTES = frozenset({"position.open_requested", "position.stop_cancelled", "position.close_requested"})
 
 
+#: Every event type that is part of the lifecycle. Other events about a
+#: position (exchange requests, alerts) are commentary and never folded.
+LIFECYCLE = frozenset(t for _, t in TRANSITIONS) | NOTES
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -154,9 +159,11 @@ def apply(s: PositionState, ev: Event) -> PositionState:
 
 
 def rebuild(events: Iterable[Event]) -> PositionState | None:
-    """Fold a position's stored events (oldest first) into its state."""
+    """Fold a position's stored lifecycle events (oldest first) into its state."""
     state: PositionState | None = None
     for ev in events:
+        if ev.type not in LIFECYCLE:
+            continue
         if state is None:
             if ev.type != "position.open_requested":
                 raise InvalidTransition(f"{ev.position_id}: history starts with {ev.type}, not position.open_requested")

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pykka
 from loguru import logger
@@ -63,6 +63,7 @@ class Runtime:
         self.control: ControlServer | None = None
         self.supervisor: pykka.ActorRef | None = None
         self.directory = Directory()
+        self.venue: Any = None  # set by the wiring
         self.resources: list[Callable[[], None]] = []  # closers registered by the wiring, run in reverse
         self.clean_stop = threading.Event()
         self._shutdown_requested: str | None = None

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import SHARED, eventually
 from tradebot.cli import parse_since
 from tradebot.control_client import BotNotRunning, send_command
 
@@ -42,6 +42,9 @@ def new_bot_dir() -> Path:
     """A short temp dir holding a copy of the shipped config.toml (data_dir = "var", relative to it)."""
     path = Path(tempfile.mkdtemp(prefix="tbc-", dir="/tmp"))
     shutil.copy(REPO / "config.toml", path / "config.toml")
+    shutil.copytree(REPO / "demo", path / "demo")
+    text = (path / "config.toml").read_text().replace('data_dir = "../shared/data"', f'data_dir = "{SHARED / "data"}"')
+    (path / "config.toml").write_text(text)
     return path
 
 

@@ -109,3 +109,9 @@ def test_state_is_frozen():
     s = PositionState(position_id="p", exchange="paper", symbol="BTCUSDT", side="long")
     with pytest.raises(AttributeError):
         s.qty = Decimal(1)  # type: ignore[misc]
+
+
+def test_commentary_events_are_not_folded():
+    """Exchange requests and alerts share the position id but are not lifecycle events."""
+    noise = [ev("exchange.request", op="create_order.entry"), ev("position.entry_unresolved", error="timeout")]
+    assert rebuild(HAPPY[:3] + noise + HAPPY[3:]) == rebuild(HAPPY)

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(lg)
     lg.set_defaults(func=_cmd_logs)
 
+    paper = sub.add_parser("paper", help="the paper exchange in its own process")
+    paper_sub = paper.add_subparsers(dest="paper_cmd", required=True, metavar="ACTION")
+    serve = paper_sub.add_parser("serve", help="run the paper exchange until SIGTERM/SIGINT (state is kept across restarts)")
+    _config_arg(serve)
+    serve.set_defaults(func=_cmd_paper_serve)
+
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
     ev.add_argument("--type", action="append", default=[], metavar="T", help="event type; 'prefix*' matches a family (repeatable)")
@@ -107,6 +113,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"tradebot: could not start: {exc}", file=sys.stderr)
         return 2
     return runtime.run_until_stopped(args.duration)
+
+
+def _cmd_paper_serve(args: argparse.Namespace) -> int:
+    from loguru import logger
+
+    from adapters.paper.server import PaperServer
+
+    config, _ = _load(args)
+    logger.remove()
+    logger.add(sys.stderr, level=config.logging.console_level)
+    try:
+        server = PaperServer(config, socket_path=config.paper_socket, state_path=config.paper_state_path)
+    except (OSError, ValueError) as exc:
+        print(f"tradebot paper serve: could not start: {exc}", file=sys.stderr)
+        return 2
+    return server.run()
 
 
 # ------------------------------------------------------------------ ctl

@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
+#: The checkout / installation root (holds config.toml, demo/).
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -97,6 +100,13 @@ class ExchangeConfig(_Section):
 
 
 class PaperConfig(_Section):
+    #: "in_process": the paper exchange runs inside the bot (one command);
+    #: "process": the bot talks to `tradebot paper serve` over a local socket,
+    #: so killing the bot leaves the exchange running, as in life.
+    mode: Literal["in_process", "process"] = "in_process"
+    #: The paper exchange's socket and saved state (relative to runtime.data_dir).
+    socket: str = "paper.sock"
+    state_file: str = "paper-state.json"
     #: Which venue the paper exchange imitates (markets, error codes): binance or bybit.
     flavour: Literal["binance", "bybit"] = "binance"
     #: Reference data (markets/, prices/), relative to this file.
@@ -173,13 +183,29 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def control_socket(self) -> Path:
         return self.data_dir / self.control.socket
 
+    def _shipped(self, relative: str) -> Path:
+        """A path relative to the config file, else to the project this code ships in."""
+        first = (Path(self.base_dir) / relative).resolve()
+        if first.exists():
+            return first
+        fallback = (PROJECT_DIR / relative).resolve()
+        return fallback if fallback.exists() else first
+
     @property
     def paper_data_dir(self) -> Path:
-        return (Path(self.base_dir) / self.paper.data_dir).resolve()
+        return self._shipped(self.paper.data_dir)
+
+    @property
+    def paper_socket(self) -> Path:
+        return self.data_dir / self.paper.socket
+
+    @property
+    def paper_state_path(self) -> Path:
+        return self.data_dir / self.paper.state_file
 
     @property
     def demo_signals_path(self) -> Path | None:
-        return (Path(self.base_dir) / self.demo.signals_file).resolve() if self.demo.signals_file else None
+        return self._shipped(self.demo.signals_file) if self.demo.signals_file else None
 
 
 #: Settings ``tradebot ctl reload`` applies to a running bot. Anything else

@@ -1,18 +1,106 @@
 """The composition root: which children the supervisor starts, in order.
 
-Dependency order: exchange-facing services first, then feeds, then the
-actors that use them. Each later capability adds its child specs here.
+Dependency order: the exchange (an adapter on the I/O loop, not an actor),
+then the price feed, then positions recovered from the store (before any
+intake, so nothing new is opened until what exists is being protected), then
+the intake.
+
+``make run`` runs the paper exchange *in-process* (``paper.mode``): one
+command, no second process to manage, the same venue layer as a real
+exchange, and its state saved across restarts. With ``paper.mode =
+"process"`` the bot talks to ``tradebot paper serve`` instead, so killing the
+bot (even with SIGKILL) leaves the exchange running, as in life.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from actors.demo_intake import DemoIntake, load_signals
+from actors.messages import OpenRequest
+from actors.position import PositionActor, position_actor_name
+from actors.price_feed import PriceFeed
+from adapters.executor import Executor, RetryPolicy
+from adapters.markets import Markets
+from adapters.venue import STYLES, Venue
+from supervision.supervisor import ChildSpec
 
 if TYPE_CHECKING:
     from supervision.runtime import Runtime
-    from supervision.supervisor import ChildSpec
+    from tradebot.config import Config
+
+
+class NamedRef:
+    """A ref that always means the current incarnation of a registered child."""
+
+    def __init__(self, directory: Any, name: str) -> None:
+        self._directory, self._name = directory, name
+
+    def tell(self, message: Any) -> None:
+        self._directory.tell(self._name, message)
+
+
+def build_paper_venue(runtime: Runtime) -> Venue:
+    """The paper exchange behind the venue layer, in-process or in its own process."""
+    from adapters.paper.client import PaperClient
+    from adapters.paper.hosting import StateSaver, build_paper_exchange, markets_path
+
+    config, clock = runtime.config, runtime.clock
+    markets = Markets.from_file(markets_path(config))
+    if config.paper.mode == "process":
+        exchange: Any = PaperClient(config.paper_socket)
+        runtime.resources.append(lambda: runtime.io.run(exchange.close(), 5))
+    else:
+        exchange = build_paper_exchange(config, clock, config.paper_state_path)
+        exchange.start()
+        saver = StateSaver(exchange, config.paper_state_path, clock)
+        runtime.resources.append(exchange.stop)
+        runtime.resources.append(saver.close)
+    runtime.io.run(exchange.load_markets(), 30)
+    return Venue("paper", exchange, markets, build_executor(config, "paper", clock, runtime.store), STYLES[config.paper.flavour])
+
+
+def build_executor(config: Config, venue: str, clock: Any, store: Any) -> Executor:
+    e = config.exchange
+    policy = RetryPolicy(max_attempts=e.max_attempts, base_delay_ms=e.retry_base_delay_ms, max_delay_ms=e.retry_max_delay_ms, rate_limit_delay_ms=e.rate_limit_delay_ms)
+    return Executor(venue=venue, store=store, clock=clock, policy=policy)
+
+
+def position_spec(venue: Venue, directory: Any, position_id: str, symbol: str, request: OpenRequest | None) -> ChildSpec:
+    """A transient child: once its position is closed it stays stopped."""
+    feed = NamedRef(directory, "price_feed")
+    return ChildSpec(
+        name=position_actor_name(symbol, position_id),
+        factory=lambda name, ctx: PositionActor.start(name=name, ctx=ctx, venue=venue, position_id=position_id, request=request, price_feed=feed),
+        kind="position",
+        restart="transient",
+    )
+
+
+def trading_children(config: Config, venue: Venue, directory: Any, open_positions: list[dict[str, Any]]) -> list[ChildSpec]:
+    children = [ChildSpec(name="price_feed", factory=lambda name, ctx: PriceFeed.start(name=name, ctx=ctx, venue=venue))]
+    for p in open_positions:
+        if p.get("exchange") == venue.name:
+            children.append(position_spec(venue, directory, p["position_id"], p["symbol"], None))
+    if config.demo_signals_path is not None:
+        signals = load_signals(config.demo_signals_path)
+        children.append(
+            ChildSpec(
+                name="demo_intake",
+                factory=lambda name, ctx: DemoIntake.start(
+                    name=name, ctx=ctx, signals=signals, exchange=venue.name, markets=venue.markets,
+                    position_spec=lambda req: position_spec(venue, directory, req.position_id, req.symbol, req),
+                ),
+                kind="intake",
+            )
+        )
+    return children
 
 
 def build_children(runtime: Runtime) -> list[ChildSpec]:
-    """Child specs for the configured system (none beyond the supervisor yet)."""
-    return []
+    """Child specs for the configured system (the paper exchange is the only venue so far)."""
+    config = runtime.config
+    venue = build_paper_venue(runtime)
+    runtime.venue = venue
+    open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
+    return trading_children(config, venue, runtime.directory, open_positions)

@@ -1,0 +1,80 @@
+"""Messages between trading actors (commands imperative, events past tense)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from supervision.messages import Message
+
+
+class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a new position actor is asked to open (passed at construction)."""
+
+    position_id: str
+    exchange: str
+    symbol: str  # venue id, e.g. BTCUSDT
+    side: str  # long / short
+    quote_amount: Decimal  # margin in the quote currency
+    leverage: int
+    correlation_id: str  # the signal's flow id
+    requested_by: Any = None  # ActorRef that gets PositionOpened / PositionOpenFailed
+
+
+class MarkPrice(Message, frozen=True, kw_only=True):
+    """A mark price reading, told by the price feed to subscribers."""
+
+    symbol: str
+    price: Decimal
+    ts_ms: int
+
+
+class SubscribeMarks(Message, frozen=True, kw_only=True):
+    symbol: str
+    subscriber: Any  # ActorRef
+    name: str
+
+
+class UnsubscribeMarks(Message, frozen=True, kw_only=True):
+    symbol: str
+    name: str
+
+
+class PositionOpened(Message, frozen=True, kw_only=True):
+    """The position is open AND protected by a live stop (the only thing intake counts)."""
+
+    position_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    entry_price: Decimal
+    stop_price: Decimal
+    stop_order_id: str
+    emergency_stop: bool = False
+
+
+class PositionOpenFailed(Message, frozen=True, kw_only=True):
+    """No position remains (entry refused, or opened and rolled back)."""
+
+    position_id: str
+    symbol: str
+    reason: str
+    outcome: str
+    skip_symbol_ms: int = 0
+
+
+class PositionClosed(Message, frozen=True, kw_only=True):
+    position_id: str
+    symbol: str
+    reason: str
+    exit_price: Decimal | None
+    pnl: Decimal | None
+
+
+class RetryStep(Message, frozen=True, kw_only=True):
+    """Internal to the position actor: run the named step again (scheduled, never slept)."""
+
+    step: str
+    attempt: int = 0

@@ -1,0 +1,229 @@
+"""The position actor's atomic open, close and recovery on the paper exchange (real parts, no mocks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pykka
+import pytest
+
+from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from actors.position import position_actor_name
+from actors.position_state import rebuild
+from adapters.paper import PaperEngine, PaperExchange
+from adapters.paper.exchange import MARKET_FILES
+from adapters.markets import Markets
+from adapters.venue import STYLES, Venue
+from supervision.actor import ActorContext, ManagedActor, handles
+from supervision.directory import Directory
+from supervision.messages import ClosePosition, Shutdown, StartChild
+from supervision.supervisor import Supervisor
+from tests.conftest import SHARED, eventually, make_config
+from tradebot.wiring import build_executor, position_spec, trading_children
+
+BTC = "BTC/USDT:USDT"
+
+
+class Collector(ManagedActor):
+    """Stands in for the intake: records what position actors report."""
+
+    def started(self) -> None:
+        self.got: list[Any] = []
+        self.cond = threading.Condition()
+
+    @handles(PositionOpened, PositionOpenFailed, PositionClosed)
+    def _got(self, msg: Any) -> None:
+        self.got.append(msg)
+
+
+@dataclasses.dataclass
+class World:
+    ctx: ActorContext
+    exchange: PaperExchange
+    venue: Venue
+    sup: pykka.ActorRef
+    collector: pykka.ActorRef
+
+    def open(self, symbol: str = "BTCUSDT", side: str = "long", pid: str = "p1", quote: str = "100") -> str:
+        req = OpenRequest(position_id=pid, exchange="paper", symbol=symbol, side=side, quote_amount=Decimal(quote), leverage=10, correlation_id=f"sig-{pid}", requested_by=self.collector)
+        self.sup.tell(StartChild(spec=position_spec(self.venue, self.ctx.directory, pid, symbol, req)))
+        return position_actor_name(symbol, pid)
+
+    def reports(self) -> list[Any]:
+        return self.collector.proxy().got.get()
+
+    def events(self, pid: str = "p1") -> list:
+        return self.ctx.io.run(self.ctx.store.query(position_id=pid), 5)
+
+    def state(self, pid: str = "p1"):
+        return rebuild(self.events(pid))
+
+    def engine(self, fn):
+        return self.exchange.with_engine(fn)
+
+    def open_orders(self) -> list[dict]:
+        return self.ctx.io.run(self.exchange.fetch_open_orders(), 5)
+
+    def positions(self) -> list[dict]:
+        return self.ctx.io.run(self.exchange.fetch_positions(), 5)
+
+
+@pytest.fixture
+def engine_knobs() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def world(tmp_path: Path, ctx: ActorContext, engine_knobs: dict[str, Any]):
+    cfg = make_config(tmp_path, "[exchange]\nmax_attempts = 2\nretry_base_delay_ms = 1\n[position]\nretry_delay_ms = 10\nverify_interval_secs = 5\n[demo]\nsignals_file = \"\"\n")
+    ctx = dataclasses.replace(ctx, config=cfg, directory=Directory())
+    markets = Markets.from_file(SHARED / "data" / "markets" / MARKET_FILES["binance"])
+    engine = PaperEngine(markets, flavour="binance", slippage_bps=Decimal(0), **engine_knobs)
+    exchange = PaperExchange(engine, ctx.clock, flavour="binance")
+    ctx.io.run(exchange.load_markets(), 5)
+    exchange.set_mark(BTC, Decimal("40000"))
+    venue = Venue("paper", exchange, markets, build_executor(cfg, "paper", ctx.clock, ctx.store), STYLES["binance"])
+    collector = Collector.start(name="collector", ctx=ctx)
+    sup = Supervisor.start(ctx=ctx, children=trading_children(cfg, venue, ctx.directory, []))
+    yield World(ctx, exchange, venue, sup, collector)
+    sup.tell(Shutdown(reason="test end"))
+    if not sup.actor_stopped.wait(3):
+        ctx.clock.advance(60_000)
+        sup.actor_stopped.wait(5)
+    collector.stop()
+
+
+def test_open_puts_a_stop_for_the_filled_quantity_at_once(world: World):
+    name = world.open()
+    opened = eventually(lambda: [r for r in world.reports() if isinstance(r, PositionOpened)], what="PositionOpened")[0]
+    assert opened.qty == Decimal("0.025")  # 100 USDT x 10 / 40000, on the 0.001 step
+    assert opened.stop_price == Decimal("39200.0")  # 2 % below the fill, on the 0.1 tick
+    orders = world.open_orders()
+    assert len(orders) == 1
+    stop = orders[0]
+    assert stop["reduceOnly"] and stop["side"] == "sell" and Decimal(str(stop["amount"])) == opened.qty
+    assert stop["clientOrderId"].startswith("tb-p1-s")
+    s = world.state()
+    assert s.state.value == "protected" and s.stop_order_id == stop["id"]
+    assert world.engine(lambda e, now: e.metrics())["unprotected_ms"] == 0
+    assert world.sup.proxy().refs.get().get(name) is not None
+    types = [e.type for e in world.events() if e.type.startswith("position.")]
+    assert types == ["position.open_requested", "position.entry_sent", "position.entry_filled", "position.stop_sent", "position.stop_placed"]
+    requests = [e.data["op"] for e in world.events() if e.type == "exchange.request"]
+    assert requests == ["create_order.entry", "create_order.stop"]
+    projection = world.ctx.io.run(world.ctx.store.positions(), 5)
+    assert projection[0]["state"] == "protected" and projection[0]["stop_order_id"] == stop["id"]
+
+
+def opened(world: World, pid: str = "p1") -> PositionOpened:
+    return eventually(lambda: [r for r in world.reports() if isinstance(r, PositionOpened) and r.position_id == pid], what=f"{pid} opened")[0]
+
+
+def actor_gone(world: World, name: str) -> bool:
+    return world.sup.proxy().refs.get().get(name) is None
+
+
+def test_entry_that_timed_out_after_placing_is_found_not_repeated(world: World):
+    """Ambiguous timeout on the entry: looked up by client order id; exactly one position."""
+    world.exchange.faults.fail_next("create_order", "timeout", ambiguous=True)
+    opened(world) if world.open() else None
+    positions = world.positions()
+    assert len(positions) == 1 and Decimal(str(positions[0]["contracts"])) == Decimal("0.025")
+    entries = [o for o in world.engine(lambda e, now: list(e.orders.values())) if not getattr(o, "reduce_only", False) and getattr(o, "trigger_price", None) is None]
+    assert len(entries) == 1
+    resolved = [e for e in world.events() if e.type == "exchange.outcome_resolved"]
+    assert resolved and resolved[0].data["landed"] is True
+
+
+@pytest.mark.parametrize("engine_knobs", [{"partial_fill_prob": 1.0, "seed": 3}])
+def test_partial_fill_gets_a_stop_for_the_filled_quantity(world: World):
+    world.open()
+    o = opened(world)
+    assert Decimal(0) < o.qty < Decimal("0.025")
+    stop = world.open_orders()[0]
+    assert Decimal(str(stop["amount"])) == o.qty == Decimal(str(world.positions()[0]["contracts"]))
+    assert world.engine(lambda e, now: e.metrics())["unprotected_ms"] == 0
+
+
+@pytest.mark.parametrize("engine_knobs", [{"not_trading": ["BTCUSDT"]}])
+def test_symbol_not_trading_ends_the_attempt_cleanly(world: World):
+    name = world.open()
+    failed = eventually(lambda: [r for r in world.reports() if isinstance(r, PositionOpenFailed)], what="failure report")[0]
+    assert failed.outcome == "symbol_unavailable" and "-4140" in failed.reason
+    assert failed.skip_symbol_ms == 86_400_000
+    assert world.positions() == [] and world.open_orders() == []
+    assert world.state().state.value == "failed"
+    eventually(lambda: actor_gone(world, name), what="actor stopped")
+
+
+def test_close_command_closes_then_cancels_the_stop(world: World):
+    """The stop is cancelled only after the close is confirmed: never naked while open."""
+    name = world.open()
+    opened(world)
+    world.ctx.directory.lookup(name).tell(ClosePosition(reason="user command"))
+    closed = eventually(lambda: [r for r in world.reports() if isinstance(r, PositionClosed)], what="closed")[0]
+    assert closed.reason == "user command" and closed.exit_price == Decimal("40000.0")
+    assert world.positions() == [] and world.open_orders() == []
+    types = [e.type for e in world.events() if e.type.startswith("position.")]
+    assert types[-3:] == ["position.close_sent", "position.closed", "position.stop_cancelled"]
+    assert world.engine(lambda e, now: e.metrics())["unprotected_ms"] == 0
+    eventually(lambda: actor_gone(world, name), what="actor stopped")
+    assert world.ctx.io.run(world.ctx.store.positions(open_only=True), 5) == []
+
+
+def test_stop_fill_is_noticed_and_recorded_with_pnl(world: World):
+    name = world.open()
+    o = opened(world)
+    world.exchange.set_mark(BTC, Decimal("39000"))  # through the stop: the venue triggers it
+    assert world.positions() == []
+    eventually(lambda: (world.ctx.clock.advance(1_000), [r for r in world.reports() if isinstance(r, PositionClosed)])[1], what="stop fill noticed")
+    s = world.state()
+    assert s.state.value == "closed" and s.close_reason == "stop filled"
+    assert s.realized_pnl == (s.exit_price - o.entry_price) * o.qty < 0
+    eventually(lambda: actor_gone(world, name), what="actor stopped")
+
+
+def test_restarted_actor_resumes_from_events_with_the_same_stop(world: World):
+    name = world.open()
+    o = opened(world)
+    old = world.ctx.directory.lookup(name)
+    from supervision.messages import RestartChild
+
+    world.sup.tell(RestartChild(name=name, reason="test"))
+    fresh = eventually(lambda: (world.ctx.clock.advance(100), (r := world.ctx.directory.lookup(name)) is not None and r.actor_urn != old.actor_urn and r)[1], what="restart")
+    eventually(lambda: fresh.proxy().state.get() is not None, what="fresh actor rebuilt its state")
+    assert fresh.proxy().state.get() == world.state()
+    orders = world.open_orders()
+    assert len(orders) == 1 and orders[0]["id"] == o.stop_order_id
+    assert world.state().stop_order_id == o.stop_order_id
+    fresh.tell(ClosePosition(reason="after restart"))
+    eventually(lambda: world.positions() == [] and world.open_orders() == [], what="closed after restart")
+
+
+def test_stop_cancelled_by_a_human_is_put_back(world: World):
+    """Someone cancels our stop on the exchange UI: the next check re-protects the position."""
+    o = opened(world) if world.open() else None
+    world.engine(lambda e, now: e.external_cancel_order(o.stop_order_id, now))
+    assert world.open_orders() == []
+    eventually(lambda: (world.ctx.clock.advance(5_000), world.open_orders())[1], what="stop re-placed")
+    new_stop = world.open_orders()[0]
+    assert new_stop["id"] != o.stop_order_id and Decimal(str(new_stop["amount"])) == o.qty
+    assert world.state().state.value == "protected"
+    assert any(e.type == "position.stop_lost" for e in world.events())
+
+
+def test_position_closed_by_a_human_is_recorded_not_re_protected(world: World):
+    """Position and stop gone on the exchange: recorded as closed elsewhere, no new orders."""
+    name = world.open()
+    o = opened(world)
+    world.engine(lambda e, now: e.external_close_position(BTC, now))
+    world.engine(lambda e, now: e.external_cancel_order(o.stop_order_id, now) if o.stop_order_id in e.open_orders else None)
+    eventually(lambda: (world.ctx.clock.advance(5_000), actor_gone(world, name))[1], what="recorded as closed")
+    s = world.state()
+    assert s.state.value == "closed" and "outside the bot" in s.close_reason
+    assert world.open_orders() == [] and world.positions() == []
