@@ -227,3 +227,61 @@ def test_position_closed_by_a_human_is_recorded_not_re_protected(world: World):
     s = world.state()
     assert s.state.value == "closed" and "outside the bot" in s.close_reason
     assert world.open_orders() == [] and world.positions() == []
+
+
+def is_stop(args: dict) -> bool:
+    return "stopPrice" in args["params"] or "triggerPrice" in args["params"]
+
+
+def is_close(args: dict) -> bool:
+    return bool(args["params"].get("reduceOnly")) and not is_stop(args)
+
+
+STOP_REFUSED = lambda: ccxt.InvalidOrder('binanceusdm {"code":-4045,"msg":"Reach max stop order limit."}')  # noqa: E731
+
+
+def advance_until(world: World, predicate, what: str, step_ms: int = 50):
+    return eventually(lambda: (world.ctx.clock.advance(step_ms), predicate())[1], what=what)
+
+
+def test_stop_refused_three_times_rolls_the_position_back(world: World):
+    """No stop after 3 tries: closed again (reduce-only, verified flat), reported as a failed open."""
+    for _ in range(3):
+        world.exchange.faults.fail_next("create_order", STOP_REFUSED(), when=is_stop)
+    name = world.open()
+    failed = advance_until(world, lambda: [r for r in world.reports() if isinstance(r, PositionOpenFailed)], "rollback")[0]
+    assert "rolled back" in failed.reason or "closed again" in failed.reason
+    assert world.positions() == [] and world.open_orders() == []
+    s = world.state()
+    assert s.state.value == "rolled_back" and s.close_reason == "rollback"
+    types = [e.type for e in world.events() if e.type.startswith("position.")]
+    assert types.count("position.stop_failed") == 3 and types[-2:] == ["position.close_sent", "position.rolled_back"]
+    assert not [r for r in world.reports() if isinstance(r, PositionOpened)]
+    advance_until(world, lambda: actor_gone(world, name), "actor stopped")
+
+
+def test_rollback_that_fails_too_gets_a_wide_emergency_stop(world: World):
+    """Stop refused 3x and the close refused: a 10 % emergency stop and a critical event; counted as protected."""
+    for _ in range(3):
+        world.exchange.faults.fail_next("create_order", STOP_REFUSED(), when=is_stop)
+    world.exchange.faults.fail_next("create_order", ccxt.InvalidOrder('binanceusdm {"code":-2022,"msg":"ReduceOnly Order is rejected."}'), when=is_close)
+    world.open()
+    got = advance_until(world, lambda: [r for r in world.reports() if isinstance(r, PositionOpened)], "emergency protection")[0]
+    assert got.emergency_stop is True
+    assert got.stop_price == Decimal("36000.0")  # 10 % below the 40000 fill
+    stop = world.open_orders()[0]
+    assert Decimal(str(stop["triggerPrice"] or stop["stopPrice"])) == Decimal("36000.0")
+    s = world.state()
+    assert s.state.value == "protected" and s.stop_kind == "emergency"
+    critical = [e for e in world.events() if e.severity.name == "CRITICAL"]
+    assert {e.type for e in critical} >= {"position.rollback_failed", "position.emergency_stop"}
+
+
+def test_stop_that_would_trigger_immediately_closes_at_market(world: World):
+    """Price already through the stop (-2021): close now, never an endless retry."""
+    world.exchange.faults.fail_next("create_order", ccxt.OrderImmediatelyFillable('binanceusdm {"code":-2021,"msg":"Order would immediately trigger."}'), when=is_stop)
+    world.open()
+    advance_until(world, lambda: [r for r in world.reports() if isinstance(r, PositionClosed)], "closed at market")
+    s = world.state()
+    assert s.state.value == "closed" and s.close_reason == "price already through the stop"
+    assert world.positions() == [] and world.open_orders() == []

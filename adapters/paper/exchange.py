@@ -128,7 +128,7 @@ class PaperExchange:
 
     async def _call(self, method: str, args: dict[str, Any], fn: Callable[[int], Any]) -> Any:
         started = time.monotonic()
-        error, ambiguous = self.faults.draw(method)
+        error, ambiguous = self.faults.draw(method, args)
         latency = self.faults.latency_ms()
         outcome = ""
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Any
+from typing import Callable, Any
 
 import ccxt
 import msgspec
@@ -58,30 +58,34 @@ class FaultInjector:
         self.plan = plan or FaultPlan()
         self.flavour = flavour
         self.rng = random.Random(self.plan.seed)
-        self._script: dict[str, collections.deque[tuple[Any, bool]]] = collections.defaultdict(collections.deque)
+        self._script: dict[str, collections.deque[tuple[Any, bool, Callable[[dict[str, Any]], bool] | None]]] = collections.defaultdict(collections.deque)
 
-    def fail_next(self, method: str, error_class: Any = "network", count: int = 1, ambiguous: bool = False) -> None:
+    def fail_next(self, method: str, error_class: Any = "network", count: int = 1, ambiguous: bool = False, when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         """Make the next ``count`` calls of ``method`` fail with ``error_class``.
 
         ``error_class`` is a class name from :data:`ERROR_CLASSES`, a ccxt
         exception class or an exception instance. ``ambiguous=True``: the call
-        is executed first and then fails (use with ``"timeout"``).
+        is executed first and then fails (use with ``"timeout"``). ``when``
+        (a predicate on the call's arguments) limits the fault to matching
+        calls, e.g. only stop orders: ``when=lambda a: a["type"] != "market"``.
         """
         if isinstance(error_class, str) and error_class not in ERROR_CLASSES:
             raise ValueError(f"unknown error class {error_class!r} (known: {ERROR_CLASSES})")
         for _ in range(count):
-            self._script[method].append((error_class, ambiguous))
+            self._script[method].append((error_class, ambiguous, when))
 
     def pending(self, method: str) -> int:
         """Scripted faults still waiting for ``method``."""
         return len(self._script.get(method, ()))
 
-    def draw(self, method: str) -> tuple[BaseException | None, bool]:
+    def draw(self, method: str, args: dict[str, Any] | None = None) -> tuple[BaseException | None, bool]:
         """(error to raise or None, whether it is raised *after* executing the call)."""
         script = self._script.get(method)
         if script:
-            spec, ambiguous = script.popleft()
-            return self.make_error(spec, method), ambiguous
+            for i, (spec, ambiguous, when) in enumerate(script):
+                if when is None or when(args or {}):
+                    del script[i]
+                    return self.make_error(spec, method), ambiguous
         plan = self.plan
         rates = plan.error_rates.get(method, plan.error_rates.get("*", {}))
         if rates:
