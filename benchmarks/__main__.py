@@ -8,15 +8,18 @@ import time
 
 from loguru import logger
 
-from benchmarks import bench_actors, bench_store
+from benchmarks import bench_actors, bench_positions, bench_store
+from tradebot.config import parse_config
 
 
 def main() -> int:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    interval_us = parse_config("").runtime.gil_switch_interval_us
+    sys.setswitchinterval(interval_us / 1_000_000)  # as the runtime does
     print(f"tradebot benchmarks - Python {platform.python_version()} on {platform.machine()}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print("(figures vary with machine load: compare ratios within one run)\n")
-    for bench in (bench_store, bench_actors):
+    print(f"(GIL switch interval {interval_us} us, as runtime.gil_switch_interval_us; figures vary with machine load: compare ratios within one run)\n")
+    for bench in (bench_store, bench_actors, bench_positions):
         bench.run()
         print()
     return 0

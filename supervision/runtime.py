@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ class Runtime:
     # ------------------------------------------------------------- start
     def start(self) -> Runtime:
         cfg = self.config
+        sys.setswitchinterval(cfg.runtime.gil_switch_interval_us / 1_000_000)
         logs.setup_logging(
             cfg.log_dir,
             level=cfg.logging.level,

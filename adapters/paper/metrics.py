@@ -64,11 +64,14 @@ def protects(order: Order, pos: Position) -> bool:
 def assess(positions: Iterable[Position], open_orders: Iterable[Order]) -> tuple[dict[str, tuple[bool, bool]], list[Order]]:
     """Per position key: (unprotected, overlapping); and the orphan orders."""
     orders = list(open_orders)
+    by_symbol: dict[str, list[Order]] = {}
+    for o in orders:  # one pass, so each position only looks at its own symbol's orders
+        by_symbol.setdefault(o.symbol, []).append(o)
     status: dict[str, tuple[bool, bool]] = {}
     live_targets: set[tuple[str, str, str]] = set()
     for pos in positions:
         live_targets.add((pos.symbol, pos.pos_side, pos.side))
-        stops = [o for o in orders if protects(o, pos)]
+        stops = [o for o in by_symbol.get(pos.symbol, ()) if protects(o, pos)]
         covered = any(o.close_position for o in stops) or sum((o.amount for o in stops), Decimal(0)) >= pos.size
         status[f"{pos.symbol}|{pos.pos_side}"] = (not covered, len(stops) >= 2)
     orphans = []
