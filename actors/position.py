@@ -24,6 +24,7 @@ import pykka
 
 from actors.messages import MarkPrice, OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_state import P, PositionState, apply, realized_pnl, rebuild
+from actors.stop_moves import StopMoves
 from adapters.errors import Outcome, VenueError, classify
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -37,7 +38,7 @@ def position_actor_name(symbol: str, position_id: str) -> str:
     return f"position:{symbol}:{position_id}"
 
 
-class PositionActor(ManagedActor):
+class PositionActor(StopMoves, ManagedActor):
     def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_id: str, request: OpenRequest | None = None, price_feed: Any = None) -> None:
         super().__init__(name=name, ctx=ctx)
         self.venue = venue
@@ -50,6 +51,7 @@ class PositionActor(ManagedActor):
         self._op_seq = 0
         self._pending_fill: OrderReport | None = None
         self._retries: dict[str, int] = {}
+        self._leftovers: list[str] = []
 
     @property
     def cfg(self):
@@ -86,6 +88,8 @@ class PositionActor(ManagedActor):
             return self._place_stop(s.stop_kind or "initial")
         if s.state is P.PROTECTED:
             self._subscribe()
+            if s.move_client_id is not None:
+                return self.resume_move()
             return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
         if s.state is P.CLOSING:
             return self._io("verify_flat", self.venue.position(s.symbol, s.side))
@@ -124,7 +128,14 @@ class PositionActor(ManagedActor):
         handler = getattr(self, f"_after_{msg.purpose}")
         error = classify(msg.exception) if msg.exception is not None else None
         handler(None if error else msg.result, error)
+        self._continue()
         self.finish_drain_if_idle()
+
+    def _continue(self) -> None:
+        """Between operations: act on a close that was asked for while busy."""
+        s = self.state
+        if self._op is None and s is not None and s.state is P.PROTECTED and s.close_requested and s.move_client_id is None:
+            self._close(s.close_requested)
 
     def busy(self) -> bool:
         return self._op is not None or (self.state is not None and self.state.state in (P.PENDING_ENTRY, P.ENTRY_PLACED, P.PENDING_STOP, P.CLOSING))
@@ -142,6 +153,12 @@ class PositionActor(ManagedActor):
             self._io("verify_flat", self.venue.position(s.symbol, s.side))
         elif msg.step == "verify" and s.state is P.PROTECTED:
             self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
+        elif msg.step == "move" and s.state is P.PROTECTED and s.move_client_id is None:
+            self.retry_move()
+        elif msg.step == "move_cancel" and s.state is P.PROTECTED and s.move_order_id is not None:
+            self._io("move_cancel_old", self.venue.cancel(s.symbol, s.stop_order_id, ctx=self._ctx()))
+        elif msg.step == "resume" and s.state is P.PROTECTED and s.move_client_id is not None:
+            self.resume_move()
 
     def _retry(self, step: str, delay_ms: int | None = None) -> None:
         n = self._retries[step] = self._retries.get(step, 0) + 1
@@ -258,6 +275,8 @@ class PositionActor(ManagedActor):
         if pos is None:
             fill = self._pending_fill
             self._pending_fill = None
+            if (fill is None or fill.filled <= 0) and s.stop_order_id:
+                return self._io("exit_check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
             if s.close_reason == "rollback":
                 self._record_exit("position.rolled_back", fill, "rollback")
                 return
@@ -267,35 +286,57 @@ class PositionActor(ManagedActor):
             return self._place_stop("emergency")
         self.record("position.close_failed", {"remaining": pos.qty}, severity=Severity.ERROR)
 
-    def _record_exit(self, type_: str, fill: OrderReport | None, reason: str) -> None:
+    def _after_exit_check_stop(self, order: OrderReport | None, error: VenueError | None) -> None:
+        """Flat, but our close did not fill: did our stop close it?"""
+        s = self.state
+        if order is not None and order.status is OrderStatus.FILLED:
+            return self._record_exit("position.stop_filled", order, "stop filled")
+        if s.close_reason == "rollback":
+            return self._record_exit("position.rolled_back", None, "rollback")
+        self._record_exit("position.closed", None, f"{s.close_reason or 'closed'} (found flat)")
+
+    def _record_exit(self, type_: str, fill: OrderReport | None, reason: str, leftovers: list[str | None] | None = None) -> None:
+        """Record the end of the position, then cancel whatever of ours is still live."""
         s = self.state
         price = fill.average if fill is not None else None
         pnl = realized_pnl(s.side, s.entry_price, price, s.qty) if price is not None and s.entry_price is not None else None
+        if pnl is not None and s.realized_pnl:  # partial exits (take-profits) before this one
+            pnl += s.realized_pnl
         self.record(type_, {"reason": reason, "exit_price": price, "pnl": pnl, "order_id": fill.order_id if fill else None})
         if type_ == "position.rolled_back":
             self._tell_requester(PositionOpenFailed(position_id=self.pid, symbol=s.symbol, reason="stop could not be placed; position closed again", outcome=Outcome.REJECTED.value))
         else:
             self._tell_requester(PositionClosed(position_id=self.pid, symbol=s.symbol, reason=reason, exit_price=price, pnl=pnl))
-        if s.stop_order_id and type_ != "position.stop_filled":
-            return self._io("cancel_stop", self.venue.cancel(s.symbol, s.stop_order_id, ctx=self._ctx()))
-        self.stop()
+        filled_id = fill.order_id if fill is not None else None
+        ids = [s.stop_order_id, s.move_order_id, *[tp.get("order_id") for tp in s.tps if not tp.get("filled")], *(leftovers or [])]
+        self._leftovers = [i for i in dict.fromkeys(ids) if i and i != filled_id]
+        self._cancel_next_leftover()
 
-    def _after_cancel_stop(self, order: OrderReport | None, error: VenueError | None) -> None:
+    def _cancel_next_leftover(self) -> None:
+        if not self._leftovers:
+            return self.stop()
+        self._io("cancel_leftover", self.venue.cancel(self.state.symbol, self._leftovers[0], ctx=self._ctx()))
+
+    def _after_cancel_leftover(self, order: OrderReport | None, error: VenueError | None) -> None:
+        order_id = self._leftovers.pop(0)
         if error is not None:
-            self.emit("position.stop_left_behind", {"order_id": self.state.stop_order_id, "error": str(error)}, severity=Severity.WARNING, position_id=self.pid, symbol=self.state.symbol)
+            self.emit("position.order_left_behind", {"order_id": order_id, "error": str(error)}, severity=Severity.WARNING, position_id=self.pid, symbol=self.state.symbol)
         else:
-            self.record("position.stop_cancelled", {"order_id": self.state.stop_order_id})
-        self.stop()
+            self.record("position.stop_cancelled", {"order_id": order_id})
+        self._cancel_next_leftover()
 
     # ------------------------------------------------------------ prices
     @handles(MarkPrice)
     def _on_mark(self, msg: MarkPrice) -> None:
         self.last_mark = msg.price
         s = self.state
-        if s.state is P.PROTECTED and self._op is None and s.stop_price is not None:
-            crossed = msg.price <= s.stop_price if s.side == "long" else msg.price >= s.stop_price
-            if crossed:
-                self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
+        if s.state is not P.PROTECTED or self._op is not None or s.stop_price is None:
+            return  # one operation at a time; the next mark is considered afresh
+        crossed = msg.price <= s.stop_price if s.side == "long" else msg.price >= s.stop_price
+        if crossed:
+            return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
+        if s.move_client_id is None and not s.close_requested:
+            self.consider_trailing(msg.price)
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:

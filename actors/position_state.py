@@ -56,10 +56,26 @@ TRANSITIONS: dict[tuple[PState, str], PState] = {
     (P.CLOSING, "position.stop_filled"): P.CLOSED,  # the stop won the race against our close
     (P.CLOSING, "position.close_failed"): P.PROTECTED,  # the stop is still live
     (P.CLOSING, "position.rollback_failed"): P.PENDING_STOP,  # no stop: emergency stop next
+    # Zero-gap stop moves: the new stop is placed, then the old one cancelled.
+    (P.PROTECTED, "position.stop_move_sent"): P.PROTECTED,
+    (P.PROTECTED, "position.stop_move_placed"): P.PROTECTED,  # two stops live for one replacement step
+    (P.PROTECTED, "position.stop_moved"): P.PROTECTED,
+    (P.PROTECTED, "position.stop_move_failed"): P.PROTECTED,  # the old stop stays
+    (P.PROTECTED, "position.moves_disabled"): P.PROTECTED,
+    (P.PROTECTED, "position.tp_filled"): P.PROTECTED,
 }
 
 #: Events that record facts without changing the lifecycle state.
-NOTES = frozenset({"position.open_requested", "position.stop_cancelled", "position.close_requested"})
+NOTES = frozenset(
+    {
+        "position.open_requested",
+        "position.stop_cancelled",
+        "position.close_requested",
+        "position.trailing_activated",
+        "position.trail_best",
+        "position.tp_placed",
+    }
+)
 
 
 #: Every event type that is part of the lifecycle. Other events about a
@@ -98,6 +114,23 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     closed_ts_ms: int | None = None
     seq: int = 0  # client order id counter
     adopted: bool = False
+    # stop moves
+    stop_reason: str | None = None  # initial / emergency / trailing / breakeven / ...
+    last_move_ms: int | None = None
+    move_client_id: str | None = None  # a move in flight: the new stop's client id
+    move_order_id: str | None = None  # ... and its order id once it is live
+    move_price: Decimal | None = None
+    move_qty: Decimal | None = None
+    move_reason: str | None = None
+    move_attempts: int = 0
+    moves_disabled_until_ms: int | None = None
+    # trailing (the fold keeps what survives a restart)
+    trail_active: bool = False
+    trail_best: Decimal | None = None
+    trail_activated_ms: int | None = None
+    breakeven_reached: bool = False
+    # take-profit ladder: level -> {"order_id", "client_id", "price", "qty", "filled"}
+    tps: tuple[dict[str, Any], ...] = ()
 
     @property
     def closing_side(self) -> str:
@@ -139,7 +172,30 @@ def apply(s: PositionState, ev: Event) -> PositionState:
     elif t == "position.stop_sent":
         u.update(pending_stop_client_id=d["client_id"], stop_attempts=int(d["attempt"]))
     elif t == "position.stop_placed":
-        u.update(stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_kind=d["kind"], pending_stop_client_id=None, stop_attempts=0)
+        u.update(stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_kind=d["kind"], stop_reason=d["kind"], pending_stop_client_id=None, stop_attempts=0)
+    elif t == "position.stop_move_sent":
+        u.update(move_client_id=d["client_id"], move_price=Decimal(d["price"]), move_qty=Decimal(d["qty"]), move_reason=d["reason"], move_order_id=None)
+    elif t == "position.stop_move_placed":
+        u.update(move_order_id=d["order_id"])
+    elif t == "position.stop_moved":
+        u.update(
+            stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_reason=d["reason"],
+            qty=Decimal(d.get("qty", s.qty)), last_move_ms=ev.ts_ms, move_client_id=None, move_order_id=None, move_price=None,
+            move_qty=None, move_reason=None, move_attempts=0, trail_best=_dec(d.get("best")) or s.trail_best,
+        )
+    elif t == "position.stop_move_failed":
+        u.update(move_client_id=None, move_order_id=None, move_price=None, move_qty=None, move_attempts=s.move_attempts + 1)
+    elif t == "position.moves_disabled":
+        u.update(moves_disabled_until_ms=int(d["until_ms"]), move_attempts=0)
+    elif t == "position.trailing_activated":
+        u.update(trail_active=True, trail_best=Decimal(d["best"]), trail_activated_ms=ev.ts_ms)
+    elif t == "position.trail_best":
+        u.update(trail_best=Decimal(d["best"]), breakeven_reached=bool(d.get("breakeven_reached", s.breakeven_reached)))
+    elif t == "position.tp_placed":
+        u.update(tps=tuple(d["levels"]))
+    elif t == "position.tp_filled":
+        levels = tuple({**tp, "filled": True} if tp["level"] == d["level"] else tp for tp in s.tps)
+        u.update(tps=levels, qty=s.qty - Decimal(d["qty"]), realized_pnl=(s.realized_pnl or Decimal(0)) + Decimal(d.get("pnl") or 0))
     elif t == "position.stop_lost":
         u.update(stop_order_id=None, stop_client_id=None)
     elif t == "position.close_requested":

@@ -86,7 +86,7 @@ def test_every_state_is_reachable_and_none_is_a_dead_end():
 def test_notes_do_not_change_the_state():
     s = rebuild(HAPPY[:5])
     for note in NOTES - {"position.open_requested"}:
-        data = {"reason": "x", "order_id": "zz"}
+        data = {"reason": "x", "order_id": "zz", "best": "40100", "levels": []}
         assert apply(s, ev(note, **data)).state is P.PROTECTED
 
 

@@ -144,6 +144,44 @@ class PositionConfig(_Section):
     entry_lookups: Annotated[int, _n(ge=1, le=100)] = 8
 
 
+class TrailingConfig(_Section):
+    enabled: bool = True
+    #: The stop starts trailing once the position is this far in profit (mark price).
+    activation_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("1.5")
+    #: ... and then follows the best mark since activation at this distance.
+    callback_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("0.5")
+    #: At most one stop move per this many seconds, and only if it improves the stop
+    #: by min_improvement_percent ...
+    min_move_interval_secs: Annotated[int, _n(ge=0)] = 60
+    min_improvement_percent: Annotated[Decimal, _n(ge=0, lt=100)] = Decimal("0.1")
+    #: ... unless the wanted stop is this far past the live one (move at once).
+    emergency_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("1.0")
+    #: Move the stop to entry plus fees at this profit (0 = off).
+    breakeven_at_percent: Annotated[Decimal, _n(ge=0, lt=100)] = Decimal(0)
+    #: Round-trip fees added to the entry price for "breakeven".
+    breakeven_fee_percent: Annotated[Decimal, _n(ge=0, lt=10)] = Decimal("0.1")
+    #: Start trailing after this many minutes if the position is in profit (0 = off).
+    time_activation_minutes: Annotated[int, _n(ge=0)] = 0
+    #: Failed move attempts in a row before moves pause (critical event + alert) ...
+    max_move_attempts: Annotated[int, _n(ge=1, le=100)] = 5
+    #: ... for this long.
+    disable_secs: Annotated[int, _n(ge=1)] = 3600
+    #: How often an improved best price is recorded (so a restart resumes from it).
+    best_persist_interval_secs: Annotated[int, _n(ge=1)] = 30
+
+
+class TakeProfitConfig(_Section):
+    #: Partial take-profits as reduce-only orders; off by default.
+    enabled: bool = False
+    #: TP1 and TP2: distance from entry (percent) and share of the opened quantity.
+    tp1_percent: Annotated[Decimal, _n(gt=0, lt=1000)] = Decimal("1.0")
+    tp1_share: Annotated[Decimal, _n(gt=0, le=1)] = Decimal("0.5")
+    tp2_percent: Annotated[Decimal, _n(gt=0, lt=1000)] = Decimal("2.0")
+    tp2_share: Annotated[Decimal, _n(ge=0, le=1)] = Decimal("0.25")
+    #: When TP1 fills, move the stop of the rest to breakeven (entry plus fees).
+    breakeven_after_tp1: bool = True
+
+
 class FeedsConfig(_Section):
     #: How often mark prices are read for the symbols with open positions.
     mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
@@ -165,6 +203,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     exchange: ExchangeConfig = ExchangeConfig()
     paper: PaperConfig = PaperConfig()
     position: PositionConfig = PositionConfig()
+    trailing: TrailingConfig = TrailingConfig()
+    take_profit: TakeProfitConfig = TakeProfitConfig()
     feeds: FeedsConfig = FeedsConfig()
     demo: DemoConfig = DemoConfig()
     #: Directory the config was read from; relative paths resolve against it.
@@ -226,6 +266,14 @@ LIVE_SAFE_KEYS = frozenset(
         "position.verify_interval_secs",
         "position.retry_delay_ms",
         "feeds.mark_interval_ms",
+        "trailing.enabled",
+        "trailing.activation_percent",
+        "trailing.callback_percent",
+        "trailing.min_move_interval_secs",
+        "trailing.min_improvement_percent",
+        "trailing.emergency_percent",
+        "trailing.breakeven_at_percent",
+        "trailing.time_activation_minutes",
     }
 )
 
