@@ -78,3 +78,20 @@ class RetryStep(Message, frozen=True, kw_only=True):
 
     step: str
     attempt: int = 0
+
+
+class EnsureProtected(Message, frozen=True, kw_only=True):
+    """From the guard: check with the exchange that the stop is live; restore it if not."""
+
+    reply_to: Any = None
+
+
+class ProtectionReport(Message, frozen=True, kw_only=True):
+    """The position actor's answer to EnsureProtected (after asking the exchange)."""
+
+    position_id: str
+    symbol: str
+    state: str
+    protected: bool
+    stop_order_id: str | None
+    stop_price: Decimal | None

@@ -22,9 +22,10 @@ from typing import Any, Coroutine
 import msgspec
 import pykka
 
-from actors.messages import MarkPrice, OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, RetryStep, SubscribeMarks, UnsubscribeMarks
+from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_state import P, PositionState, apply, realized_pnl, rebuild
 from actors.stop_moves import StopMoves
+from actors.take_profits import TakeProfits
 from adapters.errors import Outcome, VenueError, classify
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -38,7 +39,7 @@ def position_actor_name(symbol: str, position_id: str) -> str:
     return f"position:{symbol}:{position_id}"
 
 
-class PositionActor(StopMoves, ManagedActor):
+class PositionActor(TakeProfits, StopMoves, ManagedActor):
     def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_id: str, request: OpenRequest | None = None, price_feed: Any = None) -> None:
         super().__init__(name=name, ctx=ctx)
         self.venue = venue
@@ -52,6 +53,9 @@ class PositionActor(StopMoves, ManagedActor):
         self._pending_fill: OrderReport | None = None
         self._retries: dict[str, int] = {}
         self._leftovers: list[str] = []
+        self._ensure_waiters: list[Any] = []
+        self._ensure_check_due = False
+        self._verify_round = 0
 
     @property
     def cfg(self):
@@ -90,6 +94,8 @@ class PositionActor(StopMoves, ManagedActor):
             self._subscribe()
             if s.move_client_id is not None:
                 return self.resume_move()
+            if self.ctx.config.take_profit.enabled and not s.tps and s.stop_kind != "emergency":
+                return self.start_take_profits()  # looked up by client id first: never doubled
             return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
         if s.state is P.CLOSING:
             return self._io("verify_flat", self.venue.position(s.symbol, s.side))
@@ -132,10 +138,31 @@ class PositionActor(StopMoves, ManagedActor):
         self.finish_drain_if_idle()
 
     def _continue(self) -> None:
-        """Between operations: act on a close that was asked for while busy."""
+        """Between operations: a close asked for while busy, a guard's check, its answer."""
         s = self.state
-        if self._op is None and s is not None and s.state is P.PROTECTED and s.close_requested and s.move_client_id is None:
-            self._close(s.close_requested)
+        if self._op is not None or s is None:
+            return
+        if s.state is P.PROTECTED and s.close_requested and s.move_client_id is None:
+            return self._close(s.close_requested)
+        if self._ensure_check_due and s.state is P.PROTECTED:
+            self._ensure_check_due = False
+            return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
+        if self._ensure_waiters and not self._ensure_check_due and (s.state is P.PROTECTED or s.state in _TERMINAL):
+            report = ProtectionReport(position_id=self.pid, symbol=s.symbol, state=s.state.value, protected=s.state is P.PROTECTED and s.stop_order_id is not None, stop_order_id=s.stop_order_id, stop_price=s.stop_price)
+            waiters, self._ensure_waiters = self._ensure_waiters, []
+            for ref in waiters:
+                try:
+                    ref.tell(report)
+                except pykka.ActorDeadError:
+                    pass
+
+    @handles(EnsureProtected)
+    def _on_ensure(self, msg: EnsureProtected) -> None:
+        """Verify with the exchange (never from memory), restore if needed, then answer."""
+        if msg.reply_to is not None:
+            self._ensure_waiters.append(msg.reply_to)
+        self._ensure_check_due = self.state is not None and self.state.state is P.PROTECTED
+        self._continue()
 
     def busy(self) -> bool:
         return self._op is not None or (self.state is not None and self.state.state in (P.PENDING_ENTRY, P.ENTRY_PLACED, P.PENDING_STOP, P.CLOSING))
@@ -154,7 +181,8 @@ class PositionActor(StopMoves, ManagedActor):
         elif msg.step == "verify" and s.state is P.PROTECTED:
             self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
         elif msg.step == "move" and s.state is P.PROTECTED and s.move_client_id is None:
-            self.retry_move()
+            if not self.apply_adjustment():
+                self.retry_move()
         elif msg.step == "move_cancel" and s.state is P.PROTECTED and s.move_order_id is not None:
             self._io("move_cancel_old", self.venue.cancel(s.symbol, s.stop_order_id, ctx=self._ctx()))
         elif msg.step == "resume" and s.state is P.PROTECTED and s.move_client_id is not None:
@@ -221,7 +249,7 @@ class PositionActor(StopMoves, ManagedActor):
         s = self.state
         kind = getattr(self, "_stop_kind", s.stop_kind or "initial")
         if error is None and order is not None and order.status in (OrderStatus.OPEN, OrderStatus.UNKNOWN):
-            self.record("position.stop_placed", {"order_id": order.order_id, "client_id": order.client_id or s.pending_stop_client_id, "price": order.trigger_price or self._stop_price(kind), "kind": kind})
+            self.record("position.stop_placed", {"order_id": order.order_id, "client_id": order.client_id or s.pending_stop_client_id, "price": order.trigger_price or self._stop_price(kind), "kind": kind, "qty": order.amount or s.qty})
             return self._on_protected(kind)
         if error is None and order is not None and order.status is OrderStatus.FILLED:
             return self._record_exit("position.stop_filled", order, "stop filled")
@@ -244,7 +272,8 @@ class PositionActor(StopMoves, ManagedActor):
         self._tell_requester(PositionOpened(position_id=self.pid, symbol=s.symbol, side=s.side, qty=s.qty, entry_price=s.entry_price, stop_price=s.stop_price, stop_order_id=s.stop_order_id, emergency_stop=kind == "emergency"))
         self._subscribe()
         if s.close_requested:
-            self._close(s.close_requested)
+            return self._close(s.close_requested)
+        self.start_take_profits()
 
     # -------------------------------------------------------------- close
     @handles(ClosePosition)
@@ -335,13 +364,21 @@ class PositionActor(StopMoves, ManagedActor):
         crossed = msg.price <= s.stop_price if s.side == "long" else msg.price >= s.stop_price
         if crossed:
             return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
-        if s.move_client_id is None and not s.close_requested:
+        if (tp := self.tp_due(msg.price)) is not None:
+            return self.check_tp(tp)
+        if s.move_client_id is None and not s.close_requested and not self.apply_adjustment():
             self.consider_trailing(msg.price)
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
         s = self.state
         if msg.name == "verify" and s is not None and s.state is P.PROTECTED and self._op is None:
+            self._verify_round += 1
+            open_tps = [tp for tp in s.tps if not tp["filled"]]
+            if open_tps and self._verify_round % 2 == 0:  # every other check: the take-profits
+                return self.check_tp(open_tps[0])
+            if self.apply_adjustment():
+                return
             self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
 
     def _after_check_stop(self, order: OrderReport | None, error: VenueError | None) -> None:

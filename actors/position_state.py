@@ -116,6 +116,7 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     adopted: bool = False
     # stop moves
     stop_reason: str | None = None  # initial / emergency / trailing / breakeven / ...
+    stop_qty: Decimal | None = None  # what the live stop covers (less after a take-profit)
     last_move_ms: int | None = None
     move_client_id: str | None = None  # a move in flight: the new stop's client id
     move_order_id: str | None = None  # ... and its order id once it is live
@@ -172,7 +173,7 @@ def apply(s: PositionState, ev: Event) -> PositionState:
     elif t == "position.stop_sent":
         u.update(pending_stop_client_id=d["client_id"], stop_attempts=int(d["attempt"]))
     elif t == "position.stop_placed":
-        u.update(stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_kind=d["kind"], stop_reason=d["kind"], pending_stop_client_id=None, stop_attempts=0)
+        u.update(stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_kind=d["kind"], stop_reason=d["kind"], stop_qty=Decimal(d.get("qty", s.qty)), pending_stop_client_id=None, stop_attempts=0)
     elif t == "position.stop_move_sent":
         u.update(move_client_id=d["client_id"], move_price=Decimal(d["price"]), move_qty=Decimal(d["qty"]), move_reason=d["reason"], move_order_id=None)
     elif t == "position.stop_move_placed":
@@ -180,7 +181,7 @@ def apply(s: PositionState, ev: Event) -> PositionState:
     elif t == "position.stop_moved":
         u.update(
             stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_reason=d["reason"],
-            qty=Decimal(d.get("qty", s.qty)), last_move_ms=ev.ts_ms, move_client_id=None, move_order_id=None, move_price=None,
+            stop_qty=Decimal(d.get("qty", s.qty)), last_move_ms=ev.ts_ms, move_client_id=None, move_order_id=None, move_price=None,
             move_qty=None, move_reason=None, move_attempts=0, trail_best=_dec(d.get("best")) or s.trail_best,
         )
     elif t == "position.stop_move_failed":

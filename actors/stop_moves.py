@@ -81,7 +81,7 @@ class StopMoves:
         s = self.state
         if s.state is not P.PROTECTED or s.stop_order_id is None:
             raise RuntimeError(f"{self.pid}: cannot move a stop in state {s.state.value}")
-        if better(s.side, s.stop_price, price) or (price == s.stop_price and qty == s.qty):
+        if better(s.side, s.stop_price, price) or (price == s.stop_price and qty == (s.stop_qty or s.qty)):
             raise LooseningStop(f"{self.pid}: stop {s.stop_price} -> {price} ({reason}) would loosen it or change nothing")
         self._wanted_move = (price, qty, reason)
         cid, seq = self._client_id("s")

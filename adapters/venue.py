@@ -91,6 +91,10 @@ class VenueStyle:
         """(ccxt order type, params) of a reduce-only stop-market on the mark price."""
         return "STOP_MARKET", {"stopPrice": float(stop_price), "reduceOnly": True, "workingType": "MARK_PRICE", **self.client_id_params(client_id)}
 
+    def take_profit_order(self, closing_side: str, price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
+        """(ccxt order type, params) of a reduce-only take-profit-market on the mark price."""
+        return "TAKE_PROFIT_MARKET", {"stopPrice": float(price), "reduceOnly": True, "workingType": "MARK_PRICE", **self.client_id_params(client_id)}
+
 
 class BybitStyle(VenueStyle):
     name = "bybit"
@@ -109,6 +113,9 @@ class BybitStyle(VenueStyle):
         # triggerDirection 2 = trigger when the price falls to it (a long's stop), 1 = rises.
         direction = 2 if closing_side == "sell" else 1
         return "market", {"triggerPrice": float(stop_price), "triggerDirection": direction, "triggerBy": "MarkPrice", "reduceOnly": True, **self.client_id_params(client_id)}
+
+    def take_profit_order(self, closing_side: str, price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
+        return "market", {"takeProfitPrice": float(price), "triggerBy": "MarkPrice", "reduceOnly": True, **self.client_id_params(client_id)}
 
 
 STYLES: dict[str, VenueStyle] = {"binance": VenueStyle(), "bybit": BybitStyle()}
@@ -159,6 +166,19 @@ class Venue:
         kind, params = self.style.stop_order(closing_side, price, client_id)
         return await self.executor.run(
             "create_order.stop",
+            lambda: self._create(m, kind, closing_side, qty, params),
+            idempotent=False,
+            lookup=lambda: self.fetch_order(symbol, client_id=client_id),
+            context=ctx,
+        )
+
+    async def place_take_profit(self, symbol: str, closing_side: str, qty: Decimal, price: Decimal, client_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport:
+        """A reduce-only take-profit-market (partial exit) on the mark price."""
+        m = self.market(symbol)
+        qty = m.round_qty(qty)
+        kind, params = self.style.take_profit_order(closing_side, m.round_price(price), client_id)
+        return await self.executor.run(
+            "create_order.take_profit",
             lambda: self._create(m, kind, closing_side, qty, params),
             idempotent=False,
             lookup=lambda: self.fetch_order(symbol, client_id=client_id),

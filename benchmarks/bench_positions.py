@@ -20,7 +20,7 @@ from actors.messages import MarkPrice, OpenRequest, PositionOpened
 from actors.position import PositionActor
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
-from adapters.markets import Market, Markets
+from adapters.markets import Markets
 from adapters.paper import FaultPlan, PaperEngine, PaperExchange
 from adapters.venue import STYLES, Venue
 from benchmarks._util import pct, row, summary_us

@@ -81,3 +81,6 @@ def _no_leaked_actors() -> Iterator[None]:
         t.join(2)
     lingering = [t.name for t in lingering if t.is_alive()]
     assert not lingering, f"non-daemon threads still running: {lingering}"
+
+
+from tests.world import engine_knobs, extra_toml, world  # noqa: E402,F401 - shared fixtures

@@ -5,19 +5,19 @@ from __future__ import annotations
 from decimal import Decimal
 
 import ccxt
-import pytest
 
 from actors.messages import PositionClosed
 from adapters.paper import FaultPlan
 from supervision.messages import RestartChild
 from tests.conftest import eventually
-from tests.test_position_actor import BTC, STOP_REFUSED, World, actor_gone, advance_until, engine_knobs, is_stop, opened, world  # noqa: F401 - fixtures
+from tests.world import BTC, STOP_REFUSED, World, advance_until, is_stop, opened
 
 D = Decimal
 
 
 def stops(world: World) -> list[tuple[str, Decimal]]:
-    return sorted((o["id"], D(str(o["triggerPrice"] or o["stopPrice"]))) for o in world.open_orders())
+    """The live stop-loss orders (take-profits have trigger prices too, and are left out)."""
+    return sorted((o["id"], D(str(o["triggerPrice"] or o["stopPrice"]))) for o in world.open_orders() if "take_profit" not in str(o["type"]))
 
 
 def mark(world: World, price: str, advance_ms: int = 1_000) -> None:
