@@ -12,7 +12,8 @@ Rules (long; a short mirrors them):
 * once active the stop follows the best mark since activation at
   ``callback_percent`` below it;
 * optional breakeven step: at ``breakeven_at_percent`` profit the stop goes to
-  entry plus round-trip fees, and stays at least there;
+  entry plus round-trip fees (at once: a safety floor ignores the rate limit
+  and the minimum improvement), and stays at least there;
 * the stop only tightens; a move is sent only if it improves the stop by
   ``min_improvement_percent``, at most once per ``min_move_interval_secs``,
   unless the wanted stop is ``emergency_percent`` or more past the live one
@@ -112,10 +113,14 @@ def evaluate(
     wanted = on_grid(side, wanted, tick)
     if not better(side, wanted, stop):
         return s, None
+    # Breakeven is a safety floor: once reached, a stop still worse than it moves
+    # at once, whatever the rate limit and the minimum improvement say.
+    below_breakeven = s.breakeven_reached and better(side, on_grid(side, breakeven_price(side, entry, p.breakeven_fee_percent), tick), stop)
     improvement = abs(wanted - stop) / stop * _HUNDRED
-    if improvement < p.min_improvement_percent:
+    if improvement < p.min_improvement_percent and not below_breakeven:
         return s, None
-    emergency = improvement >= p.emergency_percent
-    if last_move_ms is not None and now_ms - last_move_ms < p.min_move_interval_secs * 1000 and not emergency:
+    held = last_move_ms is not None and now_ms - last_move_ms < p.min_move_interval_secs * 1000
+    emergency = improvement >= p.emergency_percent or below_breakeven
+    if held and not emergency:
         return s, None
-    return s, StopDecision(price=wanted, reason=reason, emergency=emergency and last_move_ms is not None and now_ms - last_move_ms < p.min_move_interval_secs * 1000)
+    return s, StopDecision(price=wanted, reason=reason, emergency=emergency and held)

@@ -388,7 +388,6 @@ def test_prop6_breakeven_floor_holds_unthrottled(side, data):
     check_breakeven_floor(run_of(p, data.draw(paths(side))))
 
 
-BREAKEVEN_BUG = "BUG: the breakeven step obeys the rate limit and min improvement, so the stop stays worse than entry + fees after breakeven_at is reached"
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -546,7 +545,6 @@ def test_short_emergency_threshold_is_a_percent_of_the_live_stop():
     assert d == StopDecision(price=D("39800.0"), reason="trailing", emergency=True)
 
 
-@pytest.mark.xfail(strict=True, reason=BREAKEVEN_BUG + " (rate limit)")
 def test_breakeven_move_is_not_held_by_the_rate_limit():
     p = TrailingParams(breakeven_at_percent=D("0.5"), time_activation_minutes=10)
     ticks = [(T0, D("100")), (T0 + 600_000, D("100.20")), (T0 + 610_000, D("100.60"))]
@@ -556,7 +554,6 @@ def test_breakeven_move_is_not_held_by_the_rate_limit():
     assert run.stop >= D("100.10"), f"stop {run.stop} still under entry + fees (100.10), held by the 60 s rate limit"
 
 
-@pytest.mark.xfail(strict=True, reason=BREAKEVEN_BUG + " (min improvement)")
 def test_breakeven_move_is_not_blocked_by_min_improvement():
     p = TrailingParams(breakeven_at_percent=D("0.6"), time_activation_minutes=10)
     ticks = [(T0, D("100")), (T0 + 600_000, D("100.56")), (T0 + 700_000, D("100.60"))]
