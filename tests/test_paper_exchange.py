@@ -195,7 +195,7 @@ def test_positions_balance_ticker_and_trades():
     clock.advance(1000)
     run(ex.create_order(BTC, "market", "sell", 0.01, None, {"reduceOnly": True}))
     trades = run(ex.fetch_my_trades(BTC))
-    assert [x["side"] for x in trades] == ["buy", "sell"] and trades[1]["info"]["realizedPnl"] == "10.00"
+    assert [x["side"] for x in trades] == ["buy", "sell"] and D(trades[1]["info"]["realizedPnl"]) == D("10")
     assert len(run(ex.fetch_my_trades(BTC, clock.now_ms()))) == 1 and len(run(ex.fetch_my_trades(None, None, 1))) == 1
     assert run(ex.fetch_positions()) == []
 

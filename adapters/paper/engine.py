@@ -231,10 +231,11 @@ class PaperEngine:
     def _fill(self, o: Order, qty: Decimal, price: Decimal, t: int, *, clearance_fee: Decimal | None = None) -> Fill:
         pos, reduce_q, open_q = self._split(o, qty)
         key = f"{o.symbol}|{o.pos_side}"
-        fee = self._fee(qty * price) if clearance_fee is None else clearance_fee
+        # Money settles on the venue's grid (1e-8 USDT), like fees: the ledger then adds up exactly.
+        fee = self._fee(qty * price) if clearance_fee is None else clearance_fee.quantize(_FEE_QUANTUM, rounding=ROUND_HALF_UP)
         realized = D0
         if reduce_q:
-            realized = (price - pos.entry_price) * reduce_q * (1 if pos.side == "long" else -1)
+            realized = ((price - pos.entry_price) * reduce_q * (1 if pos.side == "long" else -1)).quantize(_FEE_QUANTUM, rounding=ROUND_HALF_UP)
             released = pos.margin if reduce_q == pos.size else pos.margin * reduce_q / pos.size
             pos.margin -= released
             pos.size -= reduce_q
@@ -359,13 +360,14 @@ class PaperEngine:
     def _liquidate(self, m: Market, pos: Position, t: int) -> None:
         price = self.liquidation_price(pos)
         margin = pos.margin
-        realized = (price - pos.entry_price) * pos.size * (1 if pos.side == "long" else -1)
+        realized = ((price - pos.entry_price) * pos.size * (1 if pos.side == "long" else -1)).quantize(_FEE_QUANTUM, rounding=ROUND_HALF_UP)
+        clearance = (margin + realized).quantize(_FEE_QUANTUM, rounding=ROUND_HALF_UP)
         side = "sell" if pos.side == "long" else "buy"
         o = Order(id=self._new_id(), symbol=pos.symbol, side=side, kind="liquidation", amount=pos.size, requested_amount=pos.size, pos_side=pos.pos_side, created_ms=t, updated_ms=t, client_id=f"autoclose-{t}" if self.config.flavour == "binance" else "", reduce_only=True, origin="liquidation")
         self.orders[o.id] = o
-        self._fill(o, pos.size, price, t, clearance_fee=margin + realized)
+        self._fill(o, pos.size, price, t, clearance_fee=clearance)
         self._finish(o, CLOSED, t)
-        self.totals["liquidated_margin"] += margin
+        self.totals["liquidated_margin"] += clearance - realized  # what the wallet lost, on the 1e-8 grid
         self.totals["liquidations"] += 1
 
     # ------------------------------------------------------------ account
