@@ -94,8 +94,17 @@ class ControlConfig(_Section):
 
 
 class ExchangeConfig(_Section):
-    #: Which venue the bot trades on. Only the paper exchange exists so far.
-    name: Literal["paper"] = "paper"
+    #: Which venue the bot trades on: the built-in paper exchange, or a real one through ccxt.
+    name: Literal["paper", "binanceusdm", "bybit"] = "paper"
+    #: Real venues only: use the exchange's testnet / sandbox.
+    testnet: bool = True
+    #: Names of the environment variables holding the API key and secret (never the keys themselves).
+    api_key_env: str = "TRADEBOT_API_KEY"
+    api_secret_env: str = "TRADEBOT_API_SECRET"
+    #: Extra options passed to the ccxt constructor (e.g. {"options": {...}} or another base URL).
+    ccxt_options: dict[str, Any] = {}
+    #: Bybit: position mode of the account (one-way uses positionIdx 0).
+    hedge_mode: bool = False
     #: Retries of one exchange call (network errors, rate limits) and their backoff.
     max_attempts: Annotated[int, _n(ge=1, le=20)] = 4
     retry_base_delay_ms: Annotated[int, _n(ge=1)] = 200

@@ -100,6 +100,8 @@ def trading_children(config: Config, venue: Venue, directory: Any, open_position
 def build_children(runtime: Runtime) -> list[ChildSpec]:
     """Child specs for the configured system (the paper exchange is the only venue so far)."""
     config = runtime.config
+    if config.exchange.name != "paper":
+        raise RuntimeError(f"exchange.name = {config.exchange.name!r}: real venues are not wired into `tradebot run` yet; use \"paper\"")
     venue = build_paper_venue(runtime)
     runtime.venue = venue
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
