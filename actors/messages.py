@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from supervision.messages import Message
+from supervision.messages import Message, ReconcileFinished, ReconcileNow  # noqa: F401 - re-exported for the actors
 
 
 class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,6 +21,7 @@ class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
     leverage: int
     correlation_id: str  # the signal's flow id
     requested_by: Any = None  # ActorRef that gets PositionOpened / PositionOpenFailed
+    adopt: Any = None  # a PositionReport: adopt this untracked position instead of opening one
 
 
 class MarkPrice(Message, frozen=True, kw_only=True):
@@ -95,3 +96,11 @@ class ProtectionReport(Message, frozen=True, kw_only=True):
     protected: bool
     stop_order_id: str | None
     stop_price: Decimal | None
+
+
+class ExchangeView(Message, frozen=True, kw_only=True):
+    """From the sync actor to an owner: what the exchange says about its position right now."""
+
+    position: Any  # adapters.venue.PositionReport, or None when the exchange is flat
+    stray_orders: tuple[str, ...] = ()  # orders with our client id that the owner no longer references
+    read_ms: int = 0

@@ -24,6 +24,7 @@ import pykka
 
 from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_state import P, PositionState, apply, realized_pnl, rebuild
+from actors.exchange_truth import ExchangeTruth
 from actors.stop_moves import StopMoves
 from actors.take_profits import TakeProfits
 from adapters.errors import Outcome, VenueError, classify
@@ -39,7 +40,7 @@ def position_actor_name(symbol: str, position_id: str) -> str:
     return f"position:{symbol}:{position_id}"
 
 
-class PositionActor(TakeProfits, StopMoves, ManagedActor):
+class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
     def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_id: str, request: OpenRequest | None = None, price_feed: Any = None) -> None:
         super().__init__(name=name, ctx=ctx)
         self.venue = venue
@@ -53,6 +54,8 @@ class PositionActor(TakeProfits, StopMoves, ManagedActor):
         self._pending_fill: OrderReport | None = None
         self._retries: dict[str, int] = {}
         self._leftovers: list[str] = []
+        self._stray: list[str] = []
+        self._flat_reason: str | None = None
         self._ensure_waiters: list[Any] = []
         self._ensure_check_due = False
         self._verify_round = 0
@@ -64,10 +67,15 @@ class PositionActor(TakeProfits, StopMoves, ManagedActor):
     # ------------------------------------------------------------- start
     def started(self) -> None:
         history = self.load_events(position_id=self.pid)
-        if history:
-            self.state = rebuild(history)
+        recovered = rebuild(history)  # None while the history holds no lifecycle event yet
+        if recovered is not None:
+            self.state = recovered
             self.log.info("recovered from {} events in state {}", len(history), self.state.state.value)
             self._resume()
+        elif self.request is not None and self.request.adopt is not None:
+            r = self.request
+            self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=r.adopt.side)
+            self.begin_adoption(r.adopt)
         elif self.request is not None:
             r = self.request
             self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=r.side)
@@ -202,6 +210,7 @@ class PositionActor(TakeProfits, StopMoves, ManagedActor):
         if problem := m.check_order(qty, mark):
             return self._fail(f"size {qty} at {mark}: {problem}", Outcome.REJECTED)
         cid, seq = self._client_id("e")
+        self.last_mark = mark
         self.record("position.entry_sent", {"client_id": cid, "qty": qty, "ref_price": mark, "seq": seq}, durable=True)
         self._io("entry", self.venue.open_market(r.symbol, self.state.entry_side, qty, cid, ref_price=mark, ctx=self._ctx()))
         self._entry_ref_price = mark
@@ -232,7 +241,8 @@ class PositionActor(TakeProfits, StopMoves, ManagedActor):
     def _stop_price(self, kind: str) -> Decimal:
         s = self.state
         pct = (self.cfg.emergency_stop_percent if kind == "emergency" else self.cfg.initial_stop_percent) / Decimal(100)
-        return s.entry_price * (1 - pct) if s.side == "long" else s.entry_price * (1 + pct)
+        wanted = s.entry_price * (1 - pct) if s.side == "long" else s.entry_price * (1 + pct)
+        return self.protective_stop_price(wanted) if kind == "initial" else wanted
 
     def _place_stop(self, kind: str) -> None:
         s = self.state
@@ -322,7 +332,7 @@ class PositionActor(TakeProfits, StopMoves, ManagedActor):
             return self._record_exit("position.stop_filled", order, "stop filled")
         if s.close_reason == "rollback":
             return self._record_exit("position.rolled_back", None, "rollback")
-        self._record_exit("position.closed", None, f"{s.close_reason or 'closed'} (found flat)")
+        self._record_exit("position.closed", None, self._flat_reason or f"{s.close_reason or 'closed'} (found flat)")
 
     def _record_exit(self, type_: str, fill: OrderReport | None, reason: str, leftovers: list[str | None] | None = None) -> None:
         """Record the end of the position, then cancel whatever of ours is still live."""

@@ -63,6 +63,9 @@ TRANSITIONS: dict[tuple[PState, str], PState] = {
     (P.PROTECTED, "position.stop_move_failed"): P.PROTECTED,  # the old stop stays
     (P.PROTECTED, "position.moves_disabled"): P.PROTECTED,
     (P.PROTECTED, "position.tp_filled"): P.PROTECTED,
+    (P.PROTECTED, "position.qty_corrected"): P.PROTECTED,  # the exchange says otherwise: it is the truth
+    # Adoption: a position found on the exchange that no actor owned.
+    (P.PENDING_ENTRY, "position.adopted"): P.PENDING_STOP,
 }
 
 #: Events that record facts without changing the lifecycle state.
@@ -192,6 +195,10 @@ def apply(s: PositionState, ev: Event) -> PositionState:
         u.update(trail_active=True, trail_best=Decimal(d["best"]), trail_activated_ms=ev.ts_ms)
     elif t == "position.trail_best":
         u.update(trail_best=Decimal(d["best"]), breakeven_reached=bool(d.get("breakeven_reached", s.breakeven_reached)))
+    elif t == "position.qty_corrected":
+        u.update(qty=Decimal(d["qty"]))
+    elif t == "position.adopted":
+        u.update(qty=Decimal(d["qty"]), entry_price=Decimal(d["entry_price"]), opened_ts_ms=ev.ts_ms, adopted=True)
     elif t == "position.tp_placed":
         u.update(tps=tuple(d["levels"]))
     elif t == "position.tp_filled":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from supervision.actor import handles
-from supervision.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Shutdown
+from supervision.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, ReconcileNow, Shutdown
 from tradebot import logs
 from tradebot.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
 from tradebot.events import Severity
@@ -178,6 +178,17 @@ class CommandsMixin:
                     pass
         self.emit("config.reloaded", {"applied": applied, "requires_restart": needs_restart, "changes": {k: [str(a), str(b)] for k, (a, b) in changed.items()}})
         self.reply(msg, {"applied": applied, "requires_restart": needs_restart, "unchanged": not changed})
+
+    # ------------------------------------------------------ reconcile
+    def cmd_sync(self: Supervisor, msg: ExecuteCommand) -> None:
+        self._ask_sync(msg, None)
+
+    def cmd_zombies(self: Supervisor, msg: ExecuteCommand) -> None:
+        self._ask_sync(msg, msg.args.get("dry_run"))
+
+    def _ask_sync(self: Supervisor, msg: ExecuteCommand, dry_run: bool | None) -> None:
+        if self.ctx.directory is None or not self.ctx.directory.tell("sync", ReconcileNow(request=msg, dry_run=dry_run)):
+            self.reply(msg, error="no sync actor is running")
 
     # ---------------------------------------------------------- shutdown
     def cmd_shutdown(self: Supervisor, msg: ExecuteCommand) -> None:

@@ -22,6 +22,9 @@ class Directory:
         if ref is None or self._refs.get(name) is ref:
             self._refs.pop(name, None)
 
+    def names(self, prefix: str = "") -> list[str]:
+        return [n for n in list(self._refs) if n.startswith(prefix)]
+
     def lookup(self, name: str) -> Any | None:
         return self._refs.get(name)
 

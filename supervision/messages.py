@@ -117,3 +117,21 @@ class IOCompleted(Message, frozen=True, kw_only=True):
     result: Any = None
     error: str | None = None
     exception: Any = None  # the exception itself, for the receiver to classify
+
+
+# ------------------------------------------------------------ reconcile
+class ReconcileNow(Message, frozen=True, kw_only=True):
+    """Run a full reconcile now (timer, startup, `tradebot ctl sync` / `zombies`)."""
+
+    reply_to: Any = None
+    request: Any = None  # the ExecuteCommand to answer, if a user asked
+    dry_run: bool | None = None  # zombies: None = configured default
+
+
+class ReconcileFinished(Message, frozen=True, kw_only=True):
+    """To the supervisor (and the guard): a full reconcile ended."""
+
+    ok: bool
+    findings: dict[str, Any]
+    snapshot: Any = None  # sync.Snapshot: positions and open orders as read
+    request: Any = None  # the ExecuteCommand that asked for it, if any

@@ -28,6 +28,7 @@ from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.commands import CommandsMixin
 from supervision.directory import Directory
 from supervision.messages import (
+    ReconcileFinished,
     ChildFailed,
     ChildStopped,
     Drain,
@@ -64,6 +65,7 @@ class _RestartDue(Message, frozen=True, kw_only=True):
 
 
 _DRAIN_ORDER = {"intake": 0, "service": 1, "position": 2}
+_STARTUP = "startup-reconcile"
 
 
 class Supervisor(CommandsMixin, ManagedActor):
@@ -102,6 +104,8 @@ class Supervisor(CommandsMixin, ManagedActor):
     def started(self) -> None:
         self.started_ms = self.ctx.clock.now_ms()
         self.user_paused = self._restore_pause()
+        if any(c.name == "sync" for c in self._initial):
+            self.intake_blocks[_STARTUP] = "waiting for the first reconcile with the exchange"
         self.emit("supervisor.started", {"children": [c.name for c in self._initial], "intake_paused": self.user_paused})
         for spec in self._initial:
             self._start(spec)
@@ -248,6 +252,20 @@ class Supervisor(CommandsMixin, ManagedActor):
                 self._suspects.add(ref.actor_urn)
 
     # ---------------------------------------------------------- intake
+    @handles(ReconcileFinished)
+    def _on_reconcile_finished(self, msg: ReconcileFinished) -> None:
+        """Intake opens only after a reconcile succeeded; a user's ctl sync is answered here."""
+        if msg.request is not None:
+            return self.reply(msg.request, msg.findings, error=None if msg.ok else f"reconcile failed: {msg.findings.get('error')}")
+        before = self.intake_open
+        if msg.ok:
+            self.intake_blocks.pop(_STARTUP, None)
+        elif _STARTUP in self.intake_blocks:
+            self.intake_blocks[_STARTUP] = f"first reconcile failed ({msg.findings.get('error')}): protecting what is known, opening nothing new"
+        if self.intake_open != before:
+            self.emit("intake.reconcile_gate", {"open": self.intake_open, "ok": msg.ok})
+            self.publish_intake()
+
     @property
     def intake_open(self) -> bool:
         return not self.user_paused and not self.intake_blocks and not self.shutting_down

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("command", help="one of: " + ", ".join(COMMANDS))
     ctl.add_argument("args", nargs="*", help="command arguments (close: SYMBOL)")
     ctl.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    ctl.add_argument("--dry-run", action="store_true", help="zombies: only report, cancel nothing")
     ctl.add_argument("--timeout", type=_positive_float, default=15.0, metavar="SECONDS")
     _config_arg(ctl)
     ctl.set_defaults(func=_cmd_ctl)
@@ -140,12 +141,19 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     if spec is None:
         print(f"tradebot ctl: unknown command {args.command!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    if len(args.args) != len(spec):
-        wanted = " ".join(a.upper() for a in spec) or "no arguments"
+    positional = [a for a in spec if not a.startswith("?")]
+    if len(args.args) != len(positional):
+        wanted = " ".join(a.upper() for a in positional) or "no arguments"
         print(f"tradebot ctl {args.command}: expected {wanted}, got {len(args.args)} argument(s)", file=sys.stderr)
         return 2
+    cmd_args: dict[str, Any] = dict(zip(positional, args.args))
+    if args.dry_run:
+        if "?dry_run" not in spec:
+            print(f"tradebot ctl {args.command}: --dry-run applies to zombies only", file=sys.stderr)
+            return 2
+        cmd_args["dry_run"] = True
     try:
-        reply = send_command(config.control_socket, args.command, dict(zip(spec, args.args)), timeout_s=args.timeout,
+        reply = send_command(config.control_socket, args.command, cmd_args, timeout_s=args.timeout,
                              ttl_ms=config.control.command_ttl_secs * 1000)
     except BotNotRunning as exc:
         print(f"tradebot ctl: {exc}", file=sys.stderr)
@@ -183,6 +191,16 @@ def _render(command: str, result: Any) -> str:
         rows = [[str(p.get(c, "")) for c in cols] for p in result]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in [list(cols), *rows])
+    if command in ("sync", "zombies") and isinstance(result, dict):
+        keys = ("untracked", "phantoms", "mismatches", "strays", "zombies")
+        head = f"{'clean' if result.get('ok') and not any(result.get(k) for k in keys) else 'findings'}: {result.get('positions', 0)} positions, {result.get('orders', 0)} open orders read in {result.get('duration_ms')} ms"
+        lines = [head] + [f"  {k}: {json.dumps(result[k], default=str)}" for k in keys if result.get(k)]
+        if result.get("zombies"):
+            done = "dry run: nothing cancelled" if result.get("dry_run") else f"cancelled {result.get('cancelled', 0)}, failed {result.get('cancel_failed', 0)}"
+            lines.append(f"  {done}")
+        if result.get("error"):
+            lines.append(f"  error: {result['error']}")
+        return "\n".join(lines)
     if isinstance(result, dict):
         return "\n".join(f"{k}: {v}" for k, v in result.items())
     return str(result)

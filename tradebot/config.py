@@ -191,6 +191,42 @@ class TakeProfitConfig(_Section):
     breakeven_after_tp1: bool = True
 
 
+class SyncConfig(_Section):
+    #: A full read of positions and open orders, compared with what the actors own.
+    interval_secs: Annotated[int, _n(ge=1)] = 30
+    #: An order of ours younger than this is never taken for a stray or a zombie.
+    grace_secs: Annotated[int, _n(ge=0)] = 30
+    #: Adopt positions found on the exchange that no actor owns (protect them at once).
+    adopt_untracked: bool = True
+
+
+class ZombiesConfig(_Section):
+    #: Report zombie orders without cancelling them.
+    dry_run: bool = False
+    #: Also cancel other people's orders on symbols the bot does not trade.
+    include_foreign: bool = False
+    #: Cancels per reconcile at most (the rest waits for the next one).
+    max_cancels_per_run: Annotated[int, _n(ge=1)] = 50
+    #: A non-reduce-only order on the closing side larger than this times the
+    #: position would flip it: a zombie.
+    flip_ratio: Annotated[Decimal, _n(gt=1)] = Decimal("1.5")
+
+
+class GuardConfig(_Section):
+    #: How often every open position is checked against the exchange.
+    interval_secs: Annotated[int, _n(ge=1)] = 10
+    #: An owner asked to restore protection must answer within this ...
+    reply_deadline_secs: Annotated[int, _n(ge=1)] = 15
+    #: ... and after this many missed deadlines or failed restores in a row it is restarted.
+    max_failures: Annotated[int, _n(ge=1)] = 3
+    #: A position unprotected for longer than this raises an alert.
+    unprotected_alert_secs: Annotated[int, _n(ge=1)] = 60
+    #: Unprotected and this far in loss from entry: closed.
+    emergency_loss_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(3)
+    #: A restored stop that would trigger at once is placed this far beyond the mark instead.
+    restore_offset_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("0.5")
+
+
 class FeedsConfig(_Section):
     #: How often mark prices are read for the symbols with open positions.
     mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
@@ -214,6 +250,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     position: PositionConfig = PositionConfig()
     trailing: TrailingConfig = TrailingConfig()
     take_profit: TakeProfitConfig = TakeProfitConfig()
+    sync: SyncConfig = SyncConfig()
+    zombies: ZombiesConfig = ZombiesConfig()
+    guard: GuardConfig = GuardConfig()
     feeds: FeedsConfig = FeedsConfig()
     demo: DemoConfig = DemoConfig()
     #: Directory the config was read from; relative paths resolve against it.
@@ -283,6 +322,13 @@ LIVE_SAFE_KEYS = frozenset(
         "trailing.emergency_percent",
         "trailing.breakeven_at_percent",
         "trailing.time_activation_minutes",
+        "sync.interval_secs",
+        "zombies.dry_run",
+        "zombies.include_foreign",
+        "zombies.max_cancels_per_run",
+        "guard.interval_secs",
+        "guard.reply_deadline_secs",
+        "guard.unprotected_alert_secs",
     }
 )
 

@@ -47,6 +47,8 @@ COMMANDS: dict[str, dict[str, str]] = {
     "resume": {},
     "reload": {},
     "shutdown": {},
+    "sync": {},
+    "zombies": {"?dry_run": "true to only report"},
 }
 
 HELP = {
@@ -58,6 +60,8 @@ HELP = {
     "resume": "start opening new positions again",
     "reload": "re-read the config file; apply the settings that are safe to change live",
     "shutdown": "graceful shutdown; stop orders stay on the exchange",
+    "sync": "reconcile with the exchange now and print the findings",
+    "zombies": "find orders nobody owns and cancel them (--dry-run: only report)",
 }
 
 
@@ -66,10 +70,11 @@ def validate_command(command: str, args: dict[str, Any]) -> tuple[dict[str, Any]
     spec = COMMANDS.get(command)
     if spec is None:
         return None, f"unknown command {command!r}; known: {', '.join(COMMANDS)}"
-    extra = sorted(set(args) - set(spec))
+    names = {a.lstrip("?"): a for a in spec}
+    extra = sorted(set(args) - set(names))
     if extra:
         return None, f"{command}: unexpected argument(s) {', '.join(extra)}"
-    missing = [a for a in spec if a not in args]
+    missing = [a for a in spec if not a.startswith("?") and a not in args]
     if missing:
         return None, f"{command}: missing {', '.join(f'{a} ({spec[a]})' for a in missing)}"
     clean = dict(args)
@@ -78,6 +83,8 @@ def validate_command(command: str, args: dict[str, Any]) -> tuple[dict[str, Any]
         if not isinstance(symbol, str) or not _SYMBOL.match(symbol.strip().upper()):
             return None, f"{command}: symbol: expected {spec['symbol']}, got {symbol!r}"
         clean["symbol"] = symbol.strip().upper()
+    if "dry_run" in args and not isinstance(args["dry_run"], bool):
+        return None, f"{command}: dry_run: expected true or false, got {args['dry_run']!r}"
     return clean, None
 
 

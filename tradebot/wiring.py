@@ -1,9 +1,10 @@
 """The composition root: which children the supervisor starts, in order.
 
 Dependency order: the exchange (an adapter on the I/O loop, not an actor),
-then the price feed, then positions recovered from the store (before any
-intake, so nothing new is opened until what exists is being protected), then
-the intake.
+then the price feed, sync and guard, then positions recovered from the store,
+then the intake. Intake stays closed until the sync actor's first reconcile
+has succeeded, so nothing new is opened until what exists is known and
+protected.
 
 ``make run`` runs the paper exchange *in-process* (``paper.mode``): one
 command, no second process to manage, the same venue layer as a real
@@ -17,9 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.demo_intake import DemoIntake, load_signals
+from actors.guard import GuardActor
 from actors.messages import OpenRequest
 from actors.position import PositionActor, position_actor_name
 from actors.price_feed import PriceFeed
+from actors.sync import SyncActor
 from adapters.executor import Executor, RetryPolicy
 from adapters.markets import Markets
 from adapters.venue import STYLES, Venue
@@ -78,7 +81,12 @@ def position_spec(venue: Venue, directory: Any, position_id: str, symbol: str, r
 
 
 def trading_children(config: Config, venue: Venue, directory: Any, open_positions: list[dict[str, Any]]) -> list[ChildSpec]:
-    children = [ChildSpec(name="price_feed", factory=lambda name, ctx: PriceFeed.start(name=name, ctx=ctx, venue=venue))]
+    adopt_spec = lambda req: position_spec(venue, directory, req.position_id, req.symbol, req)  # noqa: E731
+    children = [
+        ChildSpec(name="price_feed", factory=lambda name, ctx: PriceFeed.start(name=name, ctx=ctx, venue=venue)),
+        ChildSpec(name="sync", factory=lambda name, ctx: SyncActor.start(name=name, ctx=ctx, venue=venue, position_spec=adopt_spec)),
+        ChildSpec(name="guard", factory=lambda name, ctx: GuardActor.start(name=name, ctx=ctx)),
+    ]
     for p in open_positions:
         if p.get("exchange") == venue.name:
             children.append(position_spec(venue, directory, p["position_id"], p["symbol"], None))

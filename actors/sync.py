@@ -1,0 +1,215 @@
+"""The sync actor: the exchange is the truth; tell the owners, adopt orphans, clean zombies.
+
+Every ``sync.interval_secs`` (and at start, on ``ctl sync`` / ``ctl zombies``,
+or when the guard asks) it reads the exchange's positions and *all* open
+orders, then the store's projection of what our actors own (exchange first:
+every order of ours was recorded before it was sent, so it is always
+explainable by what is read after). Findings:
+
+* phantom (ours, flat on the exchange) and quantity mismatch -> the owner is
+  told (``ExchangeView``); it verifies with its own read and acts;
+* untracked position (no owner) -> adopted: the supervisor starts a position
+  actor for it that protects it at once;
+* stray order (our client id, the owner alive but no longer referencing it,
+  older than ``sync.grace_secs``) -> its owner cancels it;
+* zombie order (nobody owns it): ours with the owner gone; a reduce-only or
+  stop/TP order on a symbol without a position; an order that would flip a
+  position -> cancelled here (executor retries, at most
+  ``zombies.max_cancels_per_run``), or only reported in dry-run. Other
+  people's orders on symbols we do not trade are left alone unless
+  ``zombies.include_foreign``.
+
+It never touches an order whose owner is alive: only owners touch their orders.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import Any, Callable
+
+import msgspec
+
+from actors.messages import ExchangeView, OpenRequest, ReconcileFinished, ReconcileNow
+from adapters.venue import OrderReport, PositionReport, Venue
+from supervision.actor import ActorContext, ManagedActor, handles
+from supervision.messages import IOCompleted, StartChild, Tick
+from tradebot.events import Severity
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    read_ms: int
+    positions: tuple[PositionReport, ...]
+    orders: tuple[OrderReport, ...]
+    owned: tuple[dict[str, Any], ...]  # open positions of the projection
+
+
+def owner_of(order: OrderReport) -> str | None:
+    """The position id our client order ids carry: ``tb-<pid>-<kind><seq>``."""
+    cid = order.client_id or ""
+    parts = cid.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "tb" else None
+
+
+def references(row: dict[str, Any]) -> set[str]:
+    """Every order id and client id a position's projection still stands behind."""
+    refs = {row.get(k) for k in ("stop_order_id", "move_order_id", "entry_order_id", "stop_client_id", "pending_stop_client_id", "move_client_id", "close_client_id", "entry_client_id")}
+    for tp in row.get("tps") or ():
+        refs |= {tp.get("order_id"), tp.get("client_id")}
+    refs.discard(None)
+    return refs
+
+
+class SyncActor(ManagedActor):
+    def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_spec: Callable[[OpenRequest], Any]) -> None:
+        super().__init__(name=name, ctx=ctx)
+        self.venue = venue
+        self.position_spec = position_spec
+        self._reading = False
+        self._waiting: list[ReconcileNow] = []
+        self._cancels: list[tuple[OrderReport, str]] = []
+        self._findings: dict[str, Any] = {}
+        self._adopting: dict[tuple[str, str], int] = {}  # (symbol, side) -> when we asked
+        self.last_snapshot: Snapshot | None = None
+
+    def started(self) -> None:
+        self.every(self.ctx.config.sync.interval_secs * 1000, "reconcile")
+        self.actor_ref.tell(ReconcileNow())  # the startup reconcile: intake waits for it
+
+    def config_changed(self, applied: tuple[str, ...]) -> None:
+        if "sync.interval_secs" in applied:
+            self._cancel_timers()
+            self.every(self.ctx.config.sync.interval_secs * 1000, "reconcile")
+
+    def busy(self) -> bool:
+        return self._reading or bool(self._cancels)
+
+    @handles(Tick)
+    def _on_tick(self, msg: Tick) -> None:
+        if msg.name == "reconcile":
+            self._on_reconcile(ReconcileNow())
+
+    @handles(ReconcileNow)
+    def _on_reconcile(self, msg: ReconcileNow) -> None:
+        self._waiting.append(msg)
+        if not self._reading and not self._cancels:
+            self._reading = True
+            self._started = time.perf_counter()
+            self.io_call("read", self._read())
+
+    async def _read(self) -> Snapshot:
+        positions = await self.venue.positions()
+        orders = await self.venue.open_orders()
+        owned = await self.ctx.store.positions(open_only=True)
+        return Snapshot(read_ms=self.ctx.clock.now_ms(), positions=tuple(positions), orders=tuple(orders), owned=tuple(p for p in owned if p.get("exchange") == self.venue.name))
+
+    @handles(IOCompleted)
+    def _on_io(self, msg: IOCompleted) -> None:
+        if msg.purpose == "read":
+            self._reading = False
+            if msg.error is not None:
+                return self._finish(False, {"error": msg.error})
+            return self._reconcile(msg.result)
+        if msg.purpose == "cancel":
+            order, why = self._cancels.pop(0)
+            ok = msg.error is None
+            self.emit("sync.zombie_cancelled" if ok else "sync.zombie_cancel_failed", {"order_id": order.order_id, "client_id": order.client_id, "why": why, "error": msg.error}, severity=Severity.WARNING if ok else Severity.ERROR, symbol=order.symbol, exchange=self.venue.name)
+            self._findings["cancelled" if ok else "cancel_failed"] += 1
+            return self._next_cancel()
+
+    # --------------------------------------------------------- findings
+    def _reconcile(self, snap: Snapshot) -> None:
+        self.last_snapshot = snap
+        cfg, now = self.ctx.config, self.ctx.clock.now_ms()
+        dry = any(w.dry_run for w in self._waiting if w.dry_run is not None) or (cfg.zombies.dry_run and not any(w.dry_run is False for w in self._waiting))
+        f: dict[str, Any] = {"positions": len(snap.positions), "orders": len(snap.orders), "untracked": [], "phantoms": [], "mismatches": [], "strays": [], "zombies": [], "cancelled": 0, "cancel_failed": 0, "dry_run": dry}
+        by_key = {(p.symbol, p.side): p for p in snap.positions}
+        owners = {(r["symbol"], r["side"]): r for r in snap.owned}
+        by_pid = {r["position_id"]: r for r in snap.owned}
+        alive = {n.rsplit(":", 1)[-1] for n in self.ctx.directory.names("position:")} if self.ctx.directory else set()
+        strays: dict[str, list[str]] = {}
+        for key, pos in by_key.items():
+            row = owners.get(key)
+            if row is None:
+                f["untracked"].append({"symbol": pos.symbol, "side": pos.side, "qty": str(pos.qty)})
+                self._adopt(pos, now)
+            elif Decimal(str(row.get("quantity", "0"))) != pos.qty and row.get("state") == "protected":
+                f["mismatches"].append({"position_id": row["position_id"], "ours": row.get("quantity"), "exchange": str(pos.qty)})
+        for key, row in owners.items():
+            if key not in by_key and row.get("state") in ("protected", "pending_stop"):
+                f["phantoms"].append({"position_id": row["position_id"], "symbol": row["symbol"], "owner_alive": row["position_id"] in alive})
+        zombies: list[tuple[OrderReport, str]] = []
+        held = {p.symbol for p in snap.positions}
+        traded = {r["symbol"] for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o)}
+        for o in snap.orders:
+            young = o.ts_ms is not None and now - o.ts_ms < cfg.sync.grace_secs * 1000
+            pid = owner_of(o)
+            if pid is not None:
+                row = by_pid.get(pid)
+                if row is not None and (o.order_id in references(row) or o.client_id in references(row)):
+                    continue
+                if young:
+                    continue
+                if row is not None and pid in alive:
+                    strays.setdefault(pid, []).append(o.order_id)
+                    f["strays"].append({"order_id": o.order_id, "owner": pid})
+                else:
+                    zombies.append((o, "ours, and its owner is gone"))
+                continue
+            if o.symbol not in traded and not cfg.zombies.include_foreign:
+                continue  # someone else's business
+            pos_side = "long" if o.side == "sell" else "short"  # the position this order would reduce
+            if (o.reduce_only or o.is_stop) and o.symbol not in held:
+                zombies.append((o, "reduce-only or stop order on a symbol without a position"))
+            elif not o.reduce_only and (pos := by_key.get((o.symbol, pos_side))) is not None and o.amount > pos.qty * cfg.zombies.flip_ratio:
+                zombies.append((o, f"would flip the position ({o.amount} against {pos.qty})"))
+        f["zombies"] = [{"order_id": o.order_id, "symbol": o.symbol, "client_id": o.client_id, "why": why} for o, why in zombies]
+        self._tell_owners(snap, by_key, owners, alive, strays)
+        self._findings = f
+        if zombies and not dry:
+            self._cancels = zombies[: cfg.zombies.max_cancels_per_run]
+            return self._next_cancel()
+        self._finish(True, f)
+
+    def _tell_owners(self, snap: Snapshot, by_key: dict, owners: dict, alive: set[str], strays: dict[str, list[str]]) -> None:
+        for key, row in owners.items():
+            pid = row["position_id"]
+            if pid not in alive:
+                continue
+            pos = by_key.get(key)
+            mismatch = pos is None or Decimal(str(row.get("quantity", "0"))) != pos.qty
+            if mismatch or pid in strays:
+                self.ctx.directory.tell(f"position:{row['symbol']}:{pid}", ExchangeView(position=pos, stray_orders=tuple(strays.get(pid, ())), read_ms=snap.read_ms))
+
+    def _adopt(self, pos: PositionReport, now: int) -> None:
+        key = (pos.symbol, pos.side)
+        if not self.ctx.config.sync.adopt_untracked or now - self._adopting.get(key, -10**12) < self.ctx.config.sync.grace_secs * 1000:
+            return
+        self._adopting[key] = now
+        pid = uuid.uuid4().hex[:10]
+        req = OpenRequest(position_id=pid, exchange=self.venue.name, symbol=pos.symbol, side=pos.side, quote_amount=Decimal(0), leverage=0, correlation_id=f"adopt-{pid}", adopt=pos)
+        self.emit("sync.untracked_adopted", {"position_id": pid, "side": pos.side, "qty": pos.qty, "entry_price": pos.entry_price}, severity=Severity.WARNING, symbol=pos.symbol, exchange=self.venue.name, position_id=pid)
+        self.ctx.supervisor.tell(StartChild(spec=self.position_spec(req)))
+
+    def _next_cancel(self) -> None:
+        if not self._cancels:
+            return self._finish(True, self._findings)
+        order, _why = self._cancels[0]
+        self.io_call("cancel", self.venue.cancel(order.symbol, order.order_id, ctx={"actor": self.name}))
+
+    def _finish(self, ok: bool, findings: dict[str, Any]) -> None:
+        findings = {**findings, "ok": ok, "duration_ms": round((time.perf_counter() - getattr(self, "_started", time.perf_counter())) * 1000, 1)}
+        problems = sum(len(findings.get(k, ())) for k in ("untracked", "phantoms", "mismatches", "strays", "zombies"))
+        self.emit("sync.reconciled" if ok else "sync.failed", findings, severity=Severity.INFO if ok and not problems else Severity.WARNING if ok else Severity.ERROR, exchange=self.venue.name)
+        waiting, self._waiting = self._waiting, []
+        snap = self.last_snapshot if ok else None
+        report = ReconcileFinished(ok=ok, findings=findings, snapshot=snap)
+        self.ctx.supervisor.tell(report)  # the intake gate
+        self.ctx.directory.tell("guard", report)  # the guard checks every snapshot
+        for w in waiting:
+            if w.request is not None:  # a user asked (ctl sync / zombies): the supervisor answers
+                self.ctx.supervisor.tell(msgspec.structs.replace(report, request=w.request))
+            if w.reply_to is not None and w.reply_to is not self.ctx.directory.lookup("guard"):
+                w.reply_to.tell(report)
+        self.finish_drain_if_idle()

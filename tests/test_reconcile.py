@@ -1,0 +1,199 @@
+"""Sync, guard and zombies on the paper exchange: a human acts on the UI, the bot notices and fixes it."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from actors.messages import ExchangeView, OpenRequest
+from actors.position import PositionActor
+from supervision.actor import handles
+from supervision.messages import Message, ReconcileNow, StartChild
+from supervision.supervisor import ChildSpec
+from tests.conftest import eventually
+from tests.world import BTC, World, advance_until, opened
+from tradebot.wiring import NamedRef
+
+D = Decimal
+ETH = "ETH/USDT:USDT"
+
+
+def event_types(world: World, prefix: str = "") -> list[str]:
+    return [e.type for e in world.ctx.io.run(world.ctx.store.query(type_prefixes=(prefix,) if prefix else ()), 5)]
+
+
+def findings(world: World) -> list[dict[str, Any]]:
+    return [e.data for e in world.ctx.io.run(world.ctx.store.query(types=("sync.reconciled",)), 5)]
+
+
+def stop_ids(world: World, symbol: str = BTC) -> list[str]:
+    return [o["id"] for o in world.open_orders() if o["symbol"] == symbol and o["reduceOnly"]]
+
+
+def test_startup_reconcile_opens_the_intake(world: World):
+    status = eventually(lambda: (s := world.sup.proxy().status().get()) and "startup-reconcile" not in s["intake"]["blocked"] and s, what="gate opened")
+    assert status["intake"]["open"] is True
+    assert findings(world)[0]["ok"] is True
+
+
+def test_exchange_unreachable_at_start_keeps_intake_closed(world: World):
+    """No new entries until the exchange has been read; status says why."""
+    for _ in range(50):
+        world.exchange.faults.fail_next("fetch_positions", "exchange_unavailable")
+    world.ctx.directory.tell("sync", ReconcileNow())
+    status = eventually(lambda: (s := world.sup.proxy().status().get()) and "failed" in s["intake"]["blocked"].get("startup-reconcile", "") and s, what="blocked with a reason")
+    assert status["intake"]["open"] is False and "opening nothing new" in status["intake"]["blocked"]["startup-reconcile"]
+
+
+def test_human_closes_a_position(world: World):
+    name = world.open()
+    o = opened(world)
+    t0 = world.ctx.clock.now_ms()
+    world.engine(lambda e, now: e.external_close_position(BTC, now))
+    assert stop_ids(world) == [o.stop_order_id]  # our stop is left behind on the exchange
+    advance_until(world, lambda: world.ctx.directory.lookup(name) is None, "noticed and recorded", step_ms=1_000)
+    detected_ms = world.ctx.clock.now_ms() - t0
+    s = world.state()
+    assert s.state.value == "closed" and "outside the bot" in s.close_reason
+    assert world.open_orders() == [] and world.positions() == []
+    assert detected_ms <= world.ctx.config.sync.interval_secs * 1000 + 2_000
+    assert findings(world)[-1]["phantoms"] or any(f["phantoms"] for f in findings(world))
+
+
+def test_human_cancels_the_stop_guard_restores_it(world: World):
+    name = world.open()
+    o = opened(world)
+    t0 = world.ctx.clock.now_ms()
+    world.engine(lambda e, now: e.external_cancel_order(o.stop_order_id, now))
+    advance_until(world, lambda: stop_ids(world) and stop_ids(world) != [o.stop_order_id], "stop restored", step_ms=1_000)
+    restored_ms = world.ctx.clock.now_ms() - t0
+    assert len(stop_ids(world)) == 1
+    assert world.ctx.directory.lookup(name) is not None and world.state().state.value == "protected"
+    assert restored_ms <= world.ctx.config.guard.interval_secs * 1000 + 2_000
+    # Whoever noticed first (the owner's own check or the guard), the owner restored it.
+    assert "position.stop_lost" in event_types(world, "position.")
+
+
+def test_human_opens_a_position_it_is_adopted_and_protected(world: World):
+    world.exchange.set_mark(ETH, D(3000))
+    world.engine(lambda e, now: e.external_open_position(ETH, "buy", D("0.5"), now))
+    advance_until(world, lambda: stop_ids(world, ETH), "adopted and protected", step_ms=1_000)
+    adopted = [e for e in event_types(world) if e == "sync.untracked_adopted"]
+    assert len(adopted) == 1
+    stop = next(o for o in world.open_orders() if o["symbol"] == ETH)
+    assert D(str(stop["amount"])) == D("0.5") and stop["side"] == "sell" and stop["clientOrderId"].startswith("tb-")
+    world.ctx.clock.advance(120_000)
+    assert len([o for o in world.open_orders() if o["symbol"] == ETH]) == 1  # adopted once, one stop
+
+
+def test_zombie_orders_are_cancelled_and_dry_run_only_reports(world: World):
+    """Orders left behind after a position closed: ours (owner gone) and a human's stop are zombies;
+    a human's stop on a symbol the bot never trades is left alone."""
+    name = world.open()
+    opened(world)
+    world.exchange.set_mark(ETH, D(3000))
+    world.exchange.set_mark("LTC/USDT:USDT", D(150))
+
+    def leave_orders_behind(e, now):  # one atomic step on the exchange, as a human would leave it
+        e.external_open_position(ETH, "buy", D("0.1"), now)
+        e.external_place_order(ETH, "STOP_MARKET", "sell", D("0.1"), now, {"stopPrice": 2900, "reduceOnly": True, "newClientOrderId": "tb-deadbeef00-s4"})
+        e.external_place_order(ETH, "STOP_MARKET", "sell", D("0.1"), now, {"stopPrice": 2800, "reduceOnly": True})
+        e.external_close_position(ETH, now)
+        e.external_open_position("LTC/USDT:USDT", "buy", D("1"), now)
+        e.external_place_order("LTC/USDT:USDT", "STOP_MARKET", "sell", D("1"), now, {"stopPrice": 140, "reduceOnly": True})
+        e.external_close_position("LTC/USDT:USDT", now)
+
+    world.engine(leave_orders_behind)
+    assert len([o for o in world.open_orders() if o["symbol"] == ETH]) == 2
+    world.ctx.clock.advance(60_000)  # past the grace window (timers run their reconciles too)
+    world.ctx.directory.tell("sync", ReconcileNow(dry_run=True))
+    dry = eventually(lambda: [f for f in findings(world) if f.get("dry_run") and f["zombies"]], what="dry-run findings")[-1]
+    assert {z["client_id"] for z in dry["zombies"] if z["client_id"]} == {"tb-deadbeef00-s4"}
+    assert len(dry["zombies"]) == 2 and all(z["symbol"] == "ETHUSDT" for z in dry["zombies"])
+    world.ctx.directory.tell("sync", ReconcileNow(dry_run=False))
+    eventually(lambda: [o for o in world.open_orders() if o["symbol"] == ETH] == [], what="zombies cancelled")
+    assert [o["symbol"] for o in world.open_orders() if o["symbol"] == "LTC/USDT:USDT"] == ["LTC/USDT:USDT"]  # not ours to touch
+    assert world.ctx.directory.lookup(name) is not None and len(stop_ids(world)) == 1  # our live stop untouched
+
+
+def test_liquidation_is_recorded(world: World):
+    name = world.open()
+    o = opened(world)
+    world.engine(lambda e, now: e.external_cancel_order(o.stop_order_id, now))
+    world.exchange.set_mark(BTC, D(35000))  # through the liquidation price in one jump, no stop to stop it
+    assert world.positions() == []
+    advance_until(world, lambda: world.ctx.directory.lookup(name) is None, "liquidation noticed", step_ms=1_000)
+    assert world.state().state.value == "closed"
+
+
+class Hold(Message, frozen=True, kw_only=True):
+    release: Any
+
+
+class Boom(Message, frozen=True, kw_only=True):
+    pass
+
+
+class FragilePosition(PositionActor):
+    """The real position actor, plus a way to make it hang or crash."""
+
+    @handles(Hold)
+    def _hold(self, msg: Hold) -> None:
+        msg.release.wait(20)
+
+    @handles(Boom)
+    def _boom(self, msg: Boom) -> None:
+        raise RuntimeError("boom")
+
+
+def open_fragile(world: World) -> str:
+    req = OpenRequest(position_id="f1", exchange="paper", symbol="BTCUSDT", side="long", quote_amount=D(100), leverage=10, correlation_id="f1", requested_by=world.collector)
+    venue, feed = world.venue, NamedRef(world.ctx.directory, "price_feed")
+    world.sup.tell(StartChild(spec=ChildSpec(name="position:BTCUSDT:f1", factory=lambda n, c: FragilePosition.start(name=n, ctx=c, venue=venue, position_id="f1", request=req, price_feed=feed), kind="position", restart="transient")))
+    opened(world, "f1")
+    return "position:BTCUSDT:f1"
+
+
+@pytest.mark.parametrize("extra_toml", ["[guard]\ninterval_secs = 2\nreply_deadline_secs = 3\nmax_failures = 2\n"])
+def test_hung_position_actor_is_restarted_and_protection_restored(world: World):
+    name = open_fragile(world)
+    stop = world.state("f1").stop_order_id
+    release = threading.Event()
+    stuck = world.ctx.directory.lookup(name)
+    stuck.tell(Hold(release=release))
+    t0 = world.ctx.clock.now_ms()
+    world.engine(lambda e, now: e.external_cancel_order(stop, now))
+    try:
+        advance_until(world, lambda: (r := world.ctx.directory.lookup(name)) is not None and r.actor_urn != stuck.actor_urn, "restarted by the guard", step_ms=500)
+        advance_until(world, lambda: stop_ids(world) and stop_ids(world) != [stop], "protection restored", step_ms=500)
+    finally:
+        release.set()
+    unprotected_ms = world.engine(lambda e, now: e.metrics(now))["unprotected_ms"]
+    assert "guard.restart_requested" in event_types(world, "guard.")
+    assert unprotected_ms <= world.ctx.clock.now_ms() - t0
+    print(f"\nhung actor: unprotected for {unprotected_ms} ms of exchange time (guard interval 2 s, deadline 3 s, 2 failures)")
+
+
+def test_crashed_position_actor_is_restarted_and_keeps_its_stop(world: World):
+    name = open_fragile(world)
+    stop = world.state("f1").stop_order_id
+    old = world.ctx.directory.lookup(name)
+    old.tell(Boom())
+    advance_until(world, lambda: (r := world.ctx.directory.lookup(name)) is not None and r.actor_urn != old.actor_urn, "restarted", step_ms=100)
+    world.ctx.clock.advance(10_000)
+    assert stop_ids(world) == [stop] and world.state("f1").stop_order_id == stop
+    assert world.engine(lambda e, now: e.metrics(now))["unprotected_now"] == 0
+
+
+def test_exchange_view_with_another_quantity_resizes_the_stop(world: World):
+    """Someone added to our position on the UI: the owner takes the exchange's quantity and re-sizes its stop."""
+    name = world.open()
+    o = opened(world)
+    world.engine(lambda e, now: e.external_open_position(BTC, "buy", D("0.005"), now))
+    advance_until(world, lambda: world.state().qty == D("0.030") and world.state().stop_qty == D("0.030"), "stop re-sized", step_ms=1_000)
+    stop = next(x for x in world.open_orders() if x["id"] == world.state().stop_order_id)
+    assert D(str(stop["amount"])) == D("0.030") and stop["id"] != o.stop_order_id
+    _ = ExchangeView, name
