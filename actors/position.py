@@ -16,6 +16,8 @@ messages; nothing sleeps here.
 
 from __future__ import annotations
 
+import os
+import signal
 from decimal import Decimal
 from typing import Any, Coroutine
 
@@ -34,6 +36,16 @@ from supervision.messages import ClosePosition, IOCompleted, Tick
 from tradebot.events import Event, Severity
 
 _TERMINAL = (P.CLOSED, P.FAILED, P.ROLLED_BACK)
+
+#: Crash-test hook: "before:<event type>" or "after:<event type>" makes the
+#: process SIGKILL itself at that exact step of a position's life (the tests
+#: use it to prove recovery from a kill at every step; unset in normal runs).
+_CRASH_POINT = os.environ.get("TRADEBOT_CRASH_POINT", "")
+
+
+def _crash_if(when: str, type_: str) -> None:
+    if _CRASH_POINT and _CRASH_POINT == f"{when}:{type_}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def position_actor_name(symbol: str, position_id: str) -> str:
@@ -116,10 +128,14 @@ class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         ev = Event(type=type_, ts_ms=self.ctx.clock.now_ms(), actor=self.name, severity=severity, position_id=self.pid, correlation_id=s.correlation_id or (self.request.correlation_id if self.request else None), symbol=s.symbol, exchange=s.exchange, data=data)
         new = apply(s, ev)
         ev = msgspec.structs.replace(ev, projection=new.projection())
+        _crash_if("before", type_)
         if durable:
             self.ctx.store.append_durable(ev).result(timeout=30)
         else:
             self.ctx.store.append(ev)
+        if _CRASH_POINT:
+            self.ctx.store.flush()
+            _crash_if("after", type_)
         self.state = new
         self.log.info("{} -> {} {}", type_, new.state.value, {k: str(v) for k, v in data.items()})
 
