@@ -44,6 +44,7 @@ class GuardActor(ManagedActor):
         self.waiting: dict[str, tuple[int, str]] = {}  # owner name -> (deadline, position key)
         self.failures: dict[str, int] = {}
         self.last_read_ms: int | None = None
+        self.has_positions = False
 
     def started(self) -> None:
         self.every(self.ctx.config.guard.interval_secs * 1000, "guard")
@@ -55,8 +56,9 @@ class GuardActor(ManagedActor):
             if now > deadline:
                 del self.waiting[owner]
                 self._failed(owner, f"no answer to EnsureProtected within {cfg.reply_deadline_secs} s")
-        if self.last_read_ms is None or now - self.last_read_ms >= cfg.interval_secs * 1000:
-            self.ctx.directory.tell("sync", ReconcileNow(reply_to=self.actor_ref))
+        has_positions = self.has_positions or bool(self.ctx.directory.names("position:"))
+        if has_positions and (self.last_read_ms is None or now - self.last_read_ms >= cfg.interval_secs * 1000):
+            self.ctx.directory.tell("sync", ReconcileNow(reply_to=self.actor_ref))  # nothing open: sync's own reads suffice
 
     @handles(ReconcileFinished)
     def _on_reconcile(self, msg: ReconcileFinished) -> None:
@@ -64,6 +66,7 @@ class GuardActor(ManagedActor):
             return
         snap, cfg, now = msg.snapshot, self.ctx.config.guard, self.ctx.clock.now_ms()
         self.last_read_ms = snap.read_ms
+        self.has_positions = bool(snap.positions)
         owners = {(r["symbol"], r["side"]): r for r in snap.owned}
         seen = set()
         for pos in snap.positions:

@@ -145,8 +145,10 @@ class PositionConfig(_Section):
     stop_attempts: Annotated[int, _n(ge=1, le=10)] = 3
     #: If the rollback fails too: a wide stop this far from the entry, and a critical event.
     emergency_stop_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(10)
-    #: How often a protected position checks its stop on the exchange.
-    verify_interval_secs: Annotated[int, _n(ge=1)] = 30
+    #: How often a protected position checks its own stop on the exchange. The guard
+    #: checks every position every guard.interval_secs from two shared reads; this is
+    #: the owner's own backstop, so it can be rare.
+    verify_interval_secs: Annotated[int, _n(ge=1)] = 300
     #: First delay of a scheduled retry inside the actor (doubles each time, max 60 s).
     retry_delay_ms: Annotated[int, _n(ge=1)] = 250
     #: Look-ups of an entry whose outcome is unknown before it is declared not placed.
