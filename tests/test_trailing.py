@@ -199,8 +199,8 @@ def trailing_params(draw, breakeven: bool | None = None, time_activation: bool |
     else:
         min_imp = draw(pct("0", "0.5"))
         p = TrailingParams(
-            activation_percent=draw(pct("0.1", "5")),
-            callback_percent=draw(pct("0.1", "5")),
+            activation_percent=draw(st.one_of(pct("0.1", "1"), pct("1", "5"))),
+            callback_percent=draw(st.one_of(pct("0.1", "1"), pct("2", "5"))),  # wide: trails under the initial stop
             min_move_interval_secs=draw(st.sampled_from([0, 1, 5, 60, 60, 300])),
             min_improvement_percent=min_imp,
             emergency_percent=min_imp + draw(pct("0.01", "4")),
@@ -404,7 +404,8 @@ def test_prop6_breakeven_floor_holds_with_time_activation(side, data):
     """Time activation trails from a small profit: the stop is often under entry + fees
     when breakeven is reached, just after a trailing move (the rate limit must not hold it)."""
     p = data.draw(trailing_params(breakeven=True, time_activation=True))
-    p = TrailingParams(**{**_fields(p), "activation_percent": D(50), "breakeven_at_percent": min(p.breakeven_at_percent, D("1"))})
+    p = TrailingParams(**{**_fields(p), "activation_percent": D(50), "breakeven_at_percent": data.draw(pct("0.1", "0.8")),
+                          "min_move_interval_secs": data.draw(st.sampled_from([60, 300])), "time_activation_minutes": data.draw(st.integers(1, 5))})
     check_breakeven_floor(run_of(p, data.draw(paths(side))))
 
 
