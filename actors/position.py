@@ -53,8 +53,9 @@ def position_actor_name(symbol: str, position_id: str) -> str:
 
 
 class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
-    def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_id: str, request: OpenRequest | None = None, price_feed: Any = None) -> None:
+    def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_id: str, request: OpenRequest | None = None, price_feed: Any = None, report_to: Any = None) -> None:
         super().__init__(name=name, ctx=ctx)
+        self.report_to = report_to  # who hears about a recovered position (no requester after a restart)
         self.venue = venue
         self.pid = position_id
         self.request = request
@@ -441,7 +442,7 @@ class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
                 pass
 
     def _tell_requester(self, msg: Any) -> None:
-        ref = self.request.requested_by if self.request else None
+        ref = self.request.requested_by if self.request and self.request.requested_by is not None else self.report_to
         if ref is not None:
             try:
                 ref.tell(msg)

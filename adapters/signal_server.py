@@ -185,12 +185,15 @@ class SignalServer:
         await runner.cleanup()
         log.info("signal server on port {} stopped", self._port)
 
-    async def run_forever(self) -> None:
-        """Serve, publishing the next replay wave every ``waves_every_s``, until cancelled."""
+    async def run_forever(self, first_delay_s: float | None = None) -> None:
+        """Serve, publishing the next replay wave every ``waves_every_s`` (the first after
+        ``first_delay_s``, default the same interval), until cancelled."""
         await self.start()
         try:
+            delay = self.waves_every_s if first_delay_s is None else first_delay_s
             while self._cursor < len(self.replay):
-                await asyncio.sleep(self.waves_every_s)
+                await asyncio.sleep(delay)
+                delay = self.waves_every_s
                 await self.publish_next()
             log.info("signal server: replay finished ({} waves); still serving", len(self.history))
             await asyncio.Event().wait()

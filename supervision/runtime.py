@@ -66,6 +66,7 @@ class Runtime:
         self.directory = Directory()
         self.venue: Any = None  # set by the wiring
         self.resources: list[Callable[[], None]] = []  # closers registered by the wiring, run in reverse
+        self.after_start: list[Callable[[], None]] = []  # run once the tree is up (e.g. connect the signal feed)
         self.clean_stop = threading.Event()
         self._shutdown_requested: str | None = None
         self._stopped = False
@@ -103,6 +104,8 @@ class Runtime:
                 wall_ms=self._wall_ms,
             )
             self.control.start()
+            for hook in self.after_start:
+                hook()
         except BaseException:
             self.stop()
             raise

@@ -229,6 +229,40 @@ class GuardConfig(_Section):
     restore_offset_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("0.5")
 
 
+class SignalsConfig(_Section):
+    #: "bundled": start the bundled signal server (demo waves) and connect to it over
+    #: WebSocket; "url": connect to `url`; "file": the simple file replay of [demo].
+    source: Literal["bundled", "url", "file"] = "bundled"
+    url: str = "ws://127.0.0.1:8765/ws"
+    #: bundled: the waves it replays and how often it publishes one.
+    replay_file: str = "demo/waves.jsonl"
+    wave_every_secs: Annotated[int, _n(ge=1)] = 20
+    #: Waves are processed at these minutes of the hour (the wave that began at :00 at :05) ...
+    processing_minutes: tuple[Annotated[int, _n(ge=0, le=59)], ...] = (5, 20, 35, 50)
+    #: ... except with the bundled demo source: there, a wave is processed this long
+    #: after its first signal (the demo replays waves whose minutes have passed).
+    process_after_secs: Annotated[int, _n(ge=1)] = 3
+    #: Positions per wave (counted only when confirmed open and protected).
+    wave_limit: Annotated[int, _n(ge=1, le=100)] = 5
+    #: Candidates kept per wave: this times the limit, best scores first.
+    buffer_factor: Annotated[Decimal, _n(ge=1, le=10)] = Decimal("1.5")
+    #: No new entries while this many positions are open, or while the free balance is below the reserve.
+    max_open_positions: Annotated[int, _n(ge=1)] = 20
+    min_free_balance: Annotated[Decimal, _n(ge=0)] = Decimal(100)
+    #: Size from a share of the free balance instead of position.quote_amount (0 = off).
+    size_percent_of_free: Annotated[Decimal, _n(ge=0, le=100)] = Decimal(0)
+    min_score_week: Annotated[Decimal, _n(ge=0)] = Decimal(0)
+    min_score_month: Annotated[Decimal, _n(ge=0)] = Decimal(0)
+    #: Symbols never opened (venue ids, e.g. "DOGEUSDT").
+    stop_list: tuple[str, ...] = ()
+    #: Signals older than this (or from the future) are rejected.
+    max_signal_age_secs: Annotated[int, _n(ge=1)] = 7200
+    #: WebSocket client: ping interval, silence after which the connection is dead, buffer.
+    heartbeat_secs: Annotated[int, _n(ge=1)] = 20
+    dead_after_secs: Annotated[int, _n(ge=2)] = 60
+    buffer_size: Annotated[int, _n(ge=10)] = 10000
+
+
 class FeedsConfig(_Section):
     #: How often mark prices are read for the symbols with open positions.
     mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
@@ -255,6 +289,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sync: SyncConfig = SyncConfig()
     zombies: ZombiesConfig = ZombiesConfig()
     guard: GuardConfig = GuardConfig()
+    signals: SignalsConfig = SignalsConfig()
     feeds: FeedsConfig = FeedsConfig()
     demo: DemoConfig = DemoConfig()
     #: Directory the config was read from; relative paths resolve against it.
@@ -296,6 +331,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     @property
     def paper_state_path(self) -> Path:
         return self.data_dir / self.paper.state_file
+
+    @property
+    def signals_replay_path(self) -> Path:
+        return self._shipped(self.signals.replay_file)
 
     @property
     def demo_signals_path(self) -> Path | None:
@@ -470,6 +509,14 @@ def _first_violation(struct: msgspec.Struct, prefix: str) -> str | None:
                 return problem
             continue
         hint = hints[name]
+        if isinstance(value, (tuple, list)) and get_args(hint):  # a sequence: check each element
+            element = get_args(hint)[0]
+            checks = [a for a in get_args(element)[1:] if isinstance(a, Check)] if get_origin(element) is Annotated else []
+            for i, item in enumerate(value):
+                for check in checks:
+                    if not check.ok(item):
+                        return f"{key}[{i}]: expected {'an integer' if get_args(element)[0] is int else 'a number'} {check.describe()}, got {_show(item)}"
+            continue
         checks = [a for a in get_args(hint)[1:] if isinstance(a, Check)] if get_origin(hint) is Annotated else []
         base = get_args(hint)[0] if checks else hint
         if isinstance(value, Decimal) and not value.is_finite():

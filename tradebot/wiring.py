@@ -15,6 +15,7 @@ bot (even with SIGKILL) leaves the exchange running, as in life.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from actors.demo_intake import DemoIntake, load_signals
@@ -22,6 +23,7 @@ from actors.guard import GuardActor
 from actors.messages import OpenRequest
 from actors.position import PositionActor, position_actor_name
 from actors.price_feed import PriceFeed
+from actors.signal_intake import FeedStateChanged, SignalFrame, SignalIntake
 from actors.sync import SyncActor
 from adapters.executor import Executor, RetryPolicy
 from adapters.markets import Markets
@@ -71,10 +73,10 @@ def build_executor(config: Config, venue: str, clock: Any, store: Any) -> Execut
 
 def position_spec(venue: Venue, directory: Any, position_id: str, symbol: str, request: OpenRequest | None) -> ChildSpec:
     """A transient child: once its position is closed it stays stopped."""
-    feed = NamedRef(directory, "price_feed")
+    feed, intake = NamedRef(directory, "price_feed"), NamedRef(directory, "intake")
     return ChildSpec(
         name=position_actor_name(symbol, position_id),
-        factory=lambda name, ctx: PositionActor.start(name=name, ctx=ctx, venue=venue, position_id=position_id, request=request, price_feed=feed),
+        factory=lambda name, ctx: PositionActor.start(name=name, ctx=ctx, venue=venue, position_id=position_id, request=request, price_feed=feed, report_to=intake),
         kind="position",
         restart="transient",
     )
@@ -90,19 +92,50 @@ def trading_children(config: Config, venue: Venue, directory: Any, open_position
     for p in open_positions:
         if p.get("exchange") == venue.name:
             children.append(position_spec(venue, directory, p["position_id"], p["symbol"], None))
-    if config.demo_signals_path is not None:
-        signals = load_signals(config.demo_signals_path)
-        children.append(
-            ChildSpec(
-                name="demo_intake",
-                factory=lambda name, ctx: DemoIntake.start(
-                    name=name, ctx=ctx, signals=signals, exchange=venue.name, markets=venue.markets,
-                    position_spec=lambda req: position_spec(venue, directory, req.position_id, req.symbol, req),
-                ),
-                kind="intake",
-            )
-        )
+    children.append(intake_spec(config, venue, directory))
     return children
+
+
+def intake_spec(config: Config, venue: Venue, directory: Any) -> ChildSpec:
+    """The intake child: the WebSocket signal actor, or the simple file replay."""
+    spec_for = lambda req: position_spec(venue, directory, req.position_id, req.symbol, req)  # noqa: E731
+    if config.signals.source == "file":
+        signals = load_signals(config.demo_signals_path) if config.demo_signals_path else []
+        return ChildSpec(name="intake", factory=lambda name, ctx: DemoIntake.start(name=name, ctx=ctx, signals=signals, exchange=venue.name, markets=venue.markets, position_spec=spec_for), kind="intake")
+    markets = {venue.name: venue.markets, "paper": venue.markets}
+    return ChildSpec(name="intake", factory=lambda name, ctx: SignalIntake.start(name=name, ctx=ctx, venue=venue, markets_by_exchange=markets, position_spec=spec_for), kind="intake")
+
+
+def start_signal_feed(runtime: Runtime) -> None:
+    """The WebSocket path on the I/O loop: (bundled server ->) client -> the intake actor."""
+    from adapters.signal_client import SignalClient
+    from adapters.signal_server import SignalServer, load_replay
+
+    cfg = runtime.config.signals
+    if cfg.source == "file":
+        return
+    deadline = time.monotonic() + 10
+    while runtime.directory.lookup("intake") is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # start-up on the main thread, bounded: the supervisor registers its children
+    url = cfg.url
+    if cfg.source == "bundled":
+        server = SignalServer(replay=load_replay(runtime.config.signals_replay_path), waves_every_s=cfg.wave_every_secs, exchange="paper")
+        runtime.io.run(server.start(), 10)
+        runtime.resources.append(lambda: runtime.io.run(server.stop(), 10))
+        url = server.url
+    directory = runtime.directory
+    client = SignalClient(
+        url,
+        on_message=lambda raw: directory.tell("intake", SignalFrame(raw=raw)),
+        on_state=lambda state, info: directory.tell("intake", FeedStateChanged(state=str(state), info=dict(info or {}))),
+        heartbeat_s=cfg.heartbeat_secs,
+        dead_after_s=cfg.dead_after_secs,
+        buffer_size=cfg.buffer_size,
+    )
+    runtime.io.run(client.start(), 10)
+    runtime.resources.insert(0, lambda: runtime.io.run(client.stop(), 10))
+    if cfg.source == "bundled":
+        runtime.io.submit(server.run_forever(first_delay_s=1.0))  # publishing starts once the client listens
 
 
 def build_children(runtime: Runtime) -> list[ChildSpec]:
@@ -113,4 +146,6 @@ def build_children(runtime: Runtime) -> list[ChildSpec]:
     venue = build_paper_venue(runtime)
     runtime.venue = venue
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
-    return trading_children(config, venue, runtime.directory, open_positions)
+    children = trading_children(config, venue, runtime.directory, open_positions)
+    runtime.after_start.append(lambda: start_signal_feed(runtime))  # once "intake" is there to hear it
+    return children

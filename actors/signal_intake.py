@@ -1,0 +1,259 @@
+"""The signal actor: waves of signals in, a limited number of protected positions out.
+
+Frames arrive from the WebSocket client (adapters/signal_client.py) and are
+decoded here (tradebot/signal_protocol.py: never trusted, never raising);
+accepted signals wait in their 15-minute wave. A wave is processed once, at
+the configured minutes (default :05, :20, :35, :50) on the injected clock,
+or ``signals.process_after_secs`` after its first signal (demo mode):
+
+* filters: intake closed (paused, blocked), stop-list, symbol already held on
+  any account, symbol refused recently (e.g. region-restricted: 24 h), minimum
+  scores, one signal per symbol;
+* rank by score (week, then month), keep ``buffer_factor`` x the limit;
+* open until ``wave_limit`` positions are **confirmed** (``PositionOpened``
+  from the position actor). Opens in flight count against the limit; a
+  failure frees its slot for the next candidate; a late success still counts.
+  The global cap and the free-balance reserve are checked before each open.
+
+Every decision is an event with the wave and the signal's correlation id; the
+actor's state is a fold over its own events, so a restart in the middle of a
+wave resumes its count (positions that finished while it was down are read
+from the projection).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from decimal import Decimal
+from typing import Any, Callable
+
+from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from supervision.actor import ActorContext, ManagedActor, handles
+from supervision.messages import IntakeChanged, IOCompleted, Message, StartChild
+from tradebot.events import Severity
+from tradebot.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
+
+
+class SignalFrame(Message, frozen=True, kw_only=True):
+    """A raw frame from the WebSocket client (told from the I/O loop)."""
+
+    raw: Any
+
+
+class FeedStateChanged(Message, frozen=True, kw_only=True):
+    state: str
+    info: dict[str, Any] = {}
+
+
+class ProcessWave(Message, frozen=True, kw_only=True):
+    wave_ts_ms: int | None = None  # None: the scheduled one (the wave containing now)
+
+
+class SignalIntake(ManagedActor):
+    def __init__(self, *, name: str, ctx: ActorContext, venue: Any, markets_by_exchange: dict[str, Any], position_spec: Callable[[OpenRequest], Any]) -> None:
+        super().__init__(name=name, ctx=ctx)
+        self.venue = venue
+        self.markets_by_exchange = markets_by_exchange
+        self.position_spec = position_spec
+        self.intake_open = False
+        self.seen = RecentIds()
+        self.pending: dict[int, dict[str, AcceptedSignal]] = {}
+        self.processed: set[int] = set()
+        self.queue: dict[int, list[AcceptedSignal]] = {}
+        self.confirmed: dict[int, int] = {}
+        self.in_flight: dict[str, tuple[int, str]] = {}  # position id -> (wave, symbol)
+        self.held: set[str] = set()
+        self.skip_until: dict[str, int] = {}
+        self.feed_state = "not connected"
+        self._balance: Decimal | None = None
+
+    @property
+    def scfg(self):
+        return self.ctx.config.signals
+
+    # ------------------------------------------------------------ start
+    def started(self) -> None:
+        for ev in self.load_events(actor=self.name):
+            self._fold(ev.type, ev.data)
+        owned = self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)
+        states = {p["position_id"]: p for p in owned}
+        self.held = {p["symbol"] for p in owned if p.get("is_open")}
+        for pid, (wave, symbol) in list(self.in_flight.items()):  # decided while we were down
+            row = states.get(pid)
+            if row is not None and row.get("state") == "protected":
+                self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row["side"], qty=Decimal(str(row["quantity"])), entry_price=Decimal(str(row["entry_price"])), stop_price=Decimal(str(row["stop_price"])), stop_order_id=row["stop_order_id"]))
+            elif row is not None and not row.get("is_open"):
+                self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.get('state')} while the intake was down", outcome=str(row.get("state"))))
+        self._schedule_next()
+
+    def _fold(self, type_: str, d: dict[str, Any]) -> None:
+        if type_ == "intake.signal_received":
+            self.seen.add(d["signal_id"])
+        elif type_ == "intake.wave_processed":
+            self.processed.add(int(d["wave_ts_ms"]))
+        elif type_ == "intake.signal_selected":
+            self.in_flight[d["position_id"]] = (int(d["wave_ts_ms"]), d["symbol"])
+        elif type_ == "intake.position_opened":
+            wave, _ = self.in_flight.pop(d["position_id"], (int(d["wave_ts_ms"]), ""))
+            self.confirmed[wave] = self.confirmed.get(wave, 0) + 1
+        elif type_ == "intake.position_failed":
+            self.in_flight.pop(d["position_id"], None)
+        elif type_ == "intake.symbol_skipped_until":
+            self.skip_until[d["symbol"]] = int(d["until_ms"])
+
+    @property
+    def process_after_secs(self) -> int:
+        """Demo mode (the bundled server replays past waves): process a wave soon after it arrives."""
+        return self.scfg.process_after_secs if self.scfg.source == "bundled" else 0
+
+    def _schedule_next(self) -> None:
+        if self.process_after_secs:
+            return  # demo mode: waves are scheduled as they arrive
+        now = self.ctx.clock.now_ms()
+        at = processing_times(self.scfg.processing_minutes).next_after(now)
+        self.after(at - now, ProcessWave())
+
+    # ------------------------------------------------------------ input
+    @handles(IntakeChanged)
+    def _on_intake(self, msg: IntakeChanged) -> None:
+        self.intake_open = msg.open
+
+    @handles(FeedStateChanged)
+    def _on_feed_state(self, msg: FeedStateChanged) -> None:
+        self.feed_state = msg.state
+        if msg.state in ("connected", "disconnected", "dead", "overflow", "connect_failed"):
+            self.emit(f"feed.{msg.state}", msg.info, severity=Severity.INFO if msg.state == "connected" else Severity.WARNING)
+
+    @handles(SignalFrame)
+    def _on_frame(self, msg: SignalFrame) -> None:
+        now = self.ctx.clock.now_ms()
+        result = decode(msg.raw, markets_by_exchange=self.markets_by_exchange, now_ms=now, max_age_ms=self.scfg.max_signal_age_secs * 1000, seen_ids=self.seen)
+        for r in result.rejected:
+            self.emit("intake.signal_rejected", {"signal_id": r.signal_id, "reason": r.reason, "raw": r.raw}, severity=Severity.WARNING, correlation_id=r.signal_id)
+        for sig in result.accepted:
+            self.emit("intake.signal_received", {"signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "side": sig.side, "score_week": sig.score_week, "score_month": sig.score_month}, correlation_id=sig.id, symbol=sig.symbol, exchange=sig.exchange)
+            if sig.wave_ts_ms in self.processed:
+                self.emit("intake.signal_skipped", {"signal_id": sig.id, "reason": f"wave {sig.wave_ts_ms} was already processed (late signal)"}, correlation_id=sig.id)
+                continue
+            first = sig.wave_ts_ms not in self.pending
+            self.pending.setdefault(sig.wave_ts_ms, {})[sig.id] = sig
+            if first and self.process_after_secs:
+                self.after(self.process_after_secs * 1000, ProcessWave(wave_ts_ms=sig.wave_ts_ms))
+
+    # ------------------------------------------------------------ waves
+    @handles(ProcessWave)
+    def _on_process(self, msg: ProcessWave) -> None:
+        if msg.wave_ts_ms is None:
+            self._schedule_next()
+        wave = msg.wave_ts_ms if msg.wave_ts_ms is not None else wave_of(self.ctx.clock.now_ms())
+        if wave in self.processed:
+            return
+        self.processed.add(wave)
+        signals = list(self.pending.pop(wave, {}).values())
+        candidates = self._select(wave, signals)
+        limit = self.scfg.wave_limit
+        buffer = candidates[: math.ceil(limit * self.scfg.buffer_factor)]
+        for sig in candidates[len(buffer):]:
+            self._skip(sig, "outside the ranked buffer")
+        self.queue[wave] = buffer
+        self.emit("intake.wave_processed", {"wave_ts_ms": wave, "signals": len(signals), "candidates": len(candidates), "buffer": [s.id for s in buffer], "limit": limit})
+        self.io_call("balance", self.venue.free_balance(), correlation_id=str(wave))
+
+    def _select(self, wave: int, signals: list[AcceptedSignal]) -> list[AcceptedSignal]:
+        cfg, now = self.scfg, self.ctx.clock.now_ms()
+        best: dict[str, AcceptedSignal] = {}
+        for sig in sorted(signals, key=lambda s: (s.score_week, s.score_month), reverse=True):
+            reason = None
+            if not self.intake_open:
+                reason = "intake closed (paused or blocked)"
+            elif sig.symbol in cfg.stop_list:
+                reason = "symbol is on the stop-list"
+            elif sig.symbol in self.held:
+                reason = f"a position on {sig.symbol} is already open"
+            elif self.skip_until.get(sig.symbol, 0) > now:
+                reason = f"{sig.symbol} was refused recently; skipped until {self.skip_until[sig.symbol]}"
+            elif sig.score_week < cfg.min_score_week or sig.score_month < cfg.min_score_month:
+                reason = "score below the minimum"
+            elif sig.symbol in best:
+                reason = f"a better signal for {sig.symbol} in this wave"
+            if reason:
+                self._skip(sig, reason)
+            else:
+                best[sig.symbol] = sig
+        return list(best.values())
+
+    def _skip(self, sig: AcceptedSignal, reason: str) -> None:
+        self.emit("intake.signal_skipped", {"signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "reason": reason}, correlation_id=sig.id, symbol=sig.symbol)
+
+    @handles(IOCompleted)
+    def _on_balance(self, msg: IOCompleted) -> None:
+        if msg.purpose == "balance":
+            self._balance = None if msg.error else msg.result
+            self._fill(int(msg.correlation_id))
+
+    def _fill(self, wave: int) -> None:
+        """Open the next candidates while confirmed + in flight stays under the limit."""
+        cfg = self.scfg
+        queue = self.queue.get(wave, [])
+        while queue and self.confirmed.get(wave, 0) + sum(1 for w, _ in self.in_flight.values() if w == wave) < cfg.wave_limit:
+            sig = queue.pop(0)
+            if sig.symbol in self.held:
+                self._skip(sig, f"a position on {sig.symbol} is already open")
+                continue
+            if len(self.held) >= cfg.max_open_positions:
+                self._skip(sig, f"{len(self.held)} positions open: the global cap of {cfg.max_open_positions}")
+                continue
+            if not self.intake_open:
+                self._skip(sig, "intake closed (paused or blocked)")
+                continue
+            if self._balance is not None and self._balance < cfg.min_free_balance:
+                self._skip(sig, f"free balance {self._balance} is below the reserve {cfg.min_free_balance}")
+                continue
+            self._open(wave, sig)
+        if queue and self.confirmed.get(wave, 0) >= cfg.wave_limit:
+            for sig in queue:
+                self._skip(sig, f"wave limit of {cfg.wave_limit} confirmed positions reached")
+            queue.clear()
+        if wave in self.queue and not queue and not any(w == wave for w, _ in self.in_flight.values()):
+            del self.queue[wave]
+            self.emit("intake.wave_finished", {"wave_ts_ms": wave, "confirmed": self.confirmed.get(wave, 0), "limit": cfg.wave_limit})
+
+    def _open(self, wave: int, sig: AcceptedSignal) -> None:
+        pos_cfg = self.ctx.config.position
+        quote = pos_cfg.quote_amount
+        if self.scfg.size_percent_of_free and self._balance is not None:
+            quote = (self._balance * self.scfg.size_percent_of_free / 100).quantize(Decimal("0.01"))
+        pid = uuid.uuid4().hex[:10]
+        req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage, correlation_id=sig.id, requested_by=self.actor_ref)
+        self.emit("intake.signal_selected", {"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote}, correlation_id=sig.id, symbol=sig.symbol, position_id=pid, durable=True)
+        self.in_flight[pid] = (wave, sig.symbol)
+        self.held.add(sig.symbol)
+        self.ctx.supervisor.tell(StartChild(spec=self.position_spec(req)))
+
+    # ------------------------------------------------------------ outcomes
+    @handles(PositionOpened)
+    def _on_opened(self, msg: PositionOpened) -> None:
+        if msg.position_id not in self.in_flight:
+            return
+        wave, _ = self.in_flight.pop(msg.position_id)
+        self.confirmed[wave] = self.confirmed.get(wave, 0) + 1
+        self.emit("intake.position_opened", {"position_id": msg.position_id, "wave_ts_ms": wave, "symbol": msg.symbol, "confirmed_in_wave": self.confirmed[wave]}, position_id=msg.position_id, symbol=msg.symbol)
+        self._fill(wave)
+
+    @handles(PositionOpenFailed)
+    def _on_failed(self, msg: PositionOpenFailed) -> None:
+        if msg.position_id not in self.in_flight:
+            return
+        wave, symbol = self.in_flight.pop(msg.position_id)
+        self.held.discard(symbol)
+        self.emit("intake.position_failed", {"position_id": msg.position_id, "wave_ts_ms": wave, "symbol": symbol, "reason": msg.reason}, severity=Severity.WARNING, position_id=msg.position_id, symbol=symbol)
+        if msg.skip_symbol_ms:
+            until = self.ctx.clock.now_ms() + msg.skip_symbol_ms
+            self.skip_until[symbol] = until
+            self.emit("intake.symbol_skipped_until", {"symbol": symbol, "until_ms": until, "reason": msg.reason}, severity=Severity.WARNING, symbol=symbol)
+        self._fill(wave)  # the slot is free: the next candidate of the buffer
+
+    @handles(PositionClosed)
+    def _on_closed(self, msg: PositionClosed) -> None:
+        self.held.discard(msg.symbol)
