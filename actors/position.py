@@ -340,7 +340,14 @@ class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         if s.close_reason == "rollback":
             self.record("position.rollback_failed", {"remaining": pos.qty}, severity=Severity.CRITICAL)
             return self._place_stop("emergency")
+        reason = s.close_reason or "close"
         self.record("position.close_failed", {"remaining": pos.qty}, severity=Severity.ERROR)
+        self._close_attempts = getattr(self, "_close_attempts", 0) + 1
+        if self._close_attempts < 3:  # a close that was asked for is tried again (the stop stays live meanwhile)
+            self.record("position.close_requested", {"reason": reason})
+        else:
+            self.emit("position.close_gave_up", {"reason": reason, "attempts": self._close_attempts}, severity=Severity.CRITICAL, position_id=self.pid, symbol=s.symbol)
+            self._close_attempts = 0
 
     def _after_exit_check_stop(self, order: OrderReport | None, error: VenueError | None) -> None:
         """Flat, but our close did not fill: did our stop close it?"""
