@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IntakeChanged, IOCompleted, Message, StartChild
+from supervision.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from tradebot.events import Severity
 from tradebot.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 
@@ -122,6 +122,7 @@ class SignalIntake(ManagedActor):
     @handles(FeedStateChanged)
     def _on_feed_state(self, msg: FeedStateChanged) -> None:
         self.feed_state = msg.state
+        self.ctx.supervisor.tell(FeedStatus(state=msg.state, info={k: v for k, v in msg.info.items() if isinstance(v, (str, int, float, bool, type(None)))}))
         if msg.state in ("connected", "disconnected", "dead", "overflow", "connect_failed"):
             self.emit(f"feed.{msg.state}", msg.info, severity=Severity.INFO if msg.state == "connected" else Severity.WARNING)
 

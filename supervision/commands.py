@@ -75,6 +75,8 @@ class CommandsMixin:
         if not store.ok:
             problems.append(f"event store failing: {store.last_error} (backlog {store.backlog})")
         problems += [f"gave up on {n}: {r}" for n, r in self.given_up.items()]
+        if self.feed.get("state") in ("dead", "disconnected", "backoff", "connect_failed"):
+            problems.append(f"signal feed {self.feed['state']}")
         now = self.ctx.clock.now_ms()
         return {
             "healthy": not problems,
@@ -86,6 +88,7 @@ class CommandsMixin:
             "positions": len(self.children_of("position")),
             "children": children,
             "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error},
+            "signal_feed": self.feed,
             "shutting_down": self.shutting_down,
         }
 

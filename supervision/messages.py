@@ -85,6 +85,13 @@ class ClosePosition(Message, frozen=True, kw_only=True):
     reason: str
 
 
+class FeedStatus(Message, frozen=True, kw_only=True):
+    """From the intake: the signal feed's connection state (shown in status and health)."""
+
+    state: str
+    info: dict[str, Any] = {}
+
+
 class ConfigChanged(Message, frozen=True, kw_only=True):
     """Broadcast after a reload: the new config and the keys applied live."""
 

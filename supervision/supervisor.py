@@ -28,6 +28,7 @@ from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.commands import CommandsMixin
 from supervision.directory import Directory
 from supervision.messages import (
+    FeedStatus,
     ReconcileFinished,
     ChildFailed,
     ChildStopped,
@@ -99,6 +100,7 @@ class Supervisor(CommandsMixin, ManagedActor):
         self._draining: set[str] = set()
         self._pending: dict[str, Any] = {}
         self._suspects: set[str] = set()
+        self.feed: dict[str, Any] = {"state": "none"}
 
     # ----------------------------------------------------------- start
     def started(self) -> None:
@@ -252,6 +254,10 @@ class Supervisor(CommandsMixin, ManagedActor):
                 self._suspects.add(ref.actor_urn)
 
     # ---------------------------------------------------------- intake
+    @handles(FeedStatus)
+    def _on_feed_status(self, msg: FeedStatus) -> None:
+        self.feed = {"state": msg.state, **msg.info, "since_ms": self.ctx.clock.now_ms()}
+
     @handles(ReconcileFinished)
     def _on_reconcile_finished(self, msg: ReconcileFinished) -> None:
         """Intake opens only after a reconcile succeeded; a user's ctl sync is answered here."""

@@ -21,6 +21,11 @@ DEFAULT_CONFIG = "config.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["signals", "serve"]:  # the server parses its own options
+        from adapters.signal_server import main as serve
+
+        return serve(argv[2:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -64,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = paper_sub.add_parser("serve", help="run the paper exchange until SIGTERM/SIGINT (state is kept across restarts)")
     _config_arg(serve)
     serve.set_defaults(func=_cmd_paper_serve)
+
+    sig = sub.add_parser("signals", help="the bundled signal server")
+    sig_sub = sig.add_subparsers(dest="signals_cmd", required=True, metavar="ACTION")
+    sig_sub.add_parser("serve", help="serve signals over WebSocket on loopback: --replay FILE --port N --every SECONDS")
 
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
@@ -179,6 +188,7 @@ def _render(command: str, result: Any) -> str:
             + ("" if result["intake"]["open"] else f" ({'paused by user' if result['intake']['paused_by_user'] else ''}{'; '.join(result['intake']['blocked'].values())})"),
             f"positions:  {result['positions']}",
             f"store:      {'ok' if result['store']['ok'] else 'FAILING'}, {result['store']['committed']} events written, backlog {result['store']['backlog']}",
+            f"signals:    {result.get('signal_feed', {}).get('state', 'none')}",
         ]
         lines += [f"problem:    {p}" for p in result["problems"]]
         for child in result["children"]:
