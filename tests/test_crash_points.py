@@ -42,7 +42,7 @@ def test_sigkill_at_each_step_of_the_atomic_open(point: str, expected: int):
     site = Path(tempfile.mkdtemp(prefix="tbp-", dir="/tmp"))
     (site / "signals.jsonl").write_text(json.dumps({"id": "c-btc", "wave": "w1", "symbol": "BTCUSDT", "side": "long", "after_secs": 0.1}) + "\n")
     (site / "config.toml").write_text(
-        f'[paper]\nmode = "process"\ndata_dir = "{SHARED / "data"}"\nspeed = 1\n[demo]\nsignals_file = "signals.jsonl"\n'
+        f'[paper]\nmode = "process"\ndata_dir = "{SHARED / "data"}"\nspeed = 1\n[demo]\nsignals_file = "signals.jsonl"\n[signals]\nsource = "file"\n'
         "[position]\nretry_delay_ms = 20\nentry_lookups = 3\n[feeds]\nmark_interval_ms = 200\n"
     )
     procs: list[subprocess.Popen] = []

@@ -66,7 +66,7 @@ def site() -> Iterator[Site]:
     (path / "signals.jsonl").write_text("\n".join(json.dumps(s) for s in SIGNALS) + "\n")
     (path / "config.toml").write_text(
         f'[paper]\nmode = "process"\ndata_dir = "{SHARED / "data"}"\nspeed = 1\n'
-        '[demo]\nsignals_file = "signals.jsonl"\n'
+        '[demo]\nsignals_file = "signals.jsonl"\n[signals]\nsource = "file"\n'
         "[feeds]\nmark_interval_ms = 200\n[position]\nverify_interval_secs = 2\n"
     )
     path.procs = []
