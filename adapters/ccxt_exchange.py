@@ -1,0 +1,370 @@
+"""Real exchanges through ccxt's async client: Binance USDⓈ-M and Bybit linear.
+
+``build_ccxt_venue(config, clock, store)`` is the one call the composition
+root needs (it is a coroutine: run it on the I/O loop, where every later
+exchange call runs too)::
+
+    venue = runtime.io.run(build_ccxt_venue(config, runtime.clock, runtime.store), 60)
+    runtime.resources.append(lambda: runtime.io.run(venue.exchange.close(), 5))
+
+What is decided here, once:
+
+* **Credentials** come only from the environment variables *named* in
+  ``exchange.api_key_env`` / ``exchange.api_secret_env``; a missing one is a
+  clear error naming the variable. Values are never logged, and
+  :class:`SecretGuard` makes sure no ccxt exception message, ``verbose``
+  print or ccxt debug log line can carry them.
+* **Testnet**: Bybit's testnet through ``set_sandbox_mode(True)``
+  (api-testnet.bybit.com). ccxt 4.5.90 refuses Binance's futures sandbox
+  (``NotSupported: testnet/sandbox mode is not supported for futures
+  anymore``), so for ``binanceusdm`` testnet means Binance *demo trading*
+  (``enable_demo_trading(True)``, demo-fapi.binance.com; keys from
+  demo.binance.com).
+* ``exchange.ccxt_options`` is merged (deeply) into the constructor dict;
+  it may not carry credentials, switch off the rate limiter or turn on
+  ``verbose`` (which prints request headers, i.e. the API key).
+* Bybit: linear swaps only (``defaultType`` swap, markets of type linear),
+  unified trading account assumed (``enableUnifiedAccount``: no start-up
+  call to ``/v5/user/query-api``, which needs wallet permissions).
+
+:func:`intercept_http` replaces an exchange's HTTP layer with a function
+(the way ccxt's own static tests do it): the exact requests are recorded and
+canned responses go through ccxt's real error handling. Tests use it; so can a
+dry run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http
+import inspect
+import json
+import logging
+import os
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+import ccxt.async_support as ccxt_async
+
+from adapters.errors import classify
+from adapters.executor import Executor, RetryPolicy
+from adapters.markets import Markets, market_from_ccxt
+from adapters.venue import BybitStyle, Venue, VenueStyle
+
+#: ``exchange.name`` -> ccxt class name (async_support).
+CCXT_IDS = {"binanceusdm": "binanceusdm", "bybit": "bybit"}
+
+#: Constructor keys that are credentials: never accepted from config.toml.
+_CREDENTIAL_KEYS = frozenset({"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"})
+
+#: Per venue, what we always want from ccxt (deep-merged under ``exchange.ccxt_options``).
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "binanceusdm": {
+        "options": {
+            "defaultType": "swap",
+            # Venue.open_orders() may list the whole account (weight 40 instead of 1): we know.
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
+        },
+    },
+    "bybit": {
+        "options": {
+            "defaultType": "swap",
+            "defaultSubType": "linear",
+            "defaultSettle": "USDT",
+            "fetchMarkets": {"types": ["linear"]},
+            "enableUnifiedAccount": True,
+            "enableUnifiedMargin": False,
+        },
+    },
+}
+
+log = logging.getLogger("tradebot.ccxt")
+
+
+class ExchangeSetupError(RuntimeError):
+    """The real exchange cannot be set up; ``str()`` is one line naming what to fix."""
+
+
+# --------------------------------------------------------------- credentials
+def read_credentials(config: Any, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(api key, secret) from the environment variables named in the config."""
+    env = os.environ if env is None else env
+    e = config.exchange
+    values = []
+    for setting, var, what in (("exchange.api_key_env", e.api_key_env, "API key"), ("exchange.api_secret_env", e.api_secret_env, "API secret")):
+        value = (env.get(var) or "").strip()
+        if not value:
+            raise ExchangeSetupError(f"{setting}: environment variable {var} is not set or empty; it must hold the {e.name} {what} (keys are read from the environment only, never from config.toml)")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _plain(value: Any, path: str) -> Any:
+    """TOML values as ccxt wants them: Decimals (our TOML floats) become int / float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, path) for v in value]
+    return value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, Mapping) else value
+    return out
+
+
+def constructor_options(config: Any, api_key: str, secret: str) -> dict[str, Any]:
+    """The dict given to the ccxt constructor: defaults, then ``exchange.ccxt_options``, then ours."""
+    e = config.exchange
+    extra = _plain(dict(e.ccxt_options), "exchange.ccxt_options")
+    for key in sorted(set(extra) & _CREDENTIAL_KEYS):
+        raise ExchangeSetupError(f"exchange.ccxt_options.{key}: refused: credentials come from the environment variables named in exchange.api_key_env / api_secret_env only")
+    if extra.get("verbose"):
+        raise ExchangeSetupError("exchange.ccxt_options.verbose: refused: ccxt's verbose mode prints every request's headers, which carry the API key")
+    if extra.get("enableRateLimit") is False:
+        raise ExchangeSetupError("exchange.ccxt_options.enableRateLimit: refused: the bot relies on ccxt's rate limiter (a ban would leave positions unmanaged)")
+    merged = _deep_merge(_DEFAULTS.get(e.name, {}), extra)
+    merged.update(apiKey=api_key, secret=secret, enableRateLimit=True, verbose=False)
+    return merged
+
+
+def build_ccxt_exchange(config: Any, *, env: Mapping[str, str] | None = None) -> Any:
+    """A ``ccxt.async_support`` exchange for ``exchange.name`` (binanceusdm or bybit), guarded against leaking its keys."""
+    e = config.exchange
+    if e.name not in CCXT_IDS:
+        raise ExchangeSetupError(f"exchange.name: expected one of {', '.join(repr(n) for n in CCXT_IDS)} for a real exchange, got {e.name!r}")
+    api_key, secret = read_credentials(config, env)
+    exchange = getattr(ccxt_async, CCXT_IDS[e.name])(constructor_options(config, api_key, secret))
+    if e.testnet:
+        if e.name == "binanceusdm":
+            exchange.enable_demo_trading(True)  # ccxt 4.5.90: the futures sandbox is gone, demo trading replaces it
+        else:
+            exchange.set_sandbox_mode(True)
+    SecretGuard((api_key, secret)).install(exchange)
+    log.info("%s exchange set up (%s; keys from $%s / $%s)", e.name, "testnet" if e.testnet else "LIVE", e.api_key_env, e.api_secret_env)
+    return exchange
+
+
+def style_for(exchange_name: str, *, hedge_mode: bool = False) -> VenueStyle:
+    """The request style of a venue (``binanceusdm`` / ``bybit``, or a paper flavour)."""
+    return (BybitStyle if exchange_name == "bybit" else VenueStyle)(hedge_mode=hedge_mode)
+
+
+def _usable_markets(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The markets our :class:`Markets` can read (one odd instrument must not stop the bot)."""
+    out = {}
+    for symbol, m in raw.items():
+        try:
+            market_from_ccxt(m)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            log.warning("market %s skipped: %s", symbol, exc)
+            continue
+        out[symbol] = m
+    return out
+
+
+async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any = None, env: Mapping[str, str] | None = None) -> Venue:
+    """The :class:`Venue` over a real exchange: markets loaded, position mode checked.
+
+    A coroutine: run it on the I/O loop (``runtime.io.run(build_ccxt_venue(...), 60)``).
+    ``exchange`` replaces the one built from the config (tests pass one with
+    :func:`intercept_http` installed). On failure the exchange is closed and
+    :class:`ExchangeSetupError` says why.
+    """
+    e = config.exchange
+    exchange = exchange if exchange is not None else build_ccxt_exchange(config, env=env)
+    try:
+        raw = await exchange.load_markets()
+        markets = Markets.from_ccxt(_usable_markets(raw))
+        if not len(markets):
+            raise ExchangeSetupError(f"{e.name}: no linear USDT perpetual markets found")
+        await _check_position_mode(exchange, e.name, e.hedge_mode)
+    except ExchangeSetupError:
+        await exchange.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified, reported in one line
+        await exchange.close()
+        raise ExchangeSetupError(f"{e.name}: start-up failed: {classify(exc)}") from None
+    policy = RetryPolicy(max_attempts=e.max_attempts, base_delay_ms=e.retry_base_delay_ms, max_delay_ms=e.retry_max_delay_ms, rate_limit_delay_ms=e.rate_limit_delay_ms)
+    executor = Executor(venue=e.name, store=store, clock=clock, policy=policy)
+    return Venue(e.name, exchange, markets, executor, style_for(e.name, hedge_mode=e.hedge_mode))
+
+
+async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool) -> None:
+    """Where ccxt can read the account's position mode (Binance), it must match ``exchange.hedge_mode``."""
+    if (getattr(exchange, "has", None) or {}).get("fetchPositionMode") is not True:
+        return  # Bybit: no such read in ccxt; the README says what to set
+    mode = await exchange.fetch_position_mode()
+    hedged = bool(mode.get("hedged"))
+    if hedged != hedge_mode:
+        raise ExchangeSetupError(
+            f"exchange.hedge_mode: the {name} account is in {'hedge' if hedged else 'one-way'} mode but exchange.hedge_mode = {str(hedge_mode).lower()}; "
+            "change one of them (orders would be refused or hit the wrong position side)"
+        )
+
+
+# ------------------------------------------------------------------ secrets
+class SecretGuard:
+    """Keeps an exchange's credentials out of everything ccxt can emit.
+
+    ccxt puts response bodies (and for some errors the URL) into exception
+    messages, prints request headers (with the API key) in ``verbose`` mode and
+    logs them at DEBUG on its ``ccxt.base.exchange`` logger. ``install`` wraps
+    the exchange so that all three are redacted, whatever the options say.
+    """
+
+    MASK = "***"
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def redact(self, text: Any) -> str:
+        out = text if isinstance(text, str) else str(text)
+        for s in self.secrets:
+            out = out.replace(s, self.MASK)
+        return out
+
+    def leaks(self, text: Any) -> bool:
+        out = text if isinstance(text, str) else str(text)
+        return any(s in out for s in self.secrets)
+
+    def scrub(self, exc: BaseException) -> BaseException:
+        """Redact ``exc`` and its causes in place (class and traceback kept)."""
+        seen: set[int] = set()
+        node: BaseException | None = exc
+        while node is not None and id(node) not in seen:
+            seen.add(id(node))
+            if any(self.leaks(a) for a in node.args):
+                node.args = tuple(self.redact(a) if isinstance(a, str) or self.leaks(a) else a for a in node.args)
+            node = node.__cause__ or node.__context__
+        return exc
+
+    def install(self, exchange: Any) -> Any:
+        guard = self
+        fetch2 = exchange.fetch2
+
+        async def guarded_fetch2(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fetch2(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised, only redacted
+                raise guard.scrub(exc)
+
+        exchange.fetch2 = guarded_fetch2
+        log_fn = exchange.log
+        exchange.log = lambda *args: log_fn(*(guard.redact(a) for a in args))
+        logger = exchange.logger if isinstance(getattr(exchange, "logger", None), logging.Logger) else logging.getLogger("ccxt.base.exchange")
+        _redacting_filter(logger).add(self)
+        exchange.secret_guard = self
+        return exchange
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.guards: list[SecretGuard] = []
+
+    def add(self, guard: SecretGuard) -> None:
+        self.guards.append(guard)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if any(g.leaks(text) for g in self.guards):
+            for g in self.guards:
+                text = g.redact(text)
+            record.msg, record.args = text, None
+        return True
+
+
+def _redacting_filter(logger: logging.Logger) -> _RedactingFilter:
+    for f in logger.filters:
+        if isinstance(f, _RedactingFilter):
+            return f
+    f = _RedactingFilter()
+    logger.addFilter(f)
+    return f
+
+
+# ---------------------------------------------------------- offline HTTP
+@dataclasses.dataclass
+class HttpRequest:
+    """One request as ccxt sent it (after signing)."""
+
+    method: str
+    url: str
+    headers: dict[str, Any]
+    body: str | None
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Query and body parameters together (urlencoded or JSON body)."""
+        out: dict[str, Any] = dict(parse_qsl(urlsplit(self.url).query, keep_blank_values=True))
+        if self.body:
+            text = self.body.strip()
+            if text.startswith("{"):
+                out.update(json.loads(text))
+            else:
+                out.update(parse_qsl(text, keep_blank_values=True))
+        return out
+
+
+Responder = Callable[[HttpRequest], Any]
+
+
+def intercept_http(exchange: Any, responder: Responder) -> list[HttpRequest]:
+    """Replace ``exchange.fetch`` (its HTTP layer): every request is recorded and answered by ``responder``.
+
+    ``responder(request)`` returns a JSON-able body (HTTP 200), a ``(status,
+    body)`` pair, or raises (e.g. ``ccxt.RequestTimeout``); it may be async.
+    The answer goes through ccxt's own ``handle_errors`` and
+    ``handle_http_status_code`` exactly as a real response would, and is
+    printed like one when ``verbose`` is on.
+    """
+    requests: list[HttpRequest] = []
+
+    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        req = HttpRequest(method=method, url=url, headers=dict(headers or {}), body=body)
+        requests.append(req)
+        if exchange.verbose:
+            exchange.log("\nfetch Request:", exchange.id, method, url, "RequestHeaders:", req.headers, "RequestBody:", body)
+        answer = responder(req)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        status, payload = answer if isinstance(answer, tuple) else (200, answer)
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        reason = http.HTTPStatus(status).phrase
+        if exchange.verbose:
+            exchange.log("\nfetch Response:", exchange.id, method, url, status, "ResponseHeaders:", {}, "ResponseBody:", text)
+        parsed = exchange.parse_json(text)
+        exchange.handle_errors(status, reason, url, method, {}, text, parsed, req.headers, body)
+        exchange.handle_http_status_code(status, reason, url, method, text)
+        return parsed
+
+    exchange.fetch = fetch
+    return requests
+
+
+__all__ = [
+    "CCXT_IDS",
+    "ExchangeSetupError",
+    "HttpRequest",
+    "SecretGuard",
+    "build_ccxt_exchange",
+    "build_ccxt_venue",
+    "constructor_options",
+    "intercept_http",
+    "read_credentials",
+    "style_for",
+]
