@@ -267,6 +267,7 @@ class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         price = self.venue.market(s.symbol).stop_price(self._stop_price(kind), closing_side=s.closing_side)
         self.record("position.stop_sent", {"client_id": cid, "price": price, "qty": s.qty, "kind": kind, "attempt": s.stop_attempts + 1, "seq": seq}, durable=True)
         self._stop_kind = kind
+        self._sent_stop_price = price  # on the tick grid, as sent
         self._io("stop", self.venue.place_stop(s.symbol, s.closing_side, s.qty, price, cid, ctx=self._ctx()))
 
     async def _lookup_stop(self, client_id: str) -> OrderReport | None:
@@ -276,7 +277,7 @@ class PositionActor(ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         s = self.state
         kind = getattr(self, "_stop_kind", s.stop_kind or "initial")
         if error is None and order is not None and order.status in (OrderStatus.OPEN, OrderStatus.UNKNOWN):
-            self.record("position.stop_placed", {"order_id": order.order_id, "client_id": order.client_id or s.pending_stop_client_id, "price": order.trigger_price or self._stop_price(kind), "kind": kind, "qty": order.amount or s.qty})
+            self.record("position.stop_placed", {"order_id": order.order_id, "client_id": order.client_id or s.pending_stop_client_id, "price": order.trigger_price or getattr(self, "_sent_stop_price", None) or self.venue.market(s.symbol).stop_price(self._stop_price(kind), closing_side=s.closing_side), "kind": kind, "qty": order.amount or s.qty})
             return self._on_protected(kind)
         if error is None and order is not None and order.status is OrderStatus.FILLED:
             return self._record_exit("position.stop_filled", order, "stop filled")

@@ -400,3 +400,12 @@ def test_refused_bot_does_not_remove_the_running_bots_socket(bot_dir: Path, bots
     first.proc.send_signal(signal.SIGTERM)
     assert first.wait(SHUTDOWN_BOUND_S) == 0
     assert status.returncode == 0, status.stderr
+
+
+def test_real_venue_without_keys_refuses_to_start_naming_the_variable(bot_dir: Path):
+    """exchange.name = bybit goes down the real ccxt path; with no keys it stops before any request."""
+    (bot_dir / "config.toml").write_text('[exchange]\nname = "bybit"\napi_key_env = "TB_TEST_NO_SUCH_KEY"\n')
+    env = {k: v for k, v in ENV.items() if not k.startswith("TB_TEST_")}
+    res = subprocess.run([*TRADEBOT, "run", "--duration", "1"], cwd=bot_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "TB_TEST_NO_SUCH_KEY" in res.stderr

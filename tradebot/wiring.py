@@ -65,6 +65,15 @@ def build_paper_venue(runtime: Runtime) -> Venue:
     return Venue("paper", exchange, markets, build_executor(config, "paper", clock, runtime.store), STYLES[config.paper.flavour])
 
 
+def build_real_venue(runtime: Runtime) -> Venue:
+    """Binance USDⓈ-M or Bybit linear through ccxt: the same venue layer as the paper exchange."""
+    from adapters.ccxt_exchange import build_ccxt_venue
+
+    venue = runtime.io.run(build_ccxt_venue(runtime.config, runtime.clock, runtime.store), 60)
+    runtime.resources.append(lambda: runtime.io.run(venue.exchange.close(), 10))
+    return venue
+
+
 def build_executor(config: Config, venue: str, clock: Any, store: Any) -> Executor:
     e = config.exchange
     policy = RetryPolicy(max_attempts=e.max_attempts, base_delay_ms=e.retry_base_delay_ms, max_delay_ms=e.retry_max_delay_ms, rate_limit_delay_ms=e.rate_limit_delay_ms)
@@ -141,9 +150,7 @@ def start_signal_feed(runtime: Runtime) -> None:
 def build_children(runtime: Runtime) -> list[ChildSpec]:
     """Child specs for the configured system (the paper exchange is the only venue so far)."""
     config = runtime.config
-    if config.exchange.name != "paper":
-        raise RuntimeError(f"exchange.name = {config.exchange.name!r}: real venues are not wired into `tradebot run` yet; use \"paper\"")
-    venue = build_paper_venue(runtime)
+    venue = build_paper_venue(runtime) if config.exchange.name == "paper" else build_real_venue(runtime)
     runtime.venue = venue
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
     children = trading_children(config, venue, runtime.directory, open_positions)
