@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal as D
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal as D
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -70,6 +70,7 @@ class Move:
     price: D
     reason: str
     emergency: bool
+    external: bool = False  # set by another rule (e.g. TP1 -> breakeven), not by evaluate()
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,11 @@ def simulate(
     opened_ms: int | None = None,
     keep_steps: bool = True,
     close_on_stop: bool = False,
+    external: Sequence[tuple[int, D]] = (),
 ) -> Run:
+    """``external``: (tick index, gap %): before that tick another rule moves the live stop to
+    ``gap`` % from the mark, if that is tighter (it resets the rate-limit window, as a stop_moved event does)."""
+    outside = dict(external)
     ticks = iter(ticks)
     first = next(ticks, None)
     if first is None:
@@ -119,7 +124,13 @@ def simulate(
     opened = first[0] if opened_ms is None else opened_ms
     run = Run(params, side, entry, tick, opened, initial_stop(side, entry, tick))
     stop, last_move, state = run.initial, None, TrailState()
-    for t, mark in [first, *ticks]:
+    for i, (t, mark) in enumerate([first, *ticks]):
+        if i in outside:
+            f = outside[i] / HUNDRED
+            tight = grid(mark * (1 - f), tick, ROUND_FLOOR) if side == "long" else grid(mark * (1 + f), tick, ROUND_CEILING)
+            if protective(side, tight, stop):
+                run.moves.append(Move(t, mark, stop, tight, "external", False, external=True))
+                stop, last_move = tight, t
         if close_on_stop and (mark <= stop if side == "long" else mark >= stop):
             run.stopped_ms = t
             break
@@ -146,7 +157,7 @@ OPS = st.one_of(
 
 
 @dataclass(frozen=True)
-class Path_:
+class PricePath:
     side: str
     entry: D
     tick: D
@@ -154,7 +165,7 @@ class Path_:
 
 
 @st.composite
-def paths(draw, side: str, max_ops: int = 80) -> Path_:
+def paths(draw, side: str, max_ops: int = 80) -> PricePath:
     tick, level = draw(st.sampled_from(MARKET_SCALES))
     start = level * draw(st.floats(0.5, 2.0))
     drift = draw(st.floats(-0.002, 0.004)) * (1 if side == "long" else -1)  # per walk step, toward profit
@@ -184,7 +195,7 @@ def paths(draw, side: str, max_ops: int = 80) -> Path_:
             t += (x - 1) * dt
         else:  # stale: re-send an older price (the walk goes on from the current one)
             out.append((t, sent[max(len(sent) - 1 - x, 0)]))
-    return Path_(side, entry, tick, tuple(out))
+    return PricePath(side, entry, tick, tuple(out))
 
 
 def pct(lo: str, hi: str) -> st.SearchStrategy[D]:
@@ -224,7 +235,7 @@ def _fields(p: TrailingParams) -> dict:
 PROPS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-def run_of(p: TrailingParams, path: Path_) -> Run:
+def run_of(p: TrailingParams, path: PricePath) -> Run:
     return simulate(p, path.side, path.entry, path.tick, path.ticks)
 
 
@@ -259,6 +270,9 @@ def check_rate_limit_and_improvement(run: Run) -> None:
     prev_t, reached = None, False
     marks = iter(run.steps) if run.steps else None
     for m in run.moves:
+        if m.external:
+            prev_t = m.t
+            continue
         if marks is not None:  # breakeven reached at or before this move?
             for s in marks:
                 reached = reached or (p.breakeven_at_percent > 0 and profit(run.side, run.entry, s.mark) >= p.breakeven_at_percent)
@@ -282,6 +296,19 @@ def check_rate_limit_and_improvement(run: Run) -> None:
 def test_prop1_stop_never_loosens(side, data):
     run = run_of(data.draw(trailing_params()), data.draw(paths(side)))
     check_never_loosens(run)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@PROPS
+@given(data=st.data())
+def test_prop1_stop_never_loosens_after_another_rule_tightened_it(side, data):
+    """Another rule (TP1 -> breakeven, a manual move) may set the live stop tighter than the
+    trail wants: the trail never moves it back."""
+    p, path = data.draw(trailing_params()), data.draw(paths(side))
+    external = data.draw(st.lists(st.tuples(st.integers(0, len(path.ticks) - 1), pct("0.05", "1")), min_size=1, max_size=5))
+    run = simulate(p, side, path.entry, path.tick, path.ticks, external=external)
+    check_never_loosens(run)
+    check_rate_limit_and_improvement(run)
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -401,12 +428,22 @@ def test_prop6_breakeven_floor_holds_once_reached(side, data):
 @PROPS
 @given(data=st.data())
 def test_prop6_breakeven_floor_holds_with_time_activation(side, data):
-    """Time activation trails from a small profit: the stop is often under entry + fees
-    when breakeven is reached, just after a trailing move (the rate limit must not hold it)."""
+    """Time activation trails from a small profit, so the stop is under entry + fees when
+    breakeven comes soon after that trailing move: the rate limit must not hold it.
+    Path: a small profit at N minutes, breakeven within the interval, then a random path."""
     p = data.draw(trailing_params(breakeven=True, time_activation=True))
-    p = TrailingParams(**{**_fields(p), "activation_percent": D(50), "breakeven_at_percent": data.draw(pct("0.1", "0.8")),
-                          "min_move_interval_secs": data.draw(st.sampled_from([60, 300])), "time_activation_minutes": data.draw(st.integers(1, 5))})
-    check_breakeven_floor(run_of(p, data.draw(paths(side))))
+    interval = data.draw(st.sampled_from([60, 300]))
+    p = TrailingParams(**{**_fields(p), "activation_percent": D(50), "callback_percent": data.draw(pct("0.1", "1")), "breakeven_at_percent": data.draw(pct("0.2", "0.8")),
+                          "min_move_interval_secs": interval, "emergency_percent": max(p.emergency_percent, D(1))})
+    rest = data.draw(paths(side, max_ops=40))
+    sign = 1 if side == "long" else -1
+    at = T0 + p.time_activation_minutes * 60_000 + data.draw(st.integers(0, 5_000))
+    small = rest.entry * (1 + sign * data.draw(pct("0.01", "0.1")) / HUNDRED)
+    big = rest.entry * (1 + sign * (p.breakeven_at_percent + data.draw(pct("0", "0.5"))) / HUNDRED)
+    t_be = at + data.draw(st.integers(100, interval * 1000 - 1))
+    head = [(T0, rest.entry), (at, grid(small, rest.tick, ROUND_HALF_EVEN)), (t_be, grid(big, rest.tick, ROUND_HALF_EVEN))]
+    ticks = head + [(t_be + t - T0, m) for t, m in rest.ticks[1:]]
+    check_breakeven_floor(simulate(p, side, rest.entry, rest.tick, ticks))
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -415,7 +452,7 @@ def test_prop6_breakeven_floor_holds_with_time_activation(side, data):
 def test_prop7_same_path_same_moves(side, data):
     p, path = data.draw(trailing_params()), data.draw(paths(side))
     a = run_of(p, path)
-    copy = Path_(side, D(str(path.entry)), path.tick, tuple((t, D(str(m))) for t, m in path.ticks))
+    copy = PricePath(side, D(str(path.entry)), path.tick, tuple((t, D(str(m))) for t, m in path.ticks))
     b = run_of(TrailingParams(**_fields(p)), copy)
     assert a.moves == b.moves and a.steps == b.steps
 
@@ -614,7 +651,7 @@ def history_ticks(path: Path, tick: D) -> tuple[tuple[int, D], ...]:
     def px(x: str) -> D:
         v = cache.get(x)
         if v is None:
-            v = cache[x] = grid(D(x), tick, "ROUND_HALF_EVEN").quantize(tick)
+            v = cache[x] = grid(D(x), tick, ROUND_HALF_EVEN).quantize(tick)
         return v
 
     out = []
