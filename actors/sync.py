@@ -31,11 +31,23 @@ from typing import Any, Callable
 
 import msgspec
 
-from actors.messages import ExchangeView, OpenRequest, ReconcileFinished, ReconcileNow
-from adapters.venue import OrderReport, PositionReport, Venue
+from actors.messages import EnsureProtected, ExchangeView, OpenRequest, ReconcileFinished, ReconcileNow
+from adapters.streams import StreamPump
+from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IOCompleted, StartChild, Tick
+from supervision.messages import IOCompleted, Message, StartChild, Tick
 from tradebot.events import Severity
+
+
+class StreamBatch(Message, frozen=True, kw_only=True):
+    kind: str  # orders / positions
+    items: tuple[Any, ...]
+
+
+class StreamState(Message, frozen=True, kw_only=True):
+    kind: str
+    state: str
+    error: str | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +88,43 @@ class SyncActor(ManagedActor):
     def started(self) -> None:
         self.every(self.ctx.config.sync.interval_secs * 1000, "reconcile")
         self.actor_ref.tell(ReconcileNow())  # the startup reconcile: intake waits for it
+        self.streams: dict[str, str] = {}
+        self._pumps: list[StreamPump] = []
+        if self.ctx.config.sync.use_streams and self.venue.streams_supported():  # else: polling only
+            ref = self.actor_ref
+            for kind, watch in (("orders", self.venue.watch_orders), ("positions", self.venue.watch_positions)):
+                pump = StreamPump(kind, watch, lambda b, k=kind: ref.tell(StreamBatch(kind=k, items=tuple(b))), lambda st, err, k=kind: ref.tell(StreamState(kind=k, state=st, error=err)))
+                pump.start(self.ctx.io.loop)
+                self._pumps.append(pump)
+
+    def stopping(self) -> None:
+        for pump in self._pumps:
+            self.ctx.io.submit(pump.stop())
+
+    @handles(StreamState)
+    def _on_stream_state(self, msg: StreamState) -> None:
+        self.streams[msg.kind] = msg.state
+        if msg.state in ("up", "down"):
+            self.emit(f"sync.stream_{msg.state}", {"stream": msg.kind, "error": msg.error}, severity=Severity.INFO if msg.state == "up" else Severity.WARNING, exchange=self.venue.name)
+
+    @handles(StreamBatch)
+    def _on_stream(self, msg: StreamBatch) -> None:
+        """Exchange updates as they happen: owners verify at once, no need to wait for a read."""
+        names = self.ctx.directory.names("position:") if self.ctx.directory else []
+        if msg.kind == "orders":
+            for o in msg.items:
+                pid = owner_of(o)
+                owner = next((n for n in names if n.endswith(f":{pid}")), None) if pid else None
+                if owner and o.status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
+                    self.ctx.directory.tell(owner, EnsureProtected())  # the owner asks the exchange and acts
+            return
+        for symbol, side, qty in msg.items:
+            owners = [n for n in names if n.startswith(f"position:{symbol}:")]
+            if not owners and qty > 0:
+                self._on_reconcile(ReconcileNow())  # a position nobody owns: adopt it now, not in 30 s
+            for owner in owners:
+                pos = None if qty == 0 else PositionReport(symbol=symbol, side=side, qty=qty, entry_price=Decimal(0))
+                self.ctx.directory.tell(owner, ExchangeView(position=pos, read_ms=self.ctx.clock.now_ms()))
 
     def config_changed(self, applied: tuple[str, ...]) -> None:
         if "sync.interval_secs" in applied:

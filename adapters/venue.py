@@ -493,6 +493,30 @@ class Venue:
             )
         return out
 
+    # ----------------------------------------------------------- streams
+    def streams_supported(self) -> bool:
+        """Can this exchange object push order and position updates (ccxt's watch_* methods)?"""
+        has = getattr(self.exchange, "has", None)
+        if isinstance(has, dict) and not has.get("watchOrders"):
+            return False  # ccxt's REST classes: streaming needs ccxt.pro (not wired)
+        return callable(getattr(self.exchange, "watch_orders", None)) and callable(getattr(self.exchange, "watch_positions", None))
+
+    async def watch_orders(self) -> list[OrderReport]:
+        """The next batch of order updates from the venue's stream."""
+        raw = await self.exchange.watch_orders()
+        return [self._order(o, self.markets.by_symbol.get(o.get("symbol"))) for o in raw if o.get("symbol") in self.markets.by_symbol]
+
+    async def watch_positions(self) -> list[tuple[str, str, Decimal]]:
+        """The next batch of position updates: (symbol id, side, quantity; 0 = closed)."""
+        raw = await self.exchange.watch_positions()
+        out = []
+        for p in raw:
+            m = self.markets.by_symbol.get(p.get("symbol"))
+            if m is not None:
+                qty = abs(_d(p.get("contracts")) or Decimal(0))
+                out.append((m.id, p.get("side") or "long", qty))
+        return out
+
     async def position(self, symbol: str, side: str | None = None) -> PositionReport | None:
         for p in await self.positions([symbol]):
             if p.symbol == self.market(symbol).id and (side is None or p.side == side):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -48,7 +49,23 @@ def test_exchange_unreachable_at_start_keeps_intake_closed(world: World):
     assert status["intake"]["open"] is False and "opening nothing new" in status["intake"]["blocked"]["startup-reconcile"]
 
 
-def test_human_closes_a_position(world: World):
+def test_human_closes_a_position_the_stream_tells_at_once(world: World):
+    """With the venue's stream, the close is noticed without any time passing on the bot's clock."""
+    name = world.open()
+    opened(world)
+    t0 = time.perf_counter()
+    world.engine(lambda e, now: e.external_close_position(BTC, now))
+    eventually(lambda: world.ctx.directory.lookup(name) is None, what="noticed through the stream")
+    detected_ms = (time.perf_counter() - t0) * 1000
+    s = world.state()
+    assert s.state.value == "closed" and "outside the bot" in s.close_reason
+    assert world.open_orders() == [] and world.positions() == []
+    print(f"\nexternal close detected through the stream in {detected_ms:.1f} ms (real time)")
+
+
+@pytest.mark.parametrize("extra_toml", ["[sync]\nuse_streams = false\n"])
+def test_human_closes_a_position_polling_finds_it(world: World):
+    """Without a stream, the periodic full read finds it within one sync interval."""
     name = world.open()
     o = opened(world)
     t0 = world.ctx.clock.now_ms()
@@ -60,7 +77,8 @@ def test_human_closes_a_position(world: World):
     assert s.state.value == "closed" and "outside the bot" in s.close_reason
     assert world.open_orders() == [] and world.positions() == []
     assert detected_ms <= world.ctx.config.sync.interval_secs * 1000 + 2_000
-    assert findings(world)[-1]["phantoms"] or any(f["phantoms"] for f in findings(world))
+    assert any(f["phantoms"] for f in findings(world))
+    print(f"\nexternal close detected by polling after {detected_ms} ms of bot time (sync every {world.ctx.config.sync.interval_secs} s)")
 
 
 def test_human_cancels_the_stop_guard_restores_it(world: World):

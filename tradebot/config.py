@@ -200,6 +200,8 @@ class SyncConfig(_Section):
     grace_secs: Annotated[int, _n(ge=0)] = 30
     #: Adopt positions found on the exchange that no actor owns (protect them at once).
     adopt_untracked: bool = True
+    #: Consume the venue's own order/position stream where it has one (the full reads stay the fallback).
+    use_streams: bool = True
 
 
 class ZombiesConfig(_Section):
