@@ -307,13 +307,7 @@ class Venue:
         if problem := m.check_order(qty, ref_price):
             raise VenueError(Outcome.REJECTED, f"{m.id}: {problem}")
         kind, params = self.style.entry_order(side, client_id)
-        report = await self.executor.run(
-            "create_order.entry",
-            lambda: self._create(m, kind, side, qty, params),
-            idempotent=False,
-            lookup=lambda: self.fetch_order(symbol, client_id=client_id, conditional=False),
-            context=ctx,
-        )
+        report = await self._place("create_order.entry", m, kind, side, qty, params, client_id, conditional=False, ctx=ctx)
         return await self._read_back(symbol, report, ctx)
 
     async def place_stop(self, symbol: str, closing_side: str, qty: Decimal, stop_price: Decimal, client_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport:
@@ -324,13 +318,7 @@ class Venue:
         if qty <= 0:
             raise VenueError(Outcome.REJECTED, f"{m.id}: stop quantity {qty} rounds to zero")
         kind, params = self.style.stop_order(closing_side, price, client_id)
-        return await self.executor.run(
-            "create_order.stop",
-            lambda: self._create(m, kind, closing_side, qty, params, price),
-            idempotent=False,
-            lookup=lambda: self.fetch_order(symbol, client_id=client_id, conditional=True),
-            context=ctx,
-        )
+        return await self._place("create_order.stop", m, kind, closing_side, qty, params, client_id, conditional=True, price=price, ctx=ctx)
 
     async def place_take_profit(self, symbol: str, closing_side: str, qty: Decimal, price: Decimal, client_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport:
         """A reduce-only take-profit-market (partial exit) on the mark price."""
@@ -338,27 +326,25 @@ class Venue:
         qty = m.round_qty(qty)
         price = m.round_price(price)
         kind, params = self.style.take_profit_order(closing_side, price, client_id)
-        return await self.executor.run(
-            "create_order.take_profit",
-            lambda: self._create(m, kind, closing_side, qty, params, price),
-            idempotent=False,
-            lookup=lambda: self.fetch_order(symbol, client_id=client_id, conditional=True),
-            context=ctx,
-        )
+        return await self._place("create_order.take_profit", m, kind, closing_side, qty, params, client_id, conditional=True, price=price, ctx=ctx)
 
     async def close_market(self, symbol: str, closing_side: str, qty: Decimal, client_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport:
         """Reduce-only market close of ``qty`` (the caller verifies the result)."""
         m = self.market(symbol)
         qty = m.round_qty(qty)
         kind, params = self.style.close_order(closing_side, client_id)
-        report = await self.executor.run(
-            "create_order.close",
-            lambda: self._create(m, kind, closing_side, qty, params),
+        report = await self._place("create_order.close", m, kind, closing_side, qty, params, client_id, conditional=False, ctx=ctx)
+        return await self._read_back(symbol, report, ctx)
+
+    async def _place(self, op: str, m: Market, kind: str, side: str, qty: Decimal, params: dict[str, Any], client_id: str, *, conditional: bool, price: Decimal | None = None, ctx: dict[str, Any] | None) -> OrderReport:
+        """Every order goes out once: after an ambiguous failure it is looked up by its client id."""
+        return await self.executor.run(
+            op,
+            lambda: self._create(m, kind, side, qty, params, price),
             idempotent=False,
-            lookup=lambda: self.fetch_order(symbol, client_id=client_id, conditional=False),
+            lookup=lambda: self.fetch_order(m.id, client_id=client_id, conditional=conditional),
             context=ctx,
         )
-        return await self._read_back(symbol, report, ctx)
 
     async def cancel(self, symbol: str, order_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport | None:
         """Cancel an order; None if the venue does not know it (already gone).
