@@ -1,0 +1,204 @@
+"""How each venue wants its requests: small strategy objects, no branching on names.
+
+The :class:`~adapters.venue.Venue` makes the calls; a style only says what the
+request looks like on its venue (order types and parameters, client id
+fields, how to look an order up, how open orders are paged). Verified against
+ccxt's own recorded requests in ``tests/test_ccxt_requests.py``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+class VenueStyle:
+    """How one venue wants its requests: Binance USDⓈ-M (and the paper exchange's binance flavour).
+
+    Only data and small pure functions; the :class:`Venue` does the calls.
+
+    Binance, as ccxt 4.5.90 routes it: market orders go to ``/fapi/v1/order``;
+    every conditional order (STOP_MARKET, TAKE_PROFIT_MARKET: any order with
+    ``stopPrice``/``triggerPrice``) goes to ``/fapi/v1/algoOrder`` with
+    ``algoType=CONDITIONAL`` and ``clientAlgoId``. Cancelling, fetching and
+    listing those needs ccxt's ``trigger`` flag (else the request goes to the
+    regular book and Binance answers "unknown order"), hence :attr:`ALGO_PREFIX`.
+    """
+
+    name = "binance"
+    #: Binance USDⓈ-M conditional orders live in a separate book (``/fapi/v1/algoOrder``,
+    #: their own id space ``algoId``). Their ids carry this prefix in our reports, so a
+    #: cancel or look-up by id is routed to the right book without knowing the order's
+    #: kind, and it survives restarts (the prefixed id is what the events record).
+    ALGO_PREFIX = "algo:"
+    #: Open orders arrive in one response (None) or in pages of this many, followed by a cursor.
+    page_limit: int | None = None
+    #: More pages than this and the listing is refused rather than returned incomplete.
+    max_pages = 200
+    #: The ccxt method that reads the mark price (Binance's 24 h ticker has no mark price).
+    mark_price_method = "fetch_mark_price"
+    #: Does an order's acknowledgement lack its status and fill (then a market order is read back once)?
+    read_back_market_orders = False
+
+    def __init__(self, *, hedge_mode: bool = False) -> None:
+        #: The account's position mode (``exchange.hedge_mode``): one-way or hedge (long and short apart).
+        self.hedge_mode = hedge_mode
+
+    @staticmethod
+    def _num(value: Decimal) -> str:
+        """A Decimal as plain text for a request parameter (never an exponent, never a float)."""
+        return format(value, "f")
+
+    @staticmethod
+    def _opened(side: str) -> str:
+        return "long" if side == "buy" else "short"
+
+    @staticmethod
+    def _closed(closing_side: str) -> str:
+        return "long" if closing_side == "sell" else "short"
+
+    # ------------------------------------------------------ order shapes
+    def client_id_params(self, client_id: str) -> dict[str, Any]:
+        return {"newClientOrderId": client_id}
+
+    def position_params(self, position_side: str, *, closing: bool) -> dict[str, Any]:
+        """One-way: closing orders are reduce-only. Hedge: the position side instead
+        (Binance refuses ``reduceOnly`` in hedge mode, -1106)."""
+        if self.hedge_mode:
+            return {"positionSide": position_side.upper()}
+        return {"reduceOnly": True} if closing else {}
+
+    def entry_order(self, side: str, client_id: str) -> tuple[str, dict[str, Any]]:
+        return "market", {**self.position_params(self._opened(side), closing=False), **self.client_id_params(client_id)}
+
+    def close_order(self, closing_side: str, client_id: str) -> tuple[str, dict[str, Any]]:
+        return "market", {**self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
+    def stop_order(self, closing_side: str, stop_price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
+        """(ccxt order type, params) of a reduce-only stop-market on the mark price."""
+        return "STOP_MARKET", {"stopPrice": self._num(stop_price), "workingType": "MARK_PRICE", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
+    def take_profit_order(self, closing_side: str, price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
+        """(ccxt order type, params) of a reduce-only take-profit-market on the mark price."""
+        return "TAKE_PROFIT_MARKET", {"stopPrice": self._num(price), "workingType": "MARK_PRICE", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
+    # ------------------------------------------------- ids and routing
+    def report_id(self, raw: dict[str, Any]) -> str:
+        """Our order id for a ccxt order dict: conditional (algo) orders get :attr:`ALGO_PREFIX`."""
+        info = raw.get("info") or {}
+        if info.get("algoId") is not None:
+            return f"{self.ALGO_PREFIX}{info['algoId']}"
+        return str(raw.get("id"))
+
+    def order_ref(self, order_id: str) -> tuple[str, dict[str, Any]]:
+        """(the exchange's id, ccxt params) to cancel or fetch the order ``order_id``."""
+        if order_id.startswith(self.ALGO_PREFIX):
+            return order_id[len(self.ALGO_PREFIX):], {"trigger": True}
+        return order_id, {}
+
+    def fetch_params(self) -> dict[str, Any]:
+        return {}
+
+    def lookups(self, client_id: str, conditional: bool | None, has: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """How to find an order by client id: (ccxt method, params), tried in turn.
+
+        ``conditional``: True for a stop or take-profit, False for a market
+        order, None when unknown (both books are asked, regular first)."""
+        regular = ("fetch_order", {"origClientOrderId": client_id})
+        algo = ("fetch_order", {"clientOrderId": client_id, "trigger": True})
+        return [algo] if conditional else [regular] if conditional is False else [regular, algo]
+
+    def open_order_queries(self) -> list[dict[str, Any]]:
+        """ccxt params of each listing that together make all open orders: both books."""
+        return [{}, {"trigger": True}]
+
+    def next_cursor(self, page: list[dict[str, Any]]) -> str | None:
+        return None
+
+    def position_query(self, unified: list[str] | None) -> list[str] | None:
+        return unified
+
+    def triggered_order_id(self, raw: dict[str, Any]) -> str | None:
+        """A fired conditional order's child (the market order that did the fill), if the venue names it."""
+        info = raw.get("info") or {}
+        child = info.get("actualOrderId")
+        return str(child) if child not in (None, "", 0, "0") else None
+
+    def fill_kind(self, info: dict[str, Any]) -> str:
+        return "trade"
+
+
+class BybitStyle(VenueStyle):
+    """Bybit v5 linear (unified account), as ccxt 4.5.90 sends it.
+
+    Stops are conditional reduce-only market orders on ``/v5/order/create``
+    (``triggerPrice``, ``triggerDirection`` 2 = falls to it / 1 = rises to it,
+    ``triggerBy=MarkPrice``, ``orderLinkId``, ``positionIdx``). Cancel, fetch and
+    list need no conditional flag for linear (ccxt's ``trigger`` only adds
+    ``orderFilter`` on spot, and would otherwise be sent to Bybit as an unknown
+    parameter, so it is never passed). Open orders come in pages of at most 50
+    with a cursor.
+
+    Preferred next step (not used yet): the position-attached stop through
+    ``/v5/position/trading-stop`` (ccxt ``private_post_v5_position_trading_stop``,
+    or ``create_order`` with ``stopLossPrice`` and ``tradingStopEndpoint``) amends
+    the stop in place, so a move never has two stops or a gap.
+    """
+
+    name = "bybit"
+    page_limit = 50
+    mark_price_method = "fetch_ticker"  # Bybit's v5 ticker carries markPrice
+    read_back_market_orders = True  # /v5/order/create answers {orderId, orderLinkId} only
+
+    def client_id_params(self, client_id: str) -> dict[str, Any]:
+        return {"orderLinkId": client_id}
+
+    def position_params(self, position_side: str, *, closing: bool) -> dict[str, Any]:
+        # positionIdx: 0 one-way; 1 / 2 the long / short side in hedge mode.
+        idx = (1 if position_side == "long" else 2) if self.hedge_mode else 0
+        return {"positionIdx": idx, **({"reduceOnly": True} if closing else {})}
+
+    def stop_order(self, closing_side: str, stop_price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
+        # triggerDirection 2 = trigger when the price falls to it (a long's stop), 1 = rises.
+        direction = 2 if closing_side == "sell" else 1
+        return "market", {"triggerPrice": self._num(stop_price), "triggerDirection": direction, "triggerBy": "MarkPrice", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
+    def take_profit_order(self, closing_side: str, price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
+        return "market", {"takeProfitPrice": self._num(price), "triggerBy": "MarkPrice", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
+    def report_id(self, raw: dict[str, Any]) -> str:
+        return str(raw.get("id"))
+
+    def order_ref(self, order_id: str) -> tuple[str, dict[str, Any]]:
+        return order_id, {}
+
+    def fetch_params(self) -> dict[str, Any]:
+        # ccxt's bybit.fetch_order only sees the last 500 orders and insists on being told so.
+        return {"acknowledged": True}
+
+    def lookups(self, client_id: str, conditional: bool | None, has: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        if has.get("fetchCanceledAndClosedOrders"):
+            # ccxt's bybit.fetch_order(None, ...) would send "orderId=None": ask by orderLinkId
+            # among the live orders (/v5/order/realtime), then among the closed ones (/v5/order/history).
+            return [("fetch_open_orders", {"orderLinkId": client_id}), ("fetch_canceled_and_closed_orders", {"orderLinkId": client_id})]
+        return [("fetch_order", {"clientOrderId": client_id, "orderLinkId": client_id, **self.fetch_params()})]  # the paper exchange
+
+    def open_order_queries(self) -> list[dict[str, Any]]:
+        return [{}]  # without orderFilter Bybit lists active and conditional orders together
+
+    def next_cursor(self, page: list[dict[str, Any]]) -> str | None:
+        if not self.page_limit or len(page) < self.page_limit:
+            return None
+        return (page[0].get("info") or {}).get("nextPageCursor") or None  # ccxt puts the cursor on the first order
+
+    def position_query(self, unified: list[str] | None) -> list[str] | None:
+        return unified if unified is None or len(unified) == 1 else None  # ccxt: at most one symbol
+
+    def triggered_order_id(self, raw: dict[str, Any]) -> str | None:
+        return None  # a Bybit conditional order keeps its id when it fires
+
+    def fill_kind(self, info: dict[str, Any]) -> str:
+        return {"Funding": "funding", "BustTrade": "liquidation", "AdlTrade": "adl", "Settle": "settle"}.get(str(info.get("execType") or ""), "trade")
+
+
+STYLES: dict[str, VenueStyle] = {"binance": VenueStyle(), "bybit": BybitStyle()}
