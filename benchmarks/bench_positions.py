@@ -158,13 +158,16 @@ def run() -> None:
             row(f"open {n} positions (no latency), all protected", f"{time.perf_counter() - t0:.2f} s")
             refs = [b.ctx.directory.lookup(f"position:{m.id}:b{m.id}") for m in b.markets]
             now_ms = b.clock.now_ms()
-            for ref, m in zip(refs, b.markets):  # +1.75 %: every position starts trailing (one move each)
+            for ref, m in zip(refs, b.markets):  # +1.75 % on the exchange too: every position starts trailing (one move each)
+                b.exchange.set_mark(m.symbol, Decimal(40700))
                 ref.tell(MarkPrice(symbol=m.id, price=Decimal(40700), ts_ms=now_ms))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(b.io.run(b.store.query(types=("position.stop_moved",)), 30)) < n:
                 time.sleep(0.05)  # waiting for the 500 first moves (bounded)
             row(f"  {n} positions activated trailing and moved their stop", f"{len(b.io.run(b.store.query(types=('position.stop_moved',)), 30))} moves")
             price = Decimal(40750)  # trailing and improving; moves held by the 60 s rate limit: pure decision cost
+            for m in b.markets:
+                b.exchange.set_mark(m.symbol, price)
             rounds = 40
             start = time.perf_counter()
             for _ in range(rounds):
