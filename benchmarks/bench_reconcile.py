@@ -19,7 +19,7 @@ from adapters.venue import STYLES, Venue
 from benchmarks._util import pct, row
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
-from supervision.messages import ReconcileFinished, ReconcileNow
+from supervision.messages import ChildStopped, ReconcileFinished, ReconcileNow, StartChild
 from tradebot.clock import RealClock
 from tradebot.config import parse_config
 from tradebot.wiring import build_executor
@@ -36,6 +36,10 @@ class Reports(ManagedActor):
     def _got(self, msg: ReconcileFinished) -> None:
         self.got.append(msg)
         self.event.set()
+
+    @handles(StartChild, ChildStopped)
+    def _supervisor_business(self, msg: object) -> None:
+        pass  # this stand-in plays the supervisor: adoption requests are not the benchmark
 
 
 def run() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from actors.messages import OpenRequest, PositionOpened, PositionOpenFailed
+from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
 from actors.position import position_actor_name
 from actors.position_state import rebuild
 from actors.price_feed import PriceFeed
@@ -70,6 +70,10 @@ class Counter(ManagedActor):
     @handles(PositionOpenFailed)
     def _failed(self, msg: PositionOpenFailed) -> None:
         self.failed.add(msg.position_id)
+
+    @handles(PositionClosed)
+    def _closed(self, msg: PositionClosed) -> None:
+        pass  # expected at the end of the replay
 
 
 def _markets(n: int) -> Markets:
