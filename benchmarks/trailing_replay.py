@@ -33,7 +33,7 @@ from supervision.messages import ClosePosition, Shutdown, StartChild
 from supervision.supervisor import ChildSpec, Supervisor
 from tradebot.clock import RealClock
 from tradebot.config import parse_config
-from tradebot.wiring import NamedRef, build_executor, position_spec
+from tradebot.wiring import build_executor, position_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAULTS = FaultPlan(error_rates={"*": {"network": 0.05}}, ambiguous_timeout_rate={"create_order": 0.01, "cancel_order": 0.01}, latency_ms_min=1, latency_ms_max=8, seed=11)
