@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Callable, Coroutine, Protocol, TypeVar
+from typing import Any, Callable, Coroutine, Protocol, TypeVar
 
 from loguru import logger
 
@@ -144,7 +144,3 @@ def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
     exc = context.get("exception")
     logger.opt(exception=exc).error("asyncio: {}", context.get("message", "unhandled error"))
 
-
-async def gather_quietly(*aws: Awaitable[Any]) -> list[Any]:
-    """Await all, returning exceptions instead of raising (for shutdown paths)."""
-    return list(await asyncio.gather(*aws, return_exceptions=True))
