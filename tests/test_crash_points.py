@@ -11,14 +11,13 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SHARED, eventually
-from tests.test_crash_recovery import ENV, ctl_json, paper_call
+from tests.test_crash_recovery import ENV, ctl_json, paper_call, stop_processes, tradebot
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +31,6 @@ POINTS = [
 ]
 
 
-def run(cwd: Path, *args: str, env: dict[str, str] | None = None, log: str) -> subprocess.Popen:
-    out = open(cwd / log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "tradebot", *args], cwd=cwd, env=env or ENV, stdout=out, stderr=subprocess.STDOUT)
-
-
 @pytest.mark.parametrize(("point", "expected"), POINTS, ids=[p for p, _ in POINTS])
 def test_sigkill_at_each_step_of_the_atomic_open(point: str, expected: int):
     site = Path(tempfile.mkdtemp(prefix="tbp-", dir="/tmp"))
@@ -48,13 +42,13 @@ def test_sigkill_at_each_step_of_the_atomic_open(point: str, expected: int):
     procs: list[subprocess.Popen] = []
     sock = site / "var" / "paper.sock"
     try:
-        procs.append(run(site, "paper", "serve", log="paper.log"))
+        procs.append(tradebot(site, "paper", "serve", log="paper.log"))
         eventually(lambda: sock.exists(), timeout=20, what="paper exchange")
-        bot = run(site, "run", env={**ENV, "TRADEBOT_CRASH_POINT": point}, log="bot1.log")
+        bot = tradebot(site, "run", env={**ENV, "TRADEBOT_CRASH_POINT": point}, log="bot1.log")
         procs.append(bot)
         assert bot.wait(30) == -signal.SIGKILL, (site / "bot1.log").read_text()[-2000:]
 
-        bot2 = run(site, "run", log="bot2.log")
+        bot2 = tradebot(site, "run", log="bot2.log")
         procs.append(bot2)
 
         def settled() -> bool:
@@ -81,12 +75,6 @@ def test_sigkill_at_each_step_of_the_atomic_open(point: str, expected: int):
         bot2.send_signal(signal.SIGTERM)
         assert bot2.wait(30) == 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_processes(procs)
         shutil.rmtree(site, ignore_errors=True)
 

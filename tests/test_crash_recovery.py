@@ -35,9 +35,20 @@ SIGNALS = [
 ]
 
 
-def tradebot(cwd: Path, *args: str, log: str) -> subprocess.Popen:
+def tradebot(cwd: Path, *args: str, log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(cwd / log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "tradebot", *args], cwd=cwd, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "tradebot", *args], cwd=cwd, env=env or ENV, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM whatever still runs, bounded; SIGKILL what does not stop."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def ctl_json(cwd: Path, *args: str) -> dict:
@@ -71,13 +82,7 @@ def site() -> Iterator[Site]:
     )
     path.procs = []
     yield path
-    for p in path.procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    stop_processes(path.procs)
     shutil.rmtree(path, ignore_errors=True)
 
 
