@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.messages import EnsureProtected, ProtectionReport, ReconcileFinished, ReconcileNow
+from actors.messages import EnsureProtected, ProtectionReport
 from adapters.venue import OrderReport, PositionReport
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import ClosePosition, RestartChild, Tick
+from supervision.messages import ClosePosition, ReconcileFinished, ReconcileNow, RestartChild, Tick
 from tradebot.events import Severity
 
 

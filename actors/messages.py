@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from supervision.messages import Message, ReconcileFinished, ReconcileNow  # noqa: F401 - re-exported for the actors
+from supervision.messages import Message
 
 
 class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,11 +31,11 @@ from typing import Any, Callable
 
 import msgspec
 
-from actors.messages import EnsureProtected, ExchangeView, OpenRequest, ReconcileFinished, ReconcileNow
+from actors.messages import EnsureProtected, ExchangeView, OpenRequest
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IOCompleted, Message, StartChild, Tick
+from supervision.messages import IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
 from tradebot.events import Severity
 
 

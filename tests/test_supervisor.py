@@ -197,7 +197,7 @@ def test_child_dying_in_start_is_noticed_and_given_up(start_sup, sup_ctx):
 
 def test_silent_death_is_caught_by_the_liveness_check(start_sup, sup_ctx):
     """An actor that dies without reporting is found by the periodic liveness check."""
-    sup = start_sup(spec("silent", DiesSilently))
+    start_sup(spec("silent", DiesSilently))
     eventually(lambda: (sup_ctx.clock.advance(250), events(sup_ctx, "supervisor.child_failed"))[1], what="liveness check")
     failed = events(sup_ctx, "supervisor.child_failed")
     assert "liveness check" in failed[0].data["error"]
