@@ -41,6 +41,7 @@ class StopMoves:
     """Expects the PositionActor's ``state``, ``record``, ``_io``, ``_retry``, ``venue``."""
 
     _trail: TrailState | None = None
+    _params: tuple[Any, TrailingParams] | None = None  # (the config they came from, the params)
     _trail_saved_ms: int = 0
     _wanted_move: tuple[Decimal, Decimal, str] | None = None
 
@@ -56,9 +57,11 @@ class StopMoves:
         s, cfg, now = self.state, self.ctx.config.trailing, self.ctx.clock.now_ms()
         if not cfg.enabled or s.stop_price is None or s.entry_price is None or self._moves_paused(now):
             return
+        if self._params is None or self._params[0] is not cfg:  # rebuilt only after a config reload
+            self._params = (cfg, trailing_params(cfg))
         old = self.trail_state()
         new, decision = evaluate(
-            trailing_params(cfg), side=s.side, entry=s.entry_price, opened_ms=s.opened_ts_ms or now, stop=s.stop_price,
+            self._params[1], side=s.side, entry=s.entry_price, opened_ms=s.opened_ts_ms or now, stop=s.stop_price,
             last_move_ms=s.last_move_ms, state=old, mark=mark, now_ms=now, tick=self.venue.market(s.symbol).tick_size,
         )
         self._trail = new
