@@ -52,6 +52,11 @@ class OrderReport(msgspec.Struct, frozen=True, kw_only=True):
     trigger_price: Decimal | None = None
     reduce_only: bool = False
     ts_ms: int | None = None
+    #: Hedge mode: the position side the order acts on (long / short); None in one-way mode.
+    position_side: str | None = None
+    #: A TP/SL attached to the position (Bybit ``stopOrderType`` TakeProfit/StopLoss/...):
+    #: not cancellable as an order, cleared through the position's trading-stop.
+    attached: str | None = None
 
     @property
     def is_stop(self) -> bool:
@@ -81,6 +86,18 @@ class PositionReport(msgspec.Struct, frozen=True, kw_only=True):
     mark_price: Decimal | None = None
     liquidation_price: Decimal | None = None
     unrealized_pnl: Decimal | None = None
+
+
+#: Bybit ``stopOrderType`` values of TP/SL that belong to the position (trading-stop), not to an order.
+_ATTACHED = frozenset({"TakeProfit", "StopLoss", "TrailingStop", "PartialTakeProfit", "PartialStopLoss", "tpslOrder"})
+
+
+def _position_side(info: dict[str, Any]) -> str | None:
+    """Hedge-mode side of an order from the venue's raw fields (Binance positionSide, Bybit positionIdx)."""
+    side = str(info.get("positionSide") or "").upper()
+    if side in ("LONG", "SHORT"):
+        return side.lower()
+    return {"1": "long", "2": "short"}.get(str(info.get("positionIdx", "")))
 
 
 def _d(value: Any) -> Decimal | None:
@@ -389,4 +406,6 @@ class Venue:
             trigger_price=trigger if trigger else None,
             reduce_only=reduce_only,
             ts_ms=raw.get("timestamp"),
+            position_side=_position_side(info),
+            attached=info.get("stopOrderType") if info.get("stopOrderType") in _ATTACHED else None,
         )

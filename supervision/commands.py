@@ -77,6 +77,7 @@ class CommandsMixin:
         problems += [f"gave up on {n}: {r}" for n, r in self.given_up.items()]
         if self.feed.get("state") in ("dead", "disconnected", "backoff", "connect_failed"):
             problems.append(f"signal feed {self.feed['state']}")
+        problems += [f"{c}: {p}" for c, p in sorted(self.degraded.items())]
         now = self.ctx.clock.now_ms()
         return {
             "healthy": not problems,

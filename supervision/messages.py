@@ -92,6 +92,16 @@ class FeedStatus(Message, frozen=True, kw_only=True):
     info: dict[str, Any] = {}
 
 
+class HealthChanged(Message, frozen=True, kw_only=True):
+    """From any actor: one of its components is degraded (``problem``) or fine again (None).
+
+    Shown in ``ctl status`` under ``problems`` (status turns unhealthy) until cleared,
+    e.g. ``component="stream:orders"``, ``problem="down for 12 s: polling every 30 s"``."""
+
+    component: str
+    problem: str | None = None
+
+
 class ConfigChanged(Message, frozen=True, kw_only=True):
     """Broadcast after a reload: the new config and the keys applied live."""
 

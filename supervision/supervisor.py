@@ -29,6 +29,7 @@ from supervision.commands import CommandsMixin
 from supervision.directory import Directory
 from supervision.messages import (
     FeedStatus,
+    HealthChanged,
     ReconcileFinished,
     ChildFailed,
     ChildStopped,
@@ -101,6 +102,7 @@ class Supervisor(CommandsMixin, ManagedActor):
         self._pending: dict[str, Any] = {}
         self._suspects: set[str] = set()
         self.feed: dict[str, Any] = {"state": "none"}
+        self.degraded: dict[str, str] = {}  # component -> problem (HealthChanged)
 
     # ----------------------------------------------------------- start
     def started(self) -> None:
@@ -257,6 +259,13 @@ class Supervisor(CommandsMixin, ManagedActor):
     @handles(FeedStatus)
     def _on_feed_status(self, msg: FeedStatus) -> None:
         self.feed = {"state": msg.state, **msg.info, "since_ms": self.ctx.clock.now_ms()}
+
+    @handles(HealthChanged)
+    def _on_health_changed(self, msg: HealthChanged) -> None:
+        if msg.problem is None:
+            self.degraded.pop(msg.component, None)
+        else:
+            self.degraded[msg.component] = msg.problem
 
     @handles(ReconcileFinished)
     def _on_reconcile_finished(self, msg: ReconcileFinished) -> None:
