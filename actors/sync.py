@@ -73,6 +73,26 @@ def references(row: dict[str, Any]) -> set[str]:
     return refs
 
 
+def zombie_reason(o: OrderReport, by_key: dict[tuple[str, str], PositionReport], held: set[str], flip_ratio: Decimal) -> str | None:
+    """Why an order nobody owns (on a symbol we trade) is a leftover to cancel; None: leave it.
+
+    The seed's rules, with one refinement: in hedge mode an order is tied to one side
+    (``position_side``); a *closing* order for a side that holds nothing is a zombie even
+    when the other side is open (the "wrong positionIdx" rule), while an opening order,
+    as in one-way mode, is someone's entry and left alone."""
+    if o.position_side is not None:
+        closes = (o.position_side == "long") == (o.side == "sell")
+        if closes and (o.symbol, o.position_side) not in by_key:
+            return f"closes the {o.position_side} side (hedge mode, position index {1 if o.position_side == 'long' else 2}), which holds no position"
+        return None  # hedge-mode sides are separate positions: nothing can flip
+    if (o.reduce_only or o.is_stop or o.attached) and o.symbol not in held:
+        return f"{o.attached or ('stop' if o.is_stop else 'reduce-only')} order on a symbol without a position"
+    pos = by_key.get((o.symbol, "long" if o.side == "sell" else "short"))  # the position this order would reduce
+    if not o.reduce_only and pos is not None and o.amount > pos.qty * flip_ratio:
+        return f"would flip the position ({o.amount} against {pos.qty})"
+    return None
+
+
 class SyncActor(ManagedActor):
     def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_spec: Callable[[OpenRequest], Any]) -> None:
         super().__init__(name=name, ctx=ctx)
@@ -162,8 +182,9 @@ class SyncActor(ManagedActor):
             return self._reconcile(msg.result)
         if msg.purpose == "cancel":
             order, why = self._cancels.pop(0)
-            ok = msg.error is None
-            self.emit("sync.zombie_cancelled" if ok else "sync.zombie_cancel_failed", {"order_id": order.order_id, "client_id": order.client_id, "why": why, "error": msg.error}, severity=Severity.WARNING if ok else Severity.ERROR, symbol=order.symbol, exchange=self.venue.name)
+            ok = msg.error is None and msg.result is not False  # False: the venue cannot clear attached TP/SL
+            error = msg.error or (None if ok else "the venue has no trading-stop to clear an attached TP/SL")
+            self.emit("sync.zombie_cancelled" if ok else "sync.zombie_cancel_failed", {"order_id": order.order_id, "client_id": order.client_id, "why": why, "error": error, "attached": order.attached}, severity=Severity.WARNING if ok else Severity.ERROR, symbol=order.symbol, exchange=self.venue.name)
             self._findings["cancelled" if ok else "cancel_failed"] += 1
             return self._next_cancel()
 
@@ -208,11 +229,8 @@ class SyncActor(ManagedActor):
                 continue
             if o.symbol not in traded and not cfg.zombies.include_foreign:
                 continue  # someone else's business
-            pos_side = "long" if o.side == "sell" else "short"  # the position this order would reduce
-            if (o.reduce_only or o.is_stop) and o.symbol not in held:
-                zombies.append((o, "reduce-only or stop order on a symbol without a position"))
-            elif not o.reduce_only and (pos := by_key.get((o.symbol, pos_side))) is not None and o.amount > pos.qty * cfg.zombies.flip_ratio:
-                zombies.append((o, f"would flip the position ({o.amount} against {pos.qty})"))
+            if (why := zombie_reason(o, by_key, held, cfg.zombies.flip_ratio)) is not None:
+                zombies.append((o, why))
         f["zombies"] = [{"order_id": o.order_id, "symbol": o.symbol, "client_id": o.client_id, "why": why} for o, why in zombies]
         self._tell_owners(snap, by_key, owners, alive, strays)
         self._findings = f
@@ -245,7 +263,10 @@ class SyncActor(ManagedActor):
         if not self._cancels:
             return self._finish(True, self._findings)
         order, _why = self._cancels[0]
-        self.io_call("cancel", self.venue.cancel(order.symbol, order.order_id, ctx={"actor": self.name}))
+        ctx = {"actor": self.name}
+        if order.attached:  # a position-attached TP/SL (Bybit): cleared through trading-stop, not cancelled
+            return self.io_call("cancel", self.venue.clear_attached(order.symbol, order.position_side, ctx=ctx))
+        self.io_call("cancel", self.venue.cancel(order.symbol, order.order_id, ctx=ctx))
 
     def _finish(self, ok: bool, findings: dict[str, Any]) -> None:
         findings = {**findings, "ok": ok, "duration_ms": round((time.perf_counter() - getattr(self, "_started", time.perf_counter())) * 1000, 1)}

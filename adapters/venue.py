@@ -189,6 +189,19 @@ class Venue:
             raise
         return self._order(raw, m)
 
+    async def clear_attached(self, symbol: str, position_side: str | None, *, ctx: dict[str, Any] | None = None) -> bool:
+        """Clear the TP/SL attached to a position (Bybit trading-stop); False if the venue has none.
+
+        The venue's answer code is checked by ccxt (a ``retCode`` arriving as the string
+        "0" is success); any other answer is raised as a :class:`VenueError`."""
+        m = self.market(symbol)
+        request = self.style.clear_attached_request(m.id, position_side)
+        if request is None or not callable(getattr(self.exchange, request[0], None)):
+            return False
+        method, params = request
+        await self.executor.run("clear_attached", lambda: getattr(self.exchange, method)(params), idempotent=True, context=ctx)
+        return True
+
     async def _read_back(self, symbol: str, report: OrderReport, ctx: dict[str, Any] | None) -> OrderReport:
         """Where a venue acknowledges an order with its ids only (Bybit), read the market order back
         once for its status and fill; if it is not visible yet, the bare acknowledgement stands."""

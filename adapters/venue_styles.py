@@ -44,6 +44,11 @@ class VenueStyle:
         #: The account's position mode (``exchange.hedge_mode``): one-way or hedge (long and short apart).
         self.hedge_mode = hedge_mode
 
+    def clear_attached_request(self, symbol_id: str, position_side: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The call that clears a position's attached TP/SL, as (ccxt method, params); None: the
+        venue has none (Binance's stops are all plain orders, cancelled as such)."""
+        return None
+
     @staticmethod
     def _num(value: Decimal) -> str:
         """A Decimal as plain text for a request parameter (never an exponent, never a float)."""
@@ -157,6 +162,12 @@ class BybitStyle(VenueStyle):
         # positionIdx: 0 one-way; 1 / 2 the long / short side in hedge mode.
         idx = (1 if position_side == "long" else 2) if self.hedge_mode else 0
         return {"positionIdx": idx, **({"reduceOnly": True} if closing else {})}
+
+    def clear_attached_request(self, symbol_id: str, position_side: str | None) -> tuple[str, dict[str, Any]] | None:
+        # /v5/position/trading-stop with "0" clears the position's TP and SL (seed 001: they
+        # cannot be cancelled as orders); positionIdx picks the hedge-mode side.
+        idx = {"long": 1, "short": 2}.get(position_side or "", 0)
+        return "private_post_v5_position_trading_stop", {"category": "linear", "symbol": symbol_id, "positionIdx": idx, "takeProfit": "0", "stopLoss": "0", "tpslMode": "Full"}
 
     def stop_order(self, closing_side: str, stop_price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
         # triggerDirection 2 = trigger when the price falls to it (a long's stop), 1 = rises.

@@ -308,7 +308,11 @@ class FakeBybitLinear(FakeVenue):
             "GET /v5/order/realtime": self.realtime,
             "GET /v5/order/history": self.history,
             "GET /v5/position/list": self.position_list,
+            "POST /v5/position/trading-stop": self.trading_stop,
         }
+
+    def trading_stop(self, p):
+        return self.envelope({})  # Bybit answers an empty result; retCode "0" (a string) is success
 
     def tickers(self, p):
         mark = self.marks[p["symbol"]]

@@ -469,6 +469,34 @@ def test_bybit_hedge_mode_position_index():
     assert_like_recording(close, "bybit", "createOrder", "swap hedged reduceOnly sell order", substitute={"symbol": "BTCUSDT", "qty": "0.01"}, extra={"reduceOnly": True})
 
 
+def test_bybit_attached_tpsl_is_cleared_through_trading_stop():
+    """A position-attached TP/SL (an open order with stopOrderType StopLoss) cannot be cancelled as an
+    order: our venue clears it with /v5/position/trading-stop, "0" for both, on the order's positionIdx."""
+    raw = {"symbol": "BTC/USDT:USDT", "id": "a1", "side": "sell", "status": "open", "amount": 0.01, "filled": 0, "triggerPrice": 39000, "reduceOnly": True,
+           "info": {"stopOrderType": "StopLoss", "positionIdx": "2", "reduceOnly": True}}
+
+    async def go():
+        v, fake = await venue_for("bybit", hedge=True)
+        report = v._order(raw, v.market("BTCUSDT"))
+        done = await v.clear_attached("BTCUSDT", report.position_side)
+        return report, done, fake.requests
+
+    report, done, requests = run(go())
+    assert (report.attached, report.position_side) == ("StopLoss", "short")
+    [req] = requests
+    assert done and (req.method, req.path) == ("POST", "/v5/position/trading-stop")
+    assert ours(req) == {"category": "linear", "symbol": "BTCUSDT", "positionIdx": 2, "takeProfit": "0", "stopLoss": "0", "tpslMode": "Full"}
+
+
+def test_binance_has_no_attached_tpsl_to_clear():
+    async def go():
+        v, fake = await venue_for("binanceusdm")
+        return await v.clear_attached("BTCUSDT", None), fake.requests
+
+    done, requests = run(go())
+    assert done is False and requests == []
+
+
 def test_bybit_take_profit_and_mark_price():
     async def go():
         v, fake = await venue_for("bybit")

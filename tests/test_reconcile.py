@@ -11,6 +11,8 @@ import pytest
 
 from actors.messages import ExchangeView, OpenRequest
 from actors.position import PositionActor
+from actors.sync import zombie_reason
+from adapters.venue import OrderReport, OrderStatus, PositionReport
 from supervision.actor import handles
 from supervision.messages import Message, ReconcileNow, StartChild
 from supervision.supervisor import ChildSpec
@@ -135,6 +137,58 @@ def test_zombie_orders_are_cancelled_and_dry_run_only_reports(world: World):
     eventually(lambda: [o for o in world.open_orders() if o["symbol"] == ETH] == [], what="zombies cancelled")
     assert [o["symbol"] for o in world.open_orders() if o["symbol"] == "LTC/USDT:USDT"] == ["LTC/USDT:USDT"]  # not ours to touch
     assert world.ctx.directory.lookup(name) is not None and len(stop_ids(world)) == 1  # our live stop untouched
+
+
+def _order(side: str, *, reduce_only=False, trigger=None, position_side=None, attached=None, amount="0.1") -> OrderReport:
+    return OrderReport(order_id="x", client_id=None, symbol="ETHUSDT", side=side, status=OrderStatus.OPEN, amount=D(amount), filled=D(0),
+                       trigger_price=D(trigger) if trigger else None, reduce_only=reduce_only, position_side=position_side, attached=attached)
+
+
+def _pos(side: str, qty="0.1") -> PositionReport:
+    return PositionReport(symbol="ETHUSDT", side=side, qty=D(qty), entry_price=D(3000))
+
+
+ZOMBIE_CASES = [
+    # (order, positions on ETHUSDT, expected reason fragment or None)
+    (_order("sell", reduce_only=True, trigger="2900"), [], "stop order on a symbol without a position"),
+    (_order("sell", reduce_only=True), [], "reduce-only order on a symbol without a position"),
+    (_order("sell", reduce_only=True, trigger="2900", attached="StopLoss"), [], "StopLoss order on a symbol without a position"),
+    (_order("sell", reduce_only=True, trigger="2900"), [_pos("long")], None),  # a human's extra stop on a held position
+    (_order("buy"), [], None),  # a human's entry: not ours to judge
+    (_order("sell", amount="0.2"), [_pos("long")], "would flip the position"),
+    (_order("sell", amount="0.15"), [_pos("long")], None),  # within the flip ratio
+    # hedge mode: orders belong to one side
+    (_order("sell", trigger="2900", position_side="long"), [_pos("short")], "closes the long side (hedge mode, position index 1)"),
+    (_order("buy", trigger="3100", position_side="short"), [_pos("long")], "closes the short side (hedge mode, position index 2)"),
+    (_order("sell", trigger="2900", position_side="long"), [_pos("long"), _pos("short")], None),
+    (_order("buy", position_side="long"), [_pos("short")], None),  # opens the long side: an entry
+    (_order("sell", amount="5", position_side="short"), [_pos("long")], None),  # hedge sides never flip
+]
+
+
+@pytest.mark.parametrize(("order", "positions", "expected"), ZOMBIE_CASES)
+def test_zombie_rules(order, positions, expected):
+    by_key = {(p.symbol, p.side): p for p in positions}
+    why = zombie_reason(order, by_key, {p.symbol for p in positions}, D("1.5"))
+    assert (why is None) if expected is None else (why is not None and expected in why), why
+
+
+@pytest.mark.parametrize("engine_knobs", [{"hedge_mode": True}])
+def test_hedge_mode_order_for_the_side_without_a_position_is_a_zombie(world: World):
+    """Hedge mode: our short is protected on its own side; a human's stop closing the (empty)
+    long side is the seed's wrong-positionIdx zombie and is cancelled; ours stays."""
+    name = world.open(side="short")
+    o = opened(world)
+    [stop] = world.open_orders()
+    assert stop["id"] == o.stop_order_id and stop["info"]["positionSide"] == "SHORT" and stop["side"] == "buy"
+    world.engine(lambda e, now: e.external_place_order(BTC, "STOP_MARKET", "sell", D("0.002"), now, {"stopPrice": 39000, "positionSide": "LONG"}))
+    assert len(world.open_orders()) == 2
+    world.ctx.clock.advance(60_000)  # past the grace window
+    world.ctx.directory.tell("sync", ReconcileNow())
+    z = eventually(lambda: [f for f in findings(world) if f["zombies"]], what="zombie found")[-1]["zombies"]
+    assert len(z) == 1 and "closes the long side" in z[0]["why"]
+    eventually(lambda: [x["id"] for x in world.open_orders()] == [o.stop_order_id], what="only our stop left")
+    assert world.ctx.directory.lookup(name) is not None
 
 
 def test_liquidation_is_recorded(world: World):

@@ -10,6 +10,7 @@ from typing import Any
 
 import ccxt
 import pykka
+import msgspec
 import pytest
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport
@@ -18,13 +19,13 @@ from actors.position_state import rebuild
 from adapters.paper import PaperEngine, PaperExchange
 from adapters.paper.exchange import MARKET_FILES
 from adapters.markets import Markets
-from adapters.venue import STYLES, Venue
+from adapters.venue import Venue
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
 from supervision.messages import Shutdown, StartChild
 from supervision.supervisor import Supervisor
 from tests.conftest import SHARED, eventually, make_config
-from tradebot.wiring import build_executor, position_spec, trading_children
+from tradebot.wiring import build_executor, paper_style, position_spec, trading_children
 
 BTC = "BTC/USDT:USDT"
 
@@ -87,13 +88,15 @@ def extra_toml() -> str:
 @pytest.fixture
 def world(tmp_path: Path, ctx: ActorContext, engine_knobs: dict[str, Any], extra_toml: str):
     cfg = make_config(tmp_path, "[exchange]\nmax_attempts = 2\nretry_base_delay_ms = 1\n[position]\nretry_delay_ms = 10\nverify_interval_secs = 5\n[demo]\nsignals_file = \"\"\n" + extra_toml)
+    if engine_knobs.get("hedge_mode"):  # the account's position mode: the engine's and the bot's
+        cfg = msgspec.structs.replace(cfg, exchange=msgspec.structs.replace(cfg.exchange, hedge_mode=True))
     ctx = dataclasses.replace(ctx, config=cfg, directory=Directory())
     markets = Markets.from_file(SHARED / "data" / "markets" / MARKET_FILES["binance"])
-    engine = PaperEngine(markets, flavour="binance", slippage_bps=Decimal(0), **engine_knobs)
+    engine = PaperEngine(markets, **{"flavour": "binance", "slippage_bps": Decimal(0), **engine_knobs})
     exchange = PaperExchange(engine, ctx.clock, flavour="binance")
     ctx.io.run(exchange.load_markets(), 5)
     exchange.set_mark(BTC, Decimal("40000"))
-    venue = Venue("paper", exchange, markets, build_executor(cfg, "paper", ctx.clock, ctx.store), STYLES["binance"])
+    venue = Venue("paper", exchange, markets, build_executor(cfg, "paper", ctx.clock, ctx.store), paper_style(cfg))
     collector = Collector.start(name="collector", ctx=ctx)
     sup = Supervisor.start(ctx=ctx, children=trading_children(cfg, venue, ctx.directory, []))
     yield World(ctx, exchange, venue, sup, collector)

@@ -27,7 +27,7 @@ from actors.signal_intake import FeedStateChanged, SignalFrame, SignalIntake
 from actors.sync import SyncActor
 from adapters.executor import Executor, RetryPolicy
 from adapters.markets import Markets
-from adapters.venue import STYLES, Venue
+from adapters.venue import STYLES, Venue, VenueStyle
 from supervision.supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -62,7 +62,12 @@ def build_paper_venue(runtime: Runtime) -> Venue:
         runtime.resources.append(exchange.stop)
         runtime.resources.append(saver.close)
     runtime.io.run(exchange.load_markets(), 30)
-    return Venue("paper", exchange, markets, build_executor(config, "paper", clock, runtime.store), STYLES[config.paper.flavour])
+    return Venue("paper", exchange, markets, build_executor(config, "paper", clock, runtime.store), paper_style(config))
+
+
+def paper_style(config: Config) -> VenueStyle:
+    """The paper exchange's flavour, in the account's position mode (``exchange.hedge_mode``)."""
+    return type(STYLES[config.paper.flavour])(hedge_mode=config.exchange.hedge_mode)
 
 
 def build_real_venue(runtime: Runtime) -> Venue:
