@@ -1,8 +1,9 @@
 """The guard: is every open position protected *right now*, per the exchange?
 
 It never places an order. Every ``guard.interval_secs`` it asks the sync
-actor for a fresh read (or uses the last one if it is recent), and on every
-reconcile it checks each position the exchange shows: a live reduce-only stop
+actor for the account as the exchange shows it: the stream-fed view while
+the venue's order and position streams are live (no request), else a fresh
+full read; it uses the last one if it is recent. On every answer it checks each position the exchange shows: a live reduce-only stop
 on the closing side, on the protective side of the mark, covering the whole
 quantity. If not, it asks the owner (``EnsureProtected``) and waits for its
 ``ProtectionReport``: an owner that misses ``reply_deadline_secs`` (stuck) or
@@ -58,7 +59,8 @@ class GuardActor(ManagedActor):
                 self._failed(owner, f"no answer to EnsureProtected within {cfg.reply_deadline_secs} s")
         has_positions = self.has_positions or bool(self.ctx.directory.names("position:"))
         if has_positions and (self.last_read_ms is None or now - self.last_read_ms >= cfg.interval_secs * 1000):
-            self.ctx.directory.tell("sync", ReconcileNow(reply_to=self.actor_ref))  # nothing open: sync's own reads suffice
+            # live streams: the sync actor answers from its stream-fed view, no request; else a full read
+            self.ctx.directory.tell("sync", ReconcileNow(reply_to=self.actor_ref, cached_ok=True))  # nothing open: sync's own reads suffice
 
     @handles(ReconcileFinished)
     def _on_reconcile(self, msg: ReconcileFinished) -> None:

@@ -20,6 +20,14 @@ explainable by what is read after). Findings:
   ``zombies.include_foreign``.
 
 It never touches an order whose owner is alive: only owners touch their orders.
+
+Streams: where the venue pushes order and position updates, each push goes
+to the owner at once and into an :class:`~actors.account_view.AccountView`.
+While both streams are live the guard's checks are answered from that view
+(no request) and the full read drops to every ``sync.interval_secs_streaming``
+(a backstop for a lost push). A stream that fails is a health problem in
+``ctl status`` and everything falls back to reads (``interval_secs``, and the
+guard's own interval); when it comes back, a full read covers what was missed.
 """
 
 from __future__ import annotations
@@ -31,11 +39,12 @@ from typing import Any, Callable
 
 import msgspec
 
+from actors.account_view import AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
+from supervision.messages import HealthChanged, IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
 from tradebot.events import Severity
 
 
@@ -48,13 +57,6 @@ class StreamState(Message, frozen=True, kw_only=True):
     kind: str
     state: str
     error: str | None = None
-
-
-class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
-    read_ms: int
-    positions: tuple[PositionReport, ...]
-    orders: tuple[OrderReport, ...]
-    owned: tuple[dict[str, Any], ...]  # open positions of the projection
 
 
 def owner_of(order: OrderReport) -> str | None:
@@ -104,6 +106,8 @@ class SyncActor(ManagedActor):
         self._findings: dict[str, Any] = {}
         self._adopting: dict[tuple[str, str], int] = {}  # (symbol, side) -> when we asked
         self.last_snapshot: Snapshot | None = None
+        self.view = AccountView()
+        self._view_waiting: list[ReconcileNow] = []
 
     def started(self) -> None:
         self.every(self.ctx.config.sync.interval_secs * 1000, "reconcile")
@@ -123,13 +127,28 @@ class SyncActor(ManagedActor):
 
     @handles(StreamState)
     def _on_stream_state(self, msg: StreamState) -> None:
+        was_down = self.streams.get(msg.kind) == "down"
         self.streams[msg.kind] = msg.state
         if msg.state in ("up", "down"):
             self.emit(f"sync.stream_{msg.state}", {"stream": msg.kind, "error": msg.error}, severity=Severity.INFO if msg.state == "up" else Severity.WARNING, exchange=self.venue.name)
+        if msg.state == "down" and not was_down:
+            problem = f"{self.venue.name} {msg.kind} stream down ({msg.error}): polling every {self.ctx.config.sync.interval_secs} s, guard reads every {self.ctx.config.guard.interval_secs} s"
+            self.ctx.supervisor.tell(HealthChanged(component=f"stream:{msg.kind}", problem=problem))
+        elif msg.state != "down" and was_down:
+            self.ctx.supervisor.tell(HealthChanged(component=f"stream:{msg.kind}", problem=None))
+            self._on_reconcile(ReconcileNow())  # pushes were missed while it was down: read everything
+
+    def streams_live(self) -> bool:
+        """Both streams subscribed and not failing: the view is as fresh as the exchange's pushes.
+
+        A subscribed stream that has nothing to say is still live (a ``watch_*`` call waits
+        for the next change); a failure flips it to "down" until it resubscribes."""
+        return bool(self._pumps) and all(self.streams.get(k) in ("connecting", "up") for k in ("orders", "positions"))
 
     @handles(StreamBatch)
     def _on_stream(self, msg: StreamBatch) -> None:
         """Exchange updates as they happen: owners verify at once, no need to wait for a read."""
+        self.view.on_stream(msg.kind, msg.items, self.ctx.clock.now_ms())
         names = self.ctx.directory.names("position:") if self.ctx.directory else []
         if msg.kind == "orders":
             for o in msg.items:
@@ -152,19 +171,29 @@ class SyncActor(ManagedActor):
             self.every(self.ctx.config.sync.interval_secs * 1000, "reconcile")
 
     def busy(self) -> bool:
-        return self._reading or bool(self._cancels)
+        return self._reading or bool(self._cancels) or bool(self._view_waiting)
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
-        if msg.name == "reconcile":
-            self._on_reconcile(ReconcileNow())
+        if msg.name != "reconcile":
+            return
+        read_ms = self.view.read_ms
+        if self.streams_live() and read_ms is not None and self.ctx.clock.now_ms() - read_ms < self.ctx.config.sync.interval_secs_streaming * 1000:
+            return  # the streams carry every change; the full read is only the backstop
+        self._on_reconcile(ReconcileNow())
 
     @handles(ReconcileNow)
     def _on_reconcile(self, msg: ReconcileNow) -> None:
+        if msg.cached_ok and msg.reply_to is not None and self.streams_live() and self.view.read_ms is not None:
+            self._view_waiting.append(msg)  # the guard's check: the view, no request to the exchange
+            if len(self._view_waiting) == 1:
+                self.io_call("view", self.ctx.store.positions(open_only=True))
+            return
         self._waiting.append(msg)
         if not self._reading and not self._cancels:
             self._reading = True
             self._started = time.perf_counter()
+            self.view.read_started()
             self.io_call("read", self._read())
 
     async def _read(self) -> Snapshot:
@@ -175,10 +204,23 @@ class SyncActor(ManagedActor):
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
+        if msg.purpose == "view":
+            waiting, self._view_waiting = self._view_waiting, []
+            if msg.error is not None:  # the store could not answer: do it the long way
+                for w in waiting:
+                    self._on_reconcile(msgspec.structs.replace(w, cached_ok=False))
+                return None
+            snap = self.view.snapshot(self.ctx.clock.now_ms(), tuple(p for p in msg.result if p.get("exchange") == self.venue.name))
+            report = ReconcileFinished(ok=True, findings={"source": "streams", "positions": len(snap.positions), "orders": len(snap.orders)}, snapshot=snap)
+            for w in waiting:
+                w.reply_to.tell(report)
+            return self.finish_drain_if_idle()
         if msg.purpose == "read":
             self._reading = False
             if msg.error is not None:
+                self.view.read_failed()
                 return self._finish(False, {"error": msg.error})
+            self.view.apply_read(msg.result)
             return self._reconcile(msg.result)
         if msg.purpose == "cancel":
             order, why = self._cancels.pop(0)

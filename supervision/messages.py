@@ -143,6 +143,8 @@ class ReconcileNow(Message, frozen=True, kw_only=True):
     reply_to: Any = None
     request: Any = None  # the ExecuteCommand to answer, if a user asked
     dry_run: bool | None = None  # zombies: None = configured default
+    #: The guard's check: the sync actor's stream-fed view will do, if the streams are live.
+    cached_ok: bool = False
 
 
 class ReconcileFinished(Message, frozen=True, kw_only=True):
@@ -150,5 +152,5 @@ class ReconcileFinished(Message, frozen=True, kw_only=True):
 
     ok: bool
     findings: dict[str, Any]
-    snapshot: Any = None  # sync.Snapshot: positions and open orders as read
+    snapshot: Any = None  # account_view.Snapshot: positions and open orders (read, or the stream-fed view)
     request: Any = None  # the ExecuteCommand that asked for it, if any

@@ -269,3 +269,62 @@ def test_exchange_view_with_another_quantity_resizes_the_stop(world: World):
     stop = next(x for x in world.open_orders() if x["id"] == world.state().stop_order_id)
     assert D(str(stop["amount"])) == D("0.030") and stop["id"] != o.stop_order_id
     _ = ExchangeView, name
+
+
+# ------------------------------------------------ what reconciliation costs
+READS = ("fetch_positions", "fetch_open_orders")
+
+
+def reads(world: World) -> int:
+    return sum(1 for r in world.exchange.requests if r["method"] in READS)
+
+
+def run_for(world: World, ms: int, step_ms: int = 5_000) -> None:
+    """Advance the virtual clock in steps, letting each step's reads finish (the I/O is in-process)."""
+    for _ in range(ms // step_ms):
+        world.ctx.clock.advance(step_ms)
+        eventually(lambda: not world.ctx.directory.lookup("sync").proxy().busy().get(), what="sync idle")
+
+
+def test_live_streams_spare_the_exchange_reads(world: World):
+    """Streams live: the guard's 10 s checks use the stream-fed view; only the 300 s backstop reads."""
+    world.open()
+    opened(world)
+    run_for(world, 10_000)
+    world.exchange.requests.clear()
+    run_for(world, 240_000)
+    assert reads(world) == 0, [r["method"] for r in world.exchange.requests]
+    run_for(world, 120_000)
+    per_read = 1 + len(world.venue.style.open_order_queries())  # positions + open orders (Binance: both books)
+    assert reads(world) == per_read, [(r["method"], r["ts_ms"]) for r in world.exchange.requests if r["method"] in READS]  # one backstop full read
+
+
+@pytest.mark.parametrize("extra_toml", ["[sync]\nuse_streams = false\n"])
+def test_polling_reads_every_guard_interval(world: World):
+    world.open()
+    opened(world)
+    run_for(world, 10_000)
+    world.exchange.requests.clear()
+    run_for(world, 60_000)
+    per_read = 1 + len(world.venue.style.open_order_queries())
+    # a full read per guard check (10 s) unless one is fresher than that (sync's own every 30 s)
+    assert 4 * per_read <= reads(world) <= 7 * per_read
+
+
+def test_stream_outage_is_a_health_problem_and_falls_back_to_reads(world: World):
+    name = world.open()
+    o = opened(world)
+    run_for(world, 10_000)
+    world.exchange.set_streams_down(True)
+    problems = eventually(lambda: [p for p in world.sup.proxy().status().get()["problems"] if p.startswith("stream:")], what="health problem")
+    assert any("polling every 30 s" in p for p in problems)
+    world.exchange.requests.clear()
+    run_for(world, 30_000)
+    assert reads(world) >= 4  # the guard's checks are full reads again
+    world.engine(lambda e, now: e.external_cancel_order(o.stop_order_id, now))  # missed by the dead stream ...
+    advance_until(world, lambda: len(stop_ids(world)) == 1, "stop restored by polling", step_ms=1_000)  # ... found by polling
+    world.exchange.set_streams_down(False)
+    world.exchange.set_mark(ETH, D(3000))
+    world.engine(lambda e, now: e.external_open_position(ETH, "buy", D("0.1"), now))  # a push once the stream is back
+    eventually(lambda: not [p for p in world.sup.proxy().status().get()["problems"] if p.startswith("stream:")], what="health problem cleared")
+    assert world.ctx.directory.lookup(name) is not None

@@ -202,6 +202,9 @@ class SyncConfig(_Section):
     adopt_untracked: bool = True
     #: Consume the venue's own order/position stream where it has one (the full reads stay the fallback).
     use_streams: bool = True
+    #: While both streams are live the full read is only a backstop against a lost
+    #: push: it runs this often instead (and the guard checks the stream-fed view).
+    interval_secs_streaming: Annotated[int, _n(ge=1)] = 300
 
 
 class ZombiesConfig(_Section):
@@ -268,6 +271,9 @@ class SignalsConfig(_Section):
 class FeedsConfig(_Section):
     #: How often mark prices are read for the symbols with open positions.
     mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
+    #: Take mark prices from the venue's stream where it has one (real venues through
+    #: ccxt.pro); reads every mark_interval_ms stay the fallback while it is down.
+    use_streams: bool = True
 
 
 class DemoConfig(_Section):

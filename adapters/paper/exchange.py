@@ -87,6 +87,7 @@ class PaperExchange:
         self._updates: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=10_000)
         self._cursors: dict[tuple, int] = {}
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._streams_down = False
         self.closed = False
         engine.add_listener(self._on_engine_event)
 
@@ -107,6 +108,18 @@ class PaperExchange:
     def fail_next(self, method: str, error_class: Any = "network", count: int = 1, ambiguous: bool = False) -> None:
         """Script the next ``count`` calls of ``method`` to fail (see :meth:`FaultInjector.fail_next`)."""
         self.faults.fail_next(method, error_class, count, ambiguous)
+
+    def set_streams_down(self, down: bool = True) -> None:
+        """The push connection drops (every ``watch_*`` raises NetworkError) until set up again:
+        what a websocket outage looks like to the bot. Updates made meanwhile are not replayed."""
+        with self.lock:
+            self._streams_down = down
+            waiters, self._waiters = self._waiters, []
+            for name in self._cursors:
+                self._cursors[name] = self._seq  # a reconnected stream starts from now: pushes were lost
+        for loop, fut in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, fut)
 
     def _on_engine_event(self, kind: str, key: str) -> None:
         # Runs under self.lock on whichever thread changed the engine: record and wake, never lock.
@@ -366,6 +379,8 @@ class PaperExchange:
     async def _watch(self, name: str, kind: str, match: Callable[[str], bool], build: Callable[[list[str]], list[dict]]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         while True:
+            if self._streams_down:
+                raise paper_error(self.flavour, ccxt.NetworkError, "paper exchange: stream connection lost")
             with self.lock:
                 cursor = self._cursors.setdefault((name,), self._seq)
                 keys = list(dict.fromkeys(k for seq, kd, k in self._updates if seq > cursor and kd == kind and match(k)))

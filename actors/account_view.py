@@ -1,0 +1,81 @@
+"""What the exchange last said about the account: a full read, plus every stream update since.
+
+The sync actor keeps one. While the venue's order and position streams are
+subscribed, this view is as current as the exchange's own pushes, so the
+guard's 10-second check is made against it without a request; the full read
+(``sync.interval_secs_streaming``) is the backstop against a lost push.
+
+A read takes time: a stream update that arrives while it is in flight may be
+newer than what the read returns, so updates received since the read began
+are applied again on top of it (an order can only move forward from open to
+done; a position update carries the whole quantity).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterable
+
+import msgspec
+
+from adapters.venue import OrderReport, OrderStatus, PositionReport
+
+LIVE = (OrderStatus.OPEN, OrderStatus.UNKNOWN)
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    read_ms: int
+    positions: tuple[PositionReport, ...]
+    orders: tuple[OrderReport, ...]
+    owned: tuple[dict[str, Any], ...]  # open positions of the projection
+    source: str = "read"  # read: a full read; streams: the last read plus every push since
+
+
+class AccountView:
+    def __init__(self) -> None:
+        self.positions: dict[tuple[str, str], PositionReport] = {}
+        self.orders: dict[str, OrderReport] = {}
+        self.read_ms: int | None = None  # when the last full read was taken
+        self.updated_ms: int | None = None  # the last change of any kind
+        self._during_read: list[tuple[str, Any]] | None = None
+
+    def read_started(self) -> None:
+        self._during_read = []
+
+    def read_failed(self) -> None:
+        self._during_read = None
+
+    def apply_read(self, snap: Snapshot) -> None:
+        self.positions = {(p.symbol, p.side): p for p in snap.positions}
+        self.orders = {o.order_id: o for o in snap.orders}
+        self.read_ms = self.updated_ms = snap.read_ms
+        replay, self._during_read = self._during_read or [], None
+        for kind, item in replay:
+            self._apply(kind, item)
+
+    def on_stream(self, kind: str, items: Iterable[Any], now_ms: int) -> None:
+        for item in items:
+            if self._during_read is not None:
+                self._during_read.append((kind, item))
+            self._apply(kind, item)
+        self.updated_ms = now_ms
+
+    def _apply(self, kind: str, item: Any) -> None:
+        if kind == "orders":
+            order: OrderReport = item
+            if order.status in LIVE:
+                self.orders[order.order_id] = order
+            else:
+                self.orders.pop(order.order_id, None)
+            return
+        symbol, side, qty = item
+        key = (symbol, side)
+        if qty == 0:
+            self.positions.pop(key, None)
+        elif (known := self.positions.get(key)) is not None:
+            self.positions[key] = msgspec.structs.replace(known, qty=qty)
+        else:  # opened since the read: entry and mark come with the next read
+            self.positions[key] = PositionReport(symbol=symbol, side=side, qty=qty, entry_price=Decimal(0))
+
+    def snapshot(self, now_ms: int, owned: tuple[dict[str, Any], ...]) -> Snapshot:
+        return Snapshot(read_ms=now_ms, positions=tuple(self.positions.values()), orders=tuple(self.orders.values()), owned=owned, source="streams")
