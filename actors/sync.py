@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import msgspec
+import pykka
 
 from actors.account_view import AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
@@ -73,6 +74,14 @@ def references(row: dict[str, Any]) -> set[str]:
         refs |= {tp.get("order_id"), tp.get("client_id")}
     refs.discard(None)
     return refs
+
+
+def _reply(ref: Any, message: Any) -> None:
+    """Answer whoever asked; one that has stopped meanwhile (a restart, the shutdown) is not our failure."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
 
 
 def zombie_reason(o: OrderReport, by_key: dict[tuple[str, str], PositionReport], held: set[str], flip_ratio: Decimal) -> str | None:
@@ -213,7 +222,7 @@ class SyncActor(ManagedActor):
             snap = self.view.snapshot(self.ctx.clock.now_ms(), tuple(p for p in msg.result if p.get("exchange") == self.venue.name))
             report = ReconcileFinished(ok=True, findings={"source": "streams", "positions": len(snap.positions), "orders": len(snap.orders)}, snapshot=snap)
             for w in waiting:
-                w.reply_to.tell(report)
+                _reply(w.reply_to, report)
             return self.finish_drain_if_idle()
         if msg.purpose == "read":
             self._reading = False
@@ -323,5 +332,5 @@ class SyncActor(ManagedActor):
             if w.request is not None:  # a user asked (ctl sync / zombies): the supervisor answers
                 self.ctx.supervisor.tell(msgspec.structs.replace(report, request=w.request))
             if w.reply_to is not None and w.reply_to is not self.ctx.directory.lookup("guard"):
-                w.reply_to.tell(report)
+                _reply(w.reply_to, report)
         self.finish_drain_if_idle()

@@ -19,10 +19,12 @@ from adapters.venue import STYLES, Venue
 from benchmarks._util import pct, row
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
-from supervision.messages import ChildStopped, ReconcileFinished, ReconcileNow, StartChild
-from tradebot.clock import RealClock
+from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport
+from supervision.messages import ChildStopped, ReconcileFinished, ReconcileNow, Shutdown, StartChild
+from supervision.supervisor import Supervisor
+from tradebot.clock import RealClock, VirtualClock
 from tradebot.config import parse_config
-from tradebot.wiring import build_executor
+from tradebot.wiring import build_executor, position_spec, trading_children
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -84,10 +86,82 @@ def run() -> None:
             store.close()
             io.stop()
             clock.close()
-    c = parse_config("")
-    per_hour_shared = 2 * 3600 / c.guard.interval_secs  # positions + open orders per guard check (sync shares them)
-    own = 3600 / c.position.verify_interval_secs
-    row("reconciliation reads for the whole account", f"{per_hour_shared:.0f} per hour while positions are open (2 reads per guard check), none when flat except sync's own every {c.sync.interval_secs} s")
-    for n in (5, 50, 500):
-        row(f"  per position-hour with {n} positions", f"{per_hour_shared / n + own:.1f} (incl. the owner's own check every {c.position.verify_interval_secs} s; the seed's bot: 30)")
+    for streams in (True, False):
+        for n in (1, 5, 50):
+            cost = read_cost(n, streams=streams)
+            total = sum(cost.values())
+            detail = ", ".join(f"{k} {v / n:.1f}" for k, v in sorted(cost.items()))
+            row(f"reconciliation requests per position-hour, {n} positions, {'streams live' if streams else 'polling'}", f"{total / n:.1f} ({detail}; the seed's bot: 30)")
 
+
+class Owner(ManagedActor):
+    """Stands in for the intake: counts the positions opened."""
+
+    def started(self) -> None:
+        self.opened = 0
+
+    @handles(PositionOpened, PositionOpenFailed, PositionClosed, ProtectionReport)
+    def _got(self, msg: object) -> None:
+        self.opened += isinstance(msg, PositionOpened)
+
+
+RECONCILE_READS = ("fetch_positions", "fetch_open_orders", "fetch_order")  # mark prices are the feed's, not reconciliation's
+
+
+def read_cost(n: int, *, streams: bool, hours: int = 1) -> dict[str, int]:
+    """Measured, not computed: n protected positions on the paper exchange, the whole actor
+    system (feed, sync, guard, owners) on a virtual clock for ``hours``; the requests the
+    exchange saw, by method."""
+    btc = Markets.from_file(SHARED / "markets" / "binanceusdm-linear.json").resolve("BTCUSDT")
+    markets = Markets([msgspec.structs.replace(btc, symbol=f"Z{i:03d}/USDT:USDT", id=f"Z{i:03d}USDT", base=f"Z{i:03d}") for i in range(n)])
+    with tempfile.TemporaryDirectory() as tmp:
+        io = IOLoop("bench-io").start()
+        store = EventStore(Path(tmp) / "c.db", io).open()
+        clock = VirtualClock()
+        cfg = parse_config(f'[sync]\nuse_streams = {str(streams).lower()}\n[demo]\nsignals_file = ""\n', base_dir=Path(tmp))
+        engine = PaperEngine(markets, flavour="binance", initial_balance=Decimal(10**9), slippage_bps=Decimal(0))
+        exchange = PaperExchange(engine, clock, flavour="binance", request_log_size=10**6)
+        for m in markets:
+            exchange.set_mark(m.symbol, Decimal(40000))
+        venue = Venue("paper", exchange, markets, build_executor(cfg, "paper", clock, store), STYLES["binance"])
+        directory = Directory()
+        ctx = ActorContext(clock=clock, io=io, store=store, config=cfg, directory=directory)
+        owner = Owner.start(name="owner", ctx=ctx)
+        sup = Supervisor.start(ctx=ctx, children=trading_children(cfg, venue, directory, []))
+        try:
+            for i, m in enumerate(markets):
+                req = OpenRequest(position_id=f"p{i}", exchange="paper", symbol=m.id, side="long", quote_amount=Decimal(100), leverage=10, correlation_id=f"c{i}", requested_by=owner)
+                sup.tell(StartChild(spec=position_spec(venue, directory, f"p{i}", m.id, req)))
+            _until(lambda: owner.proxy().opened.get() == n, 60)
+            sync = directory.lookup("sync")
+
+            def step(ms: int) -> None:
+                clock.advance(ms)
+                _until(lambda: not sync.proxy().busy().get(), 10)
+
+            for _ in range(12):
+                step(5_000)  # settle past the start
+            exchange.requests.clear()
+            for _ in range(hours * 720):
+                step(5_000)
+            counts: dict[str, int] = {}
+            for r in exchange.requests:
+                if r["method"] in RECONCILE_READS:
+                    counts[r["method"]] = counts.get(r["method"], 0) + 1
+            return {k: round(v / hours) for k, v in counts.items()}
+        finally:
+            sup.tell(Shutdown(reason="bench end"))
+            if not sup.actor_stopped.wait(3):
+                clock.advance(60_000)
+                sup.actor_stopped.wait(5)
+            owner.stop()
+            store.close()
+            io.stop()
+
+
+def _until(predicate, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(0.0005)

@@ -287,14 +287,14 @@ def run_for(world: World, ms: int, step_ms: int = 5_000) -> None:
 
 
 def test_live_streams_spare_the_exchange_reads(world: World):
-    """Streams live: the guard's 10 s checks use the stream-fed view; only the 300 s backstop reads."""
+    """Streams live: the guard's 10 s checks use the stream-fed view; only the 600 s backstop reads."""
     world.open()
     opened(world)
     run_for(world, 10_000)
     world.exchange.requests.clear()
-    run_for(world, 240_000)
+    run_for(world, 540_000)
     assert reads(world) == 0, [r["method"] for r in world.exchange.requests]
-    run_for(world, 120_000)
+    run_for(world, 60_000)
     per_read = 1 + len(world.venue.style.open_order_queries())  # positions + open orders (Binance: both books)
     assert reads(world) == per_read, [(r["method"], r["ts_ms"]) for r in world.exchange.requests if r["method"] in READS]  # one backstop full read
 

@@ -146,9 +146,9 @@ class PositionConfig(_Section):
     #: If the rollback fails too: a wide stop this far from the entry, and a critical event.
     emergency_stop_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(10)
     #: How often a protected position checks its own stop on the exchange. The guard
-    #: checks every position every guard.interval_secs from two shared reads; this is
-    #: the owner's own backstop, so it can be rare.
-    verify_interval_secs: Annotated[int, _n(ge=1)] = 300
+    #: checks every position every guard.interval_secs (from the stream-fed view or
+    #: shared reads); this is the owner's own backstop, so it can be rare.
+    verify_interval_secs: Annotated[int, _n(ge=1)] = 600
     #: First delay of a scheduled retry inside the actor (doubles each time, max 60 s).
     retry_delay_ms: Annotated[int, _n(ge=1)] = 250
     #: Look-ups of an entry whose outcome is unknown before it is declared not placed.
@@ -204,7 +204,7 @@ class SyncConfig(_Section):
     use_streams: bool = True
     #: While both streams are live the full read is only a backstop against a lost
     #: push: it runs this often instead (and the guard checks the stream-fed view).
-    interval_secs_streaming: Annotated[int, _n(ge=1)] = 300
+    interval_secs_streaming: Annotated[int, _n(ge=1)] = 600
 
 
 class ZombiesConfig(_Section):
