@@ -65,6 +65,7 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         self._op: tuple[int, str] | None = None  # (number, purpose) of the operation in flight
         self._op_seq = 0
         self._pending_fill: OrderReport | None = None
+        self._stop_fill: OrderReport | None = None
         self._retries: dict[str, int] = {}
         self._leftovers: list[str] = []
         self._stray: list[str] = []
@@ -334,10 +335,24 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         if error is not None:
             return  # checked again on the next tick
         if order is not None and order.status is OrderStatus.FILLED:
-            return self._record_exit("position.stop_filled", order, "stop filled")
+            # A fired stop is not yet a closed position (a Binance stop's market child can be
+            # refused; a human may have added to the position): the position decides.
+            self._stop_fill = order
+            return self._io("stop_fill_position", self.venue.position(self.state.symbol, self.state.side))
         if order is None or order.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
             self._lost_stop_status = order.status.value if order else "not found"
             self._io("check_position", self.venue.position(self.state.symbol, self.state.side))
+
+    def _after_stop_fill_position(self, pos: PositionReport | None, error: VenueError | None) -> None:
+        s, fill = self.state, self._stop_fill
+        if error is not None:
+            return  # the next check asks again
+        if pos is None:
+            return self._record_exit("position.stop_filled", fill, "stop filled")
+        if pos.qty != s.qty:
+            self.record("position.qty_corrected", {"qty": pos.qty, "was": s.qty, "source": "exchange"}, severity=Severity.WARNING)
+        self.record("position.stop_lost", {"order_id": s.stop_order_id, "status": f"filled, but {pos.qty} still open"}, severity=Severity.CRITICAL)
+        self._place_stop("initial")
 
     def _after_check_position(self, pos: PositionReport | None, error: VenueError | None) -> None:
         """Our stop is gone: is the position gone too (closed elsewhere), or naked?"""

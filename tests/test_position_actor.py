@@ -94,6 +94,39 @@ def test_stop_fill_is_noticed_and_recorded_with_pnl(world: World):
     eventually(lambda: actor_gone(world, name), what="actor stopped")
 
 
+def test_a_fired_stop_that_leaves_a_position_is_not_taken_for_a_close(world: World):
+    """A human added to the position just before our stop fired: the stop closed only its own
+    quantity. The position decides, not the stop's status: the rest is not forgotten. The price
+    is already through the old stop level, so the rest gets a stop beyond the mark (if the actor
+    has seen the new mark) or is closed at market (if the venue refuses the old level first)."""
+    name = world.open()
+    opened(world)
+
+    def add_then_fall(e, now):  # one step: no reconcile in between
+        e.external_open_position(BTC, "buy", Decimal("0.01"), now)
+        e.on_mark(BTC, Decimal("39100"), now)
+
+    world.engine(add_then_fall)
+    [left] = world.positions()
+    assert Decimal(str(left["contracts"])) == Decimal("0.01") and world.open_orders() == []
+
+    def handled() -> bool:
+        state = world.state().state.value
+        return (state == "closed" and world.positions() == []) or (state == "protected" and len(world.open_orders()) == 1)
+
+    advance_until(world, handled, "the rest handled", step_ms=1_000)
+    types = [e.type for e in world.events()]
+    assert "position.stop_filled" not in types
+    assert types.index("position.qty_corrected") < types.index("position.stop_lost")
+    s = world.state()
+    if s.state.value == "closed":
+        assert s.close_reason == "price already through the stop"
+        eventually(lambda: actor_gone(world, name), what="actor stopped")
+    else:
+        [stop] = world.open_orders()
+        assert s.qty == Decimal("0.01") and Decimal(str(stop["amount"])) == Decimal("0.01") and Decimal(str(stop["triggerPrice"])) < Decimal("39100")
+
+
 def test_restarted_actor_resumes_from_events_with_the_same_stop(world: World):
     name = world.open()
     o = opened(world)

@@ -307,8 +307,9 @@ def test_polling_reads_every_guard_interval(world: World):
     world.exchange.requests.clear()
     run_for(world, 60_000)
     per_read = 1 + len(world.venue.style.open_order_queries())
-    # a full read per guard check (10 s) unless one is fresher than that (sync's own every 30 s)
-    assert 4 * per_read <= reads(world) <= 7 * per_read
+    # a full read per guard check (10 s) unless one is fresher than that (sync's own every 30 s;
+    # with 5 s steps a read can land just after a check): one every 10 to 20 s
+    assert 3 * per_read <= reads(world) <= 7 * per_read
 
 
 def test_stream_outage_is_a_health_problem_and_falls_back_to_reads(world: World):
