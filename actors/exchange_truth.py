@@ -60,7 +60,7 @@ class ExchangeTruth:
             self._flat_reason = "closed outside the bot (found flat by reconciliation)"
             if s.stop_order_id:
                 return self._io("exit_check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
-            return self._record_exit("position.closed", None, self._flat_reason)
+            return self.closed_elsewhere(self._flat_reason)
         if pos.qty != s.qty and s.state is P.PROTECTED:
             self.record("position.qty_corrected", {"qty": pos.qty, "was": s.qty, "source": "exchange"}, severity=Severity.WARNING)
             if self.apply_adjustment():

@@ -29,7 +29,10 @@ def covering_stops(pos: PositionReport, orders: tuple[OrderReport, ...]) -> Deci
     closing = "sell" if pos.side == "long" else "buy"
     total = Decimal(0)
     for o in orders:
-        if o.symbol != pos.symbol or o.side != closing or not o.is_stop or not o.reduce_only:
+        # one-way mode: reduce-only; hedge mode: the order belongs to the position's side
+        # (Binance refuses reduceOnly there, positionSide says it instead)
+        closes_it = o.position_side == pos.side if o.position_side is not None else o.reduce_only
+        if o.symbol != pos.symbol or o.side != closing or not o.is_stop or not closes_it:
             continue
         if pos.mark_price is not None and ((pos.side == "long" and o.trigger_price > pos.mark_price) or (pos.side == "short" and o.trigger_price < pos.mark_price)):
             continue  # a take-profit (or a stop already crossed): not protection

@@ -24,7 +24,7 @@ from typing import Any, Coroutine
 import msgspec
 import pykka
 
-from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
+from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_state import P, PositionState, apply, rebuild
 from actors.exchange_truth import ExchangeTruth
 from actors.position_exit import Exits
@@ -360,9 +360,7 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         if error is not None:
             return self._retry("verify", self.cfg.retry_delay_ms)
         if pos is None:
-            self.record("position.closed", {"reason": "gone on the exchange (closed outside the bot)", "exit_price": None, "pnl": None}, severity=Severity.WARNING)
-            self._tell_requester(PositionClosed(position_id=self.pid, symbol=s.symbol, reason="gone on the exchange", exit_price=None, pnl=None))
-            return self.stop()
+            return self.closed_elsewhere("gone on the exchange (closed outside the bot)")
         self.record("position.stop_lost", {"order_id": s.stop_order_id, "status": self._lost_stop_status}, severity=Severity.ERROR)
         self._place_stop("initial")
 

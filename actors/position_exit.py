@@ -12,10 +12,12 @@ again (at most 3 times), the stop staying live meanwhile.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from actors.messages import PositionClosed, PositionOpenFailed
 from actors.position_state import P, realized_pnl
 from adapters.errors import Outcome, VenueError
-from adapters.venue import OrderReport, OrderStatus, PositionReport
+from adapters.venue import FillReport, OrderReport, OrderStatus, PositionReport
 from supervision.actor import handles
 from supervision.messages import ClosePosition
 from tradebot.events import Severity
@@ -77,7 +79,31 @@ class Exits:
             return self._record_exit("position.stop_filled", order, "stop filled")
         if s.close_reason == "rollback":
             return self._record_exit("position.rolled_back", None, "rollback")
-        self._record_exit("position.closed", None, self._flat_reason or f"{s.close_reason or 'closed'} (found flat)")
+        self.closed_elsewhere(self._flat_reason or f"{s.close_reason or 'closed'} (found flat)")
+
+    def closed_elsewhere(self, reason: str) -> None:
+        """Flat, and not by an order of ours: the exchange's own fills say at what price, and
+        whether it was a liquidation (Bybit marks those; Binance's trade list does not)."""
+        s = self.state
+        self._outside_reason = reason
+        self._io("outside_fills", self.venue.fills(s.symbol, since_ms=s.opened_ts_ms))
+
+    def _after_outside_fills(self, fills: list[FillReport] | None, error: VenueError | None) -> None:
+        s, reason = self.state, self._outside_reason
+        closing = [f for f in fills or () if f.side == s.closing_side and f.kind in ("trade", "liquidation", "adl") and f.order_id not in self._our_order_ids()]
+        if error is not None or not closing:
+            return self._record_exit("position.closed", None, reason)  # no price to be had: recorded without one
+        qty = sum((f.qty for f in closing), Decimal(0))
+        average = sum((f.price * f.qty for f in closing), Decimal(0)) / qty
+        kinds = {f.kind for f in closing}
+        if "liquidation" in kinds or "adl" in kinds:
+            reason = "liquidated" if "liquidation" in kinds else "auto-deleveraged"
+        fill = OrderReport(order_id=closing[-1].order_id or closing[-1].trade_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average)
+        self._record_exit("position.closed", fill, reason)
+
+    def _our_order_ids(self) -> set[str | None]:
+        s = self.state
+        return {s.entry_order_id, s.stop_order_id, s.move_order_id, *(tp.get("order_id") for tp in s.tps)}
 
     def _record_exit(self, type_: str, fill: OrderReport | None, reason: str, leftovers: list[str | None] | None = None) -> None:
         """Record the end of the position, then cancel whatever of ours is still live."""

@@ -54,6 +54,17 @@ class StreamBatch(Message, frozen=True, kw_only=True):
     items: tuple[Any, ...]
 
 
+class ZombieCheck(Message, frozen=True, kw_only=True):
+    pass
+
+
+#: Symbols of positions closed this recently (before a restart) still count as traded.
+TRADED_MEMORY_MS = 86_400_000
+
+#: How long after a push that may leave a zombie (a close, someone else's order) the check runs.
+ZOMBIE_CHECK_DELAY_MS = 5_000
+
+
 class StreamState(Message, frozen=True, kw_only=True):
     kind: str
     state: str
@@ -116,6 +127,8 @@ class SyncActor(ManagedActor):
         self._adopting: dict[tuple[str, str], int] = {}  # (symbol, side) -> when we asked
         self.last_snapshot: Snapshot | None = None
         self.view = AccountView()
+        self.traded: set[str] = set()  # symbols we have traded since the start: others' leftovers there are zombies
+        self._zombie_check_due = False
         self._view_waiting: list[ReconcileNow] = []
 
     def started(self) -> None:
@@ -163,16 +176,34 @@ class SyncActor(ManagedActor):
             for o in msg.items:
                 pid = owner_of(o)
                 owner = next((n for n in names if n.endswith(f":{pid}")), None) if pid else None
+                if pid:
+                    self.traded.add(o.symbol)
                 if owner and o.status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
                     self.ctx.directory.tell(owner, EnsureProtected())  # the owner asks the exchange and acts
+                elif pid is None and o.status is OrderStatus.OPEN and (o.symbol in self.traded or self.ctx.config.zombies.include_foreign):
+                    self._zombie_check_soon()  # someone else's order on a symbol we trade: a leftover?
             return
         for symbol, side, qty in msg.items:
             owners = [n for n in names if n.startswith(f"position:{symbol}:")]
             if not owners and qty > 0:
                 self._on_reconcile(ReconcileNow())  # a position nobody owns: adopt it now, not in 30 s
+            if qty == 0 and symbol in self.traded:
+                self._zombie_check_soon()  # a position closed: orders left behind become zombies
             for owner in owners:
                 pos = None if qty == 0 else PositionReport(symbol=symbol, side=side, qty=qty, entry_price=Decimal(0))
                 self.ctx.directory.tell(owner, ExchangeView(position=pos, read_ms=self.ctx.clock.now_ms()))
+
+    def _zombie_check_soon(self) -> None:
+        """One full reconcile a moment after a push that can leave zombies behind (the owner
+        cancels its own leftovers first), instead of waiting for the streaming backstop."""
+        if not self._zombie_check_due:
+            self._zombie_check_due = True
+            self.after(ZOMBIE_CHECK_DELAY_MS, ZombieCheck())
+
+    @handles(ZombieCheck)
+    def _on_zombie_check(self, msg: ZombieCheck) -> None:
+        self._zombie_check_due = False
+        self._on_reconcile(ReconcileNow())
 
     def config_changed(self, applied: tuple[str, ...]) -> None:
         if "sync.interval_secs" in applied:
@@ -208,6 +239,9 @@ class SyncActor(ManagedActor):
     async def _read(self) -> Snapshot:
         positions = await self.venue.positions()
         orders = await self.venue.open_orders()
+        if self.view.read_ms is None:  # the first read: what we traded lately counts as ours to clean
+            since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
+            self.traded |= {p["symbol"] for p in await self.ctx.store.positions(open_only=False) if p.get("exchange") == self.venue.name and (p.get("closed_ts_ms") or since) >= since}
         owned = await self.ctx.store.positions(open_only=True)
         return Snapshot(read_ms=self.ctx.clock.now_ms(), positions=tuple(positions), orders=tuple(orders), owned=tuple(p for p in owned if p.get("exchange") == self.venue.name))
 
@@ -262,7 +296,8 @@ class SyncActor(ManagedActor):
                 f["phantoms"].append({"position_id": row["position_id"], "symbol": row["symbol"], "owner_alive": row["position_id"] in alive})
         zombies: list[tuple[OrderReport, str]] = []
         held = {p.symbol for p in snap.positions}
-        traded = {r["symbol"] for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o)}
+        self.traded |= {r["symbol"] for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o)}
+        traded = self.traded
         for o in snap.orders:
             young = o.ts_ms is not None and now - o.ts_ms < cfg.sync.grace_secs * 1000
             pid = owner_of(o)

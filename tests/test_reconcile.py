@@ -56,11 +56,14 @@ def test_human_closes_a_position_the_stream_tells_at_once(world: World):
     name = world.open()
     opened(world)
     t0 = time.perf_counter()
+    world.exchange.set_mark(BTC, D(40500))
     world.engine(lambda e, now: e.external_close_position(BTC, now))
     eventually(lambda: world.ctx.directory.lookup(name) is None, what="noticed through the stream")
     detected_ms = (time.perf_counter() - t0) * 1000
     s = world.state()
     assert s.state.value == "closed" and "outside the bot" in s.close_reason
+    # the price and result come from the exchange's own fills
+    assert s.exit_price == D(40500) and s.realized_pnl == (D(40500) - s.entry_price) * s.qty
     assert world.open_orders() == [] and world.positions() == []
     print(f"\nexternal close detected through the stream in {detected_ms:.1f} ms (real time)")
 
@@ -139,6 +142,22 @@ def test_zombie_orders_are_cancelled_and_dry_run_only_reports(world: World):
     assert world.ctx.directory.lookup(name) is not None and len(stop_ids(world)) == 1  # our live stop untouched
 
 
+def test_an_order_left_behind_after_a_close_is_cleaned_without_waiting_for_a_full_read(world: World):
+    """Streams live (full reads only every 600 s): a human's extra stop on our symbol is fine
+    while the position lives; once the position is closed it is a zombie, cancelled seconds later."""
+    name = world.open()
+    o = opened(world)
+    world.engine(lambda e, now: e.external_place_order(BTC, "STOP_MARKET", "sell", D("0.025"), now, {"stopPrice": 38000, "reduceOnly": True}))
+    world.ctx.clock.advance(10_000)
+    assert len(world.open_orders()) == 2  # not a zombie: it protects a live position
+    world.engine(lambda e, now: e.external_close_position(BTC, now))
+    eventually(lambda: world.ctx.directory.lookup(name) is None, what="close noticed")
+    assert [x["id"] for x in world.open_orders() if x["id"] != o.stop_order_id] != []
+    advance_until(world, lambda: world.open_orders() == [], "the human's leftover cancelled", step_ms=1_000)
+    assert world.ctx.clock.now_ms() - world.state().closed_ts_ms <= 10_000
+    assert any("without a position" in z["why"] for f in findings(world) for z in f["zombies"])
+
+
 def _order(side: str, *, reduce_only=False, trigger=None, position_side=None, attached=None, amount="0.1") -> OrderReport:
     return OrderReport(order_id="x", client_id=None, symbol="ETHUSDT", side=side, status=OrderStatus.OPEN, amount=D(amount), filled=D(0),
                        trigger_price=D(trigger) if trigger else None, reduce_only=reduce_only, position_side=position_side, attached=attached)
@@ -187,6 +206,7 @@ def test_hedge_mode_order_for_the_side_without_a_position_is_a_zombie(world: Wor
     world.ctx.directory.tell("sync", ReconcileNow())
     z = eventually(lambda: [f for f in findings(world) if f["zombies"]], what="zombie found")[-1]["zombies"]
     assert len(z) == 1 and "closes the long side" in z[0]["why"]
+    assert "guard.unprotected" not in event_types(world, "guard.")  # our hedge-mode stop counts as protection
     eventually(lambda: [x["id"] for x in world.open_orders()] == [o.stop_order_id], what="only our stop left")
     assert world.ctx.directory.lookup(name) is not None
 
@@ -198,7 +218,8 @@ def test_liquidation_is_recorded(world: World):
     world.exchange.set_mark(BTC, D(35000))  # through the liquidation price in one jump, no stop to stop it
     assert world.positions() == []
     advance_until(world, lambda: world.ctx.directory.lookup(name) is None, "liquidation noticed", step_ms=1_000)
-    assert world.state().state.value == "closed"
+    s = world.state()
+    assert s.state.value == "closed" and s.exit_price is not None and s.realized_pnl < 0  # the exchange's fill, not a guess
 
 
 class Hold(Message, frozen=True, kw_only=True):
