@@ -66,6 +66,8 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         self._op_seq = 0
         self._pending_fill: OrderReport | None = None
         self._stop_fill: OrderReport | None = None
+        self._outside_reason = ""  # a close outside the bot: why (until its fills say more) ...
+        self._outside_fill: OrderReport | None = None  # ... and at what price
         self._retries: dict[str, int] = {}
         self._leftovers: list[str] = []
         self._stray: list[str] = []

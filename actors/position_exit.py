@@ -92,27 +92,35 @@ class Exits:
         s, reason = self.state, self._outside_reason
         closing = [f for f in fills or () if f.side == s.closing_side and f.kind in ("trade", "liquidation", "adl") and f.order_id not in self._our_order_ids()]
         if error is not None or not closing:
-            return self._record_exit("position.closed", None, reason)  # no price to be had: recorded without one
+            return self._record_exit("position.closed", None, reason, severity=Severity.WARNING)  # no price to be had: recorded without one
         qty = sum((f.qty for f in closing), Decimal(0))
         average = sum((f.price * f.qty for f in closing), Decimal(0)) / qty
+        self._outside_fill = OrderReport(order_id=closing[-1].order_id or closing[-1].trade_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average)
         kinds = {f.kind for f in closing}
-        if "liquidation" in kinds or "adl" in kinds:
-            reason = "liquidated" if "liquidation" in kinds else "auto-deleveraged"
-        fill = OrderReport(order_id=closing[-1].order_id or closing[-1].trade_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average)
-        self._record_exit("position.closed", fill, reason)
+        if kinds <= {"trade"} and closing[-1].order_id:  # the fills do not say who closed it: the order does
+            return self._io("outside_order", self.venue.fetch_order(s.symbol, order_id=closing[-1].order_id))
+        self._record_outside(kinds)
+
+    def _after_outside_order(self, order: OrderReport | None, error: VenueError | None) -> None:
+        kind = self.venue.style.forced_close_kind(order.client_id) if order is not None else None
+        self._record_outside({kind} if kind else set())
+
+    def _record_outside(self, kinds: set[str]) -> None:
+        reason = "liquidated" if "liquidation" in kinds else "auto-deleveraged" if "adl" in kinds else self._outside_reason
+        self._record_exit("position.closed", self._outside_fill, reason, severity=Severity.CRITICAL if kinds & {"liquidation", "adl"} else Severity.WARNING)
 
     def _our_order_ids(self) -> set[str | None]:
         s = self.state
         return {s.entry_order_id, s.stop_order_id, s.move_order_id, *(tp.get("order_id") for tp in s.tps)}
 
-    def _record_exit(self, type_: str, fill: OrderReport | None, reason: str, leftovers: list[str | None] | None = None) -> None:
+    def _record_exit(self, type_: str, fill: OrderReport | None, reason: str, leftovers: list[str | None] | None = None, severity: Severity = Severity.INFO) -> None:
         """Record the end of the position, then cancel whatever of ours is still live."""
         s = self.state
         price = fill.average if fill is not None else None
         pnl = realized_pnl(s.side, s.entry_price, price, s.qty) if price is not None and s.entry_price is not None else None
         if pnl is not None and s.realized_pnl:  # partial exits (take-profits) before this one
             pnl += s.realized_pnl
-        self.record(type_, {"reason": reason, "exit_price": price, "pnl": pnl, "order_id": fill.order_id if fill else None})
+        self.record(type_, {"reason": reason, "exit_price": price, "pnl": pnl, "order_id": fill.order_id if fill else None}, severity=severity)
         if type_ == "position.rolled_back":
             self._tell_requester(PositionOpenFailed(position_id=self.pid, symbol=s.symbol, reason="stop could not be placed; position closed again", outcome=Outcome.REJECTED.value))
         else:

@@ -62,7 +62,7 @@ class ZombieCheck(Message, frozen=True, kw_only=True):
 TRADED_MEMORY_MS = 86_400_000
 
 #: How long after a push that may leave a zombie (a close, someone else's order) the check runs.
-ZOMBIE_CHECK_DELAY_MS = 5_000
+ZOMBIE_CHECK_DELAY_MS = 2_000
 
 
 class StreamState(Message, frozen=True, kw_only=True):

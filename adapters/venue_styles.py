@@ -39,6 +39,12 @@ class VenueStyle:
     mark_price_method = "fetch_mark_price"
     #: Does an order's acknowledgement lack its status and fill (then a market order is read back once)?
     read_back_market_orders = False
+    #: ccxt.pro's mark price stream (Binance: ``<symbol>@markPrice@1s``) and its unsubscribe.
+    mark_watch_method = "watch_mark_prices"
+    mark_unwatch_method = "un_watch_mark_prices"
+    #: Per stream kind, the ccxt.pro subscription keys (prefixes) whose open connection means
+    #: the stream is live (Binance: the user-data connection is subscribed as "linear").
+    stream_subscriptions: dict[str, tuple[str, ...]] = {"orders": ("linear",), "positions": ("linear",), "marks": ("markPrice:",)}
 
     def __init__(self, *, hedge_mode: bool = False) -> None:
         #: The account's position mode (``exchange.hedge_mode``): one-way or hedge (long and short apart).
@@ -89,10 +95,13 @@ class VenueStyle:
 
     # ------------------------------------------------- ids and routing
     def report_id(self, raw: dict[str, Any]) -> str:
-        """Our order id for a ccxt order dict: conditional (algo) orders get :attr:`ALGO_PREFIX`."""
+        """Our order id for a ccxt order dict: conditional (algo) orders get :attr:`ALGO_PREFIX`.
+
+        REST answers carry ``algoId``; the user-data stream's ``ALGO_UPDATE`` carries ``aid``."""
         info = raw.get("info") or {}
-        if info.get("algoId") is not None:
-            return f"{self.ALGO_PREFIX}{info['algoId']}"
+        algo_id = info.get("algoId", info.get("aid"))
+        if algo_id is not None:
+            return f"{self.ALGO_PREFIX}{algo_id}"
         return str(raw.get("id"))
 
     def order_ref(self, order_id: str) -> tuple[str, dict[str, Any]]:
@@ -130,7 +139,18 @@ class VenueStyle:
         return str(child) if child not in (None, "", 0, "0") else None
 
     def fill_kind(self, info: dict[str, Any]) -> str:
-        return "trade"
+        return "trade"  # Binance's trade list does not say; the order does (forced_close_kind)
+
+    def forced_close_kind(self, client_id: str | None) -> str | None:
+        """Binance names the orders it sends itself: ``autoclose-...`` (liquidation) and
+        ``adl_autoclose`` (auto-deleveraging). None: an ordinary order (or a venue whose
+        fills already say, Bybit)."""
+        cid = client_id or ""
+        if cid.startswith("adl_autoclose"):
+            return "adl"
+        if cid.startswith("autoclose-"):
+            return "liquidation"
+        return None
 
 
 class BybitStyle(VenueStyle):
@@ -154,6 +174,9 @@ class BybitStyle(VenueStyle):
     page_limit = 50
     mark_price_method = "fetch_ticker"  # Bybit's v5 ticker carries markPrice
     read_back_market_orders = True  # /v5/order/create answers {orderId, orderLinkId} only
+    mark_watch_method = "watch_tickers"  # the public tickers.<symbol> topic carries markPrice too
+    mark_unwatch_method = "un_watch_tickers"
+    stream_subscriptions = {"orders": ("orders",), "positions": ("positions",), "marks": ("ticker:",)}
 
     def client_id_params(self, client_id: str) -> dict[str, Any]:
         return {"orderLinkId": client_id}

@@ -220,6 +220,7 @@ def test_liquidation_is_recorded(world: World):
     advance_until(world, lambda: world.ctx.directory.lookup(name) is None, "liquidation noticed", step_ms=1_000)
     s = world.state()
     assert s.state.value == "closed" and s.exit_price is not None and s.realized_pnl < 0  # the exchange's fill, not a guess
+    assert s.close_reason == "liquidated"  # Binance's own order for it: clientOrderId autoclose-...
 
 
 class Hold(Message, frozen=True, kw_only=True):

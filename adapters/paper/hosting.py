@@ -40,8 +40,11 @@ def build_paper_exchange(config: Any, clock: Any, state_path: Path | None = None
         engine = PaperEngine.restore(saved["engine"], markets)
         replay_start = int(saved["replay_start_ms"])
         logger.info("paper exchange: restored state from {} ({} positions, {} open orders)", state_path, len(engine.positions), len(engine.open_orders))
+        if engine.config.hedge_mode != config.exchange.hedge_mode:
+            logger.warning("paper exchange: the saved account is in {} mode but exchange.hedge_mode = {}; the saved mode stays (delete {} to start afresh)", "hedge" if engine.config.hedge_mode else "one-way", str(config.exchange.hedge_mode).lower(), state_path)
     else:
-        engine = PaperEngine(markets, flavour=p.flavour, initial_balance=p.starting_balance, leverage=p.leverage, taker_fee_rate=p.taker_fee_rate, slippage_bps=p.slippage_bps, seed=p.seed)
+        # The account's position mode is the bot's exchange.hedge_mode: one key, so the two cannot disagree.
+        engine = PaperEngine(markets, flavour=p.flavour, initial_balance=p.starting_balance, leverage=p.leverage, taker_fee_rate=p.taker_fee_rate, slippage_bps=p.slippage_bps, seed=p.seed, hedge_mode=config.exchange.hedge_mode)
         replay_start = clock.now_ms()
     replay = PriceReplay(markets, start_ms=replay_start, time_scale=max(1, int(p.speed)), seed=p.seed, data_dir=config.paper_data_dir / "prices")
     exchange = PaperExchange(engine, clock, flavour=p.flavour, price_replay=replay, tick_interval_ms=p.tick_interval_ms, markets_path=mpath)

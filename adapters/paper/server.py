@@ -3,7 +3,8 @@
 Killing the bot, even with SIGKILL, leaves this "exchange" running: prices
 keep moving and stops keep triggering, exactly as in life. It serves the
 ccxt-unified methods (and a few admin methods for tests and the demo: set a
-mark, act as a human on the UI, read the measurements, script faults) as
+mark, act as a human on the UI -- one action, or several at one instant
+with ``external_actions`` --, read the measurements, script faults) as
 JSON lines over a Unix socket (0600, in a 0700 directory). State is saved
 after every change (at most every 200 ms) and on shutdown, and restored at
 start.
@@ -37,7 +38,9 @@ CCXT_METHODS = frozenset(
         "set_position_mode", "watch_orders", "watch_positions",
     }
 )
-ADMIN_METHODS = frozenset({"set_mark", "external_close_position", "external_cancel_order", "external_open_position", "metrics", "position_metrics", "fail_next", "ping"})
+ADMIN_METHODS = frozenset({"set_mark", "external_close_position", "external_cancel_order", "external_open_position", "external_place_order", "external_actions", "metrics", "position_metrics", "fail_next", "ping"})
+#: What ``external_actions`` may do in one step (a human on the UI, or the market moving).
+ATOMIC_ACTIONS = frozenset({"set_mark", "external_close_position", "external_cancel_order", "external_open_position", "external_place_order"})
 
 
 class PaperServer:
@@ -126,10 +129,27 @@ class PaperServer:
             return self.exchange.faults.fail_next(*args, **kwargs)
         if method in ("metrics", "position_metrics"):
             return self.exchange.with_engine(lambda e, now: getattr(e, method)(*args, now_ms=now, **kwargs))
-        if method == "external_open_position":
-            symbol, side, qty = args
-            return self.exchange.with_engine(lambda e, now: _order_id(e.external_open_position(symbol, side, Decimal(str(qty)), now)))
-        return self.exchange.with_engine(lambda e, now: _order_id(getattr(e, method)(*args, now_ms=now, **kwargs)))
+        if method == "external_actions":
+            return self.exchange.with_engine(lambda e, now: [_external(e, now, *step) for step in args[0]])
+        return self.exchange.with_engine(lambda e, now: _external(e, now, method, args, kwargs))
+
+
+def _external(engine: Any, now_ms: int, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Any:
+    """One admin action on the engine (under its lock); ``external_actions`` runs several at one instant,
+    so a test can make things happen together that no bot could see apart (a stop cancelled as the
+    market gaps through the liquidation price)."""
+    kwargs = kwargs or {}
+    if method not in ATOMIC_ACTIONS:
+        raise ValueError(f"unknown action {method!r}")
+    if method == "set_mark":
+        return engine.on_mark(engine.markets.resolve(args[0]).symbol, Decimal(str(args[1])), now_ms)
+    if method == "external_open_position":
+        symbol, side, qty = args
+        return _order_id(engine.external_open_position(symbol, side, Decimal(str(qty)), now_ms))
+    if method == "external_place_order":  # symbol, type, side, amount[, params]
+        symbol, type_, side, amount, *rest = args
+        return _order_id(engine.external_place_order(symbol, type_, side, Decimal(str(amount)), now_ms, kwargs.get("params", rest[0] if rest else None)))
+    return _order_id(getattr(engine, method)(*args, now_ms=now_ms, **kwargs))
 
 
 def _order_id(result: Any) -> Any:
