@@ -1,23 +1,65 @@
 """Mark prices for the symbols that have open positions, fanned out to their actors.
 
-Every ``feeds.mark_interval_ms`` it reads the mark price of each subscribed
-symbol through the venue (one read in flight at a time: a slow venue makes
-readings sparser, never piles requests up) and tells each subscriber a
-``MarkPrice``. The reading runs on the I/O loop; the fan-out is tells.
+Two sources, one output (``MarkPrice`` told to each subscriber):
+
+* **The venue's stream** (``feeds.use_streams`` and a venue that has one:
+  ccxt.pro's Binance ``<symbol>@markPrice@1s``, Bybit ``tickers``). A
+  :class:`StreamPump` on the I/O loop subscribes to the symbols that have
+  subscribers; when that set changes (checked once per tick, so a burst of
+  subscriptions costs one resubscribe) the old subscription is ended and a new
+  pump started. While the stream is up nothing is polled: that is the point,
+  fewer requests and fresher prices.
+* **Reads** every ``feeds.mark_interval_ms`` (one read in flight at a time: a
+  slow venue makes readings sparser, never piles requests up). They are the
+  only source without a stream, the fallback while the stream is down (the
+  supervisor is told ``HealthChanged("stream:marks", ...)``, shown by
+  ``ctl status``, and told again with ``problem=None`` once it is up), and the
+  stale guard while it is up: a symbol the stream has not updated for
+  :data:`STALE_AFTER_INTERVALS` intervals (a new subscription, a silently
+  lost one) is read anyway.
+
+A stream update is passed on when the price changed or an interval has passed
+since the last one told (Bybit pushes its ticker every 100 ms, mostly with
+the same mark).
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 from decimal import Decimal
 from typing import Any
 
 import pykka
 
 from actors.messages import MarkPrice, SubscribeMarks, UnsubscribeMarks
+from adapters.streams import StreamPump
 from adapters.venue import Venue
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IOCompleted, Tick
+from supervision.messages import HealthChanged, IOCompleted, Message, Tick
 from tradebot.events import Severity
+
+#: A symbol without a stream update for this many mark intervals is read over REST.
+STALE_AFTER_INTERVALS = 3
+#: The component named in ``HealthChanged`` (and so in ``ctl status`` problems).
+COMPONENT = "stream:marks"
+
+
+class MarkStreamBatch(Message, frozen=True, kw_only=True):
+    """From the mark pump: marks the stream delivered (``generation`` tells old pumps' leftovers apart)."""
+
+    generation: int
+    prices: tuple[tuple[str, Decimal], ...]
+
+
+class MarkStreamState(Message, frozen=True, kw_only=True):
+    generation: int
+    state: str  # connecting / up / down
+    error: str | None = None
+
+
+def _utc(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PriceFeed(ManagedActor):
@@ -26,16 +68,40 @@ class PriceFeed(ManagedActor):
         self.venue = venue
         self.subscribers: dict[str, dict[str, Any]] = {}  # symbol -> {actor name: ref}
         self.last: dict[str, Decimal] = {}
-        self._reading = False
+        self.reading = False  # one read in flight at a time
         self._failures = 0
+        # The stream (only where the venue has one).
+        self.streaming = False
+        self.stream_state = "off"  # off / connecting / up / down
+        self._generation = 0
+        self._pump: StreamPump | None = None
+        self._pump_symbols: tuple[str, ...] = ()
+        self._down_since_ms: int | None = None
+        self._stream_seen_ms: dict[str, int] = {}  # symbol -> when the stream last updated it
+        self._told_ms: dict[str, int] = {}
+        self._stale: set[str] = set()
+        self._swap_lock: asyncio.Lock | None = None  # created on the I/O loop
+
+    @property
+    def interval_ms(self) -> int:
+        return self.ctx.config.feeds.mark_interval_ms
 
     def started(self) -> None:
-        self.every(self.ctx.config.feeds.mark_interval_ms, "marks")
+        self.every(self.interval_ms, "marks")
+        self.streaming = self.ctx.config.feeds.use_streams and self.venue.mark_streams_supported()
+        if self.streaming:
+            self._report(None)  # a restarted feed starts afresh; a new outage is reported anew
+
+    def stopping(self) -> None:
+        if self._pump is not None:
+            self.ctx.io.submit(self._swap(self._pump, (), None))
 
     def config_changed(self, applied: tuple[str, ...]) -> None:
         if "feeds.mark_interval_ms" in applied:
             self._cancel_timers()
-            self.every(self.ctx.config.feeds.mark_interval_ms, "marks")
+            self.every(self.interval_ms, "marks")
+            if self._down_since_ms is not None:
+                self._report(self._problem())
 
     @handles(SubscribeMarks)
     def _subscribe(self, msg: SubscribeMarks) -> None:
@@ -50,15 +116,34 @@ class PriceFeed(ManagedActor):
         if not subs:
             self.subscribers.pop(msg.symbol, None)
 
+    # ------------------------------------------------------------ reads
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
-        if msg.name == "marks" and self.subscribers and not self._reading:
-            self._reading = True
-            self.io_call("marks", self.venue.mark_prices(sorted(self.subscribers)))
+        if msg.name != "marks":
+            return
+        if self.streaming:
+            self._follow_subscribers()
+        due = self._due_reads()
+        if due and not self.reading:
+            self.reading = True
+            self.io_call("marks", self.venue.mark_prices(due))
+
+    def _due_reads(self) -> list[str]:
+        """Every subscribed symbol, unless the stream is up: then only the stale ones."""
+        symbols = sorted(self.subscribers)
+        if not self.streaming or self.stream_state != "up":
+            return symbols
+        now, limit = self.ctx.clock.now_ms(), STALE_AFTER_INTERVALS * self.interval_ms
+        stale = [s for s in symbols if now - self._stream_seen_ms.get(s, -(10**15)) > limit]
+        for s in set(stale) - self._stale:
+            if s in self._stream_seen_ms:  # a new subscription is expected to be read until its first update
+                self.emit("feed.mark_stale", {"stream": COMPONENT, "silent_ms": now - self._stream_seen_ms[s]}, severity=Severity.WARNING, symbol=s, exchange=self.venue.name)
+        self._stale = set(stale)
+        return stale
 
     @handles(IOCompleted)
     def _on_marks(self, msg: IOCompleted) -> None:
-        self._reading = False
+        self.reading = False
         if msg.error is not None:
             self._failures += 1
             if self._failures in (1, 10) or self._failures % 100 == 0:
@@ -69,9 +154,89 @@ class PriceFeed(ManagedActor):
             self._failures = 0
         now = self.ctx.clock.now_ms()
         for symbol, price in msg.result.items():
-            self.last[symbol] = price
-            for name, ref in list(self.subscribers.get(symbol, {}).items()):
-                try:
-                    ref.tell(MarkPrice(symbol=symbol, price=price, ts_ms=now))
-                except pykka.ActorDeadError:
-                    self.subscribers[symbol].pop(name, None)
+            self._tell(symbol, price, now)
+
+    def _tell(self, symbol: str, price: Decimal, now: int) -> None:
+        self.last[symbol] = price
+        self._told_ms[symbol] = now
+        for name, ref in list(self.subscribers.get(symbol, {}).items()):
+            try:
+                ref.tell(MarkPrice(symbol=symbol, price=price, ts_ms=now))
+            except pykka.ActorDeadError:
+                self.subscribers[symbol].pop(name, None)
+
+    # ----------------------------------------------------------- stream
+    def _follow_subscribers(self) -> None:
+        """Resubscribe when the set of symbols with subscribers changed."""
+        wanted = tuple(sorted(self.subscribers))
+        if wanted == self._pump_symbols:
+            return
+        old, old_symbols = self._pump, self._pump_symbols
+        self._generation += 1
+        self._pump, self._pump_symbols = (self._new_pump(wanted, self._generation) if wanted else None), wanted
+        self.stream_state = "connecting" if wanted else "off"
+        self._stream_seen_ms = {s: t for s, t in self._stream_seen_ms.items() if s in wanted}
+        if not wanted and self._down_since_ms is not None:
+            self._down_since_ms = None
+            self._report(None)  # nothing to stream: nothing degraded
+        self.ctx.io.submit(self._swap(old, old_symbols, self._pump))
+
+    def _new_pump(self, symbols: tuple[str, ...], generation: int) -> StreamPump:
+        ref, venue = self.actor_ref, self.venue
+
+        def on_batch(prices: dict[str, Decimal]) -> None:
+            ref.tell(MarkStreamBatch(generation=generation, prices=tuple(prices.items())))
+
+        def on_state(state: str, error: str | None) -> None:
+            ref.tell(MarkStreamState(generation=generation, state=state, error=error))
+
+        return StreamPump("marks", lambda: venue.watch_mark_prices(list(symbols)), on_batch, on_state, connected=lambda: venue.stream_connected("marks"))
+
+    async def _swap(self, old: StreamPump | None, old_symbols: tuple[str, ...], new: StreamPump | None) -> None:
+        """On the I/O loop, one swap at a time in the order asked: the old subscription ends
+        before the new one starts (one connection carries both), and a pump a later swap
+        stops is never started after it."""
+        self._swap_lock = self._swap_lock or asyncio.Lock()
+        async with self._swap_lock:
+            if old is not None:
+                await old.stop()
+                await self.venue.unwatch_mark_prices(list(old_symbols))
+            if new is not None:
+                new.spawn()
+
+    @handles(MarkStreamBatch)
+    def _on_stream_batch(self, msg: MarkStreamBatch) -> None:
+        if msg.generation != self._generation:
+            return
+        now = self.ctx.clock.now_ms()
+        for symbol, price in msg.prices:
+            if symbol not in self.subscribers:
+                continue
+            self._stream_seen_ms[symbol] = now
+            if price != self.last.get(symbol) or now - self._told_ms.get(symbol, -(10**15)) >= self.interval_ms:
+                self._tell(symbol, price, now)
+
+    @handles(MarkStreamState)
+    def _on_stream_state(self, msg: MarkStreamState) -> None:
+        if msg.generation != self._generation:
+            return
+        self.stream_state = msg.state
+        now = self.ctx.clock.now_ms()
+        if msg.state == "down" and self._down_since_ms is None:
+            self._down_since_ms = now
+            self.emit("feed.stream_down", {"stream": COMPONENT, "error": msg.error, "polling_every_ms": self.interval_ms}, severity=Severity.WARNING, exchange=self.venue.name)
+            self._report(self._problem())
+        elif msg.state == "up" and self._down_since_ms is not None:
+            self.emit("feed.stream_up", {"stream": COMPONENT, "down_ms": now - self._down_since_ms}, exchange=self.venue.name)
+            self._down_since_ms = None
+            self._report(None)
+
+    def _problem(self) -> str:
+        return f"down since {_utc(self._down_since_ms or 0)}: polling every {self.interval_ms} ms"
+
+    def _report(self, problem: str | None) -> None:
+        if self.ctx.supervisor is not None:
+            try:
+                self.ctx.supervisor.tell(HealthChanged(component=COMPONENT, problem=problem))
+            except pykka.ActorDeadError:
+                pass

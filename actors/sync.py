@@ -139,7 +139,13 @@ class SyncActor(ManagedActor):
         if self.ctx.config.sync.use_streams and self.venue.streams_supported():  # else: polling only
             ref = self.actor_ref
             for kind, watch in (("orders", self.venue.watch_orders), ("positions", self.venue.watch_positions)):
-                pump = StreamPump(kind, watch, lambda b, k=kind: ref.tell(StreamBatch(kind=k, items=tuple(b))), lambda st, err, k=kind: ref.tell(StreamState(kind=k, state=st, error=err)))
+                pump = StreamPump(
+                    kind,
+                    watch,
+                    lambda b, k=kind: ref.tell(StreamBatch(kind=k, items=tuple(b))),
+                    lambda st, err, k=kind: ref.tell(StreamState(kind=k, state=st, error=err)),
+                    connected=lambda k=kind: self.venue.stream_connected(k),  # up again on reconnect, not at the next order
+                )
                 pump.start(self.ctx.io.loop)
                 self._pumps.append(pump)
 

@@ -26,6 +26,21 @@ What is decided here, once:
 * Bybit: linear swaps only (``defaultType`` swap, markets of type linear),
   unified trading account assumed (``enableUnifiedAccount``: no start-up
   call to ``/v5/user/query-api``, which needs wallet permissions).
+* **Streams**: with ``sync.use_streams`` or ``feeds.use_streams`` the
+  exchange is ccxt.pro's class (``ccxt.pro.binanceusdm`` / ``ccxt.pro.bybit``):
+  the REST class plus ``watch_*``, so every REST call, our HTTP interception
+  and the guard below work unchanged. What ccxt.pro does itself: the
+  connections, Binance's listenKey (``POST /fapi/v1/listenKey`` on the first
+  private watch, ``PUT`` every 20 min), Bybit's ``auth`` op, pings, and a new
+  connection with a new subscription on the next ``watch_*`` after a drop.
+  What we add (:func:`install_stream_hooks`): Binance's ``listenKeyExpired``
+  (ccxt 4.5.90 ignores it, and the stream would go silent) drops the
+  connection and the key, so the next watch logs in again; no positions
+  snapshot on the first watch (sync's full reads are the snapshot); all mark
+  subscriptions on one Binance connection.
+* ``exchange.ccxt_options.urls`` wins over the testnet switch (which replaces
+  ``urls["api"]`` wholesale), so another base URL, REST or websocket, can be
+  set for either mode.
 
 :func:`intercept_http` replaces an exchange's HTTP layer with a function
 (the way ccxt's own static tests do it): the exact requests are recorded and
@@ -35,17 +50,21 @@ dry run.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http
 import inspect
 import json
 import logging
 import os
+import re
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
+import ccxt
 import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
 
 from adapters.errors import classify
 from adapters.executor import Executor, RetryPolicy
@@ -65,6 +84,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
             "defaultType": "swap",
             # Venue.open_orders() may list the whole account (weight 40 instead of 1): we know.
             "warnOnFetchOpenOrdersWithoutSymbol": False,
+            # ccxt.pro: a watch_positions / watch_orders would first fetch all positions over REST
+            # and, if that read failed, wait for it forever. The sync actor's full reads are the snapshot.
+            "watchPositions": {"fetchPositionsSnapshot": False, "awaitPositionsSnapshot": False},
+            # ccxt.pro gives every new set of mark-price symbols its own connection and counts the
+            # sets (never down) against a limit of 200 per connection. One connection carries all
+            # (we subscribe at most max_open_positions streams; Binance allows 1024 per connection).
+            "streamLimits": {"linear": 1},
+            "subscriptionLimitByStream": {"linear": 1_000_000_000},
         },
     },
     "bybit": {
@@ -75,6 +102,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
             "fetchMarkets": {"types": ["linear"]},
             "enableUnifiedAccount": True,
             "enableUnifiedMargin": False,
+            # As for Binance; Bybit's snapshot would also read the inverse positions.
+            "watchPositions": {"fetchPositionsSnapshot": False, "awaitPositionsSnapshot": False},
         },
     },
 }
@@ -133,21 +162,68 @@ def constructor_options(config: Any, api_key: str, secret: str) -> dict[str, Any
     return merged
 
 
-def build_ccxt_exchange(config: Any, *, env: Mapping[str, str] | None = None) -> Any:
-    """A ``ccxt.async_support`` exchange for ``exchange.name`` (binanceusdm or bybit), guarded against leaking its keys."""
+def wants_streams(config: Any) -> bool:
+    """Does the config ask for any venue stream (then the exchange is ccxt.pro's class)?"""
+    return bool(config.sync.use_streams or config.feeds.use_streams)
+
+
+def build_ccxt_exchange(config: Any, *, env: Mapping[str, str] | None = None, streams: bool = False) -> Any:
+    """A ccxt exchange for ``exchange.name`` (binanceusdm or bybit), guarded against leaking its keys.
+
+    ``streams``: ccxt.pro's class instead of ``ccxt.async_support``'s. :func:`build_ccxt_venue`
+    passes :func:`wants_streams`; a caller that builds the exchange itself (tests, a dry run)
+    gets REST only unless it asks, so nothing dials a venue's websocket unasked."""
     e = config.exchange
     if e.name not in CCXT_IDS:
         raise ExchangeSetupError(f"exchange.name: expected one of {', '.join(repr(n) for n in CCXT_IDS)} for a real exchange, got {e.name!r}")
     api_key, secret = read_credentials(config, env)
-    exchange = getattr(ccxt_async, CCXT_IDS[e.name])(constructor_options(config, api_key, secret))
+    options = constructor_options(config, api_key, secret)
+    exchange = getattr(ccxt_pro if streams else ccxt_async, CCXT_IDS[e.name])(options)
     if e.testnet:
         if e.name == "binanceusdm":
             exchange.enable_demo_trading(True)  # ccxt 4.5.90: the futures sandbox is gone, demo trading replaces it
         else:
             exchange.set_sandbox_mode(True)
+        if isinstance(options.get("urls"), dict):  # the switch replaced urls["api"]: the config's URLs win
+            exchange.urls = _deep_merge(exchange.urls, options["urls"])
     SecretGuard((api_key, secret)).install(exchange)
-    log.info("%s exchange set up (%s; keys from $%s / $%s)", e.name, "testnet" if e.testnet else "LIVE", e.api_key_env, e.api_secret_env)
+    if streams:
+        install_stream_hooks(exchange)
+    log.info("%s exchange set up (%s; %s; keys from $%s / $%s)", e.name, "testnet" if e.testnet else "LIVE", "REST and streams" if streams else "REST only", e.api_key_env, e.api_secret_env)
     return exchange
+
+
+def install_stream_hooks(exchange: Any) -> Any:
+    """What ccxt.pro 4.5.90 leaves to us, installed before the first connection exists.
+
+    Binance pushes ``listenKeyExpired`` when the user-data key lapses (a missed
+    keep-alive, a suspended host) and then sends nothing more on that
+    connection, which stays open: ccxt does not handle the event, so the order
+    and position streams would go silent while looking healthy. Here the event
+    fails the stream's pending watches, closes the connection and forgets the
+    key, so the pump's next ``watch_*`` fetches a new listenKey and connects with it.
+    """
+    handle_message = exchange.handle_message
+
+    def handle(client: Any, message: Any) -> Any:
+        if isinstance(message, dict) and message.get("e") == "listenKeyExpired":
+            return _drop_user_stream(exchange, client)
+        return handle_message(client, message)
+
+    exchange.handle_message = handle
+    return exchange
+
+
+def _drop_user_stream(exchange: Any, client: Any) -> None:
+    for bucket in exchange.options.values():
+        if isinstance(bucket, dict) and bucket.get("listenKey") and bucket["listenKey"] in client.url:
+            bucket.update(listenKey=None, lastAuthenticatedTime=0)
+    error = ccxt.NetworkError(f"{exchange.id} user data stream: listenKeyExpired; reconnecting with a new listenKey")
+    client.error = error  # a closing we asked for: ccxt must not take it for a server disconnect
+    client.reset(error)
+    if exchange.clients.get(client.url) is client:
+        del exchange.clients[client.url]
+    asyncio.ensure_future(client.close())
 
 
 def style_for(exchange_name: str, *, hedge_mode: bool = False) -> VenueStyle:
@@ -177,7 +253,7 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     :class:`ExchangeSetupError` says why.
     """
     e = config.exchange
-    exchange = exchange if exchange is not None else build_ccxt_exchange(config, env=env)
+    exchange = exchange if exchange is not None else build_ccxt_exchange(config, env=env, streams=wants_streams(config))
     try:
         raw = await exchange.load_markets()
         markets = Markets.from_ccxt(_usable_markets(raw))
@@ -216,9 +292,20 @@ class SecretGuard:
     messages, prints request headers (with the API key) in ``verbose`` mode and
     logs them at DEBUG on its ``ccxt.base.exchange`` logger. ``install`` wraps
     the exchange so that all three are redacted, whatever the options say.
+
+    ccxt.pro adds two more carriers: errors of a ``watch_*`` call (a Bybit
+    ``auth`` refusal quotes the request, API key included; a Binance
+    connection error or ping time-out quotes the URL, which holds the
+    listenKey: with it anyone can read the account's orders and positions)
+    and the websocket client's ``verbose`` prints. Both go through the wrapped
+    ``watch_*`` methods and ``log``; a listenKey (it changes) is masked by pattern.
     """
 
     MASK = "***"
+    #: A Binance user-data listenKey in a URL (``?listenKey=...``), JSON or a dict repr.
+    PATTERNS = (re.compile(r"""(listenKey["']?\s*[=:]\s*["']?)(?!\*\*\*)[A-Za-z0-9]{8,}"""),)
+    #: ccxt.pro methods whose errors are scrubbed (wherever the exchange has them).
+    WATCH_METHODS = ("watch_orders", "watch_positions", "watch_mark_prices", "watch_mark_price", "watch_tickers", "watch_ticker", "watch_balance", "watch_my_trades", "un_watch_mark_prices", "un_watch_tickers")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
@@ -227,11 +314,13 @@ class SecretGuard:
         out = text if isinstance(text, str) else str(text)
         for s in self.secrets:
             out = out.replace(s, self.MASK)
+        for pattern in self.PATTERNS:
+            out = pattern.sub(lambda m: m.group(1) + self.MASK, out)
         return out
 
     def leaks(self, text: Any) -> bool:
         out = text if isinstance(text, str) else str(text)
-        return any(s in out for s in self.secrets)
+        return any(s in out for s in self.secrets) or any(p.search(out) for p in self.PATTERNS)
 
     def scrub(self, exc: BaseException) -> BaseException:
         """Redact ``exc`` and its causes in place (class and traceback kept)."""
@@ -255,12 +344,26 @@ class SecretGuard:
                 raise guard.scrub(exc)
 
         exchange.fetch2 = guarded_fetch2
+        for name in self.WATCH_METHODS:
+            if callable(getattr(exchange, name, None)):
+                setattr(exchange, name, self._guarded(getattr(exchange, name)))
         log_fn = exchange.log
         exchange.log = lambda *args: log_fn(*(guard.redact(a) for a in args))
         logger = exchange.logger if isinstance(getattr(exchange, "logger", None), logging.Logger) else logging.getLogger("ccxt.base.exchange")
         _redacting_filter(logger).add(self)
         exchange.secret_guard = self
         return exchange
+
+    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        guard = self
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised, only redacted
+                raise guard.scrub(exc)
+
+        return guarded
 
 
 class _RedactingFilter(logging.Filter):

@@ -3,8 +3,21 @@
 A :class:`StreamPump` runs on the I/O loop: it awaits the next batch from a
 ``watch_*`` call and hands it to a callback (which only ``tell``s). When the
 stream fails it reports the state, backs off (exponential, capped, with
-jitter) and resubscribes; meanwhile the consumer's periodic full reads are
-the fallback, so a dead stream costs detection speed, never correctness.
+jitter) and calls ``watch`` again; meanwhile the consumer's periodic full
+reads are the fallback, so a dead stream costs detection speed, never
+correctness.
+
+Reconnecting is the next ``watch`` call: ccxt.pro drops a client whose
+connection failed or was closed by the server, so the next ``watch_*`` dials a
+new connection and sends its subscription (Bybit: ``auth`` first; Binance
+user data: the listenKey is in the URL) again. ``tests/test_ccxt_streams.py``
+checks this against a local websocket server.
+
+States told to ``on_state``: ``connecting`` (once, at start), ``up`` (an update
+arrived, or ``connected()`` says the connection is open again), ``down``
+(with the error). A stream that only speaks when something happens (orders,
+positions) would otherwise look down until the next order after a reconnect;
+``connected`` avoids that.
 """
 
 from __future__ import annotations
@@ -18,26 +31,39 @@ class StreamPump:
     def __init__(
         self,
         name: str,
-        watch: Callable[[], Awaitable[list[Any]]],
-        on_batch: Callable[[list[Any]], None],
+        watch: Callable[[], Awaitable[Any]],
+        on_batch: Callable[[Any], None],
         on_state: Callable[[str, str | None], None],
         *,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        connected: Callable[[], bool] | None = None,
+        probe_interval_s: float = 0.25,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),
     ) -> None:
+        """``connected`` (optional) says whether the stream's connection is open; ``sleep`` and
+        ``jitter`` (a factor applied to each backoff delay) are injectable for tests."""
         self.name = name
         self._watch = watch
         self._on_batch = on_batch
         self._on_state = on_state
         self._initial, self._max = backoff_initial_s, backoff_max_s
+        self._connected = connected
+        self._probe_s = probe_interval_s
+        self._sleep = sleep
+        self._jitter = jitter
         self._task: asyncio.Task[None] | None = None
         self.state = "stopped"
+        #: Failed watch calls in a row (reset by the next update).
+        self.failures = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start on ``loop`` (callable from any thread)."""
-        loop.call_soon_threadsafe(self._spawn)
+        loop.call_soon_threadsafe(self.spawn)
 
-    def _spawn(self) -> None:
+    def spawn(self) -> None:
+        """Start now, on the running loop (call it from the loop's thread)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"stream:{self.name}")
 
@@ -53,21 +79,46 @@ class StreamPump:
         self._set("connecting", None)
         while True:
             try:
-                batch = await self._watch()
+                batch = await self._next()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any stream failure: report, back off, resubscribe
+                self.failures += 1
                 self._set("down", f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._sleep(delay * self._jitter())
                 delay = min(delay * 2, self._max)
                 continue
-            delay = self._initial
+            # Only a real update resets the backoff: a server that accepts and then drops
+            # every connection must not be redialled at the initial rate forever.
+            delay, self.failures = self._initial, 0
             self._set("up", None)
             if batch:
                 try:
                     self._on_batch(batch)
                 except Exception:  # noqa: BLE001 - the consumer is gone: stop pumping
                     return
+
+    async def _next(self) -> Any:
+        """The next batch; meanwhile, report ``up`` as soon as ``connected()`` says so."""
+        if self._connected is None:
+            return await self._watch()
+        task = asyncio.ensure_future(self._watch())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._probe_s)
+                if done:
+                    return task.result()
+                if self.state != "up" and self._probe():
+                    self._set("up", None)
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def _probe(self) -> bool:
+        try:
+            return bool(self._connected())
+        except Exception:  # noqa: BLE001 - an unanswerable probe is "not yet"
+            return False
 
     def _set(self, state: str, error: str | None) -> None:
         if state != self.state:

@@ -98,7 +98,8 @@ def test_a_fired_stop_that_leaves_a_position_is_not_taken_for_a_close(world: Wor
     """A human added to the position just before our stop fired: the stop closed only its own
     quantity. The position decides, not the stop's status: the rest is not forgotten. The price
     is already through the old stop level, so the rest gets a stop beyond the mark (if the actor
-    has seen the new mark) or is closed at market (if the venue refuses the old level first)."""
+    has seen the new mark) or is closed at market (if the venue refuses the old level first).
+    Which one depends on what reaches the owner first (its stop check, the stream, the mark)."""
     name = world.open()
     opened(world)
 
@@ -117,10 +118,10 @@ def test_a_fired_stop_that_leaves_a_position_is_not_taken_for_a_close(world: Wor
     advance_until(world, handled, "the rest handled", step_ms=1_000)
     types = [e.type for e in world.events()]
     assert "position.stop_filled" not in types
-    assert types.index("position.qty_corrected") < types.index("position.stop_lost")
+    assert "position.qty_corrected" in types, types  # by the owner's stop check or by the stream's view first
     s = world.state()
     if s.state.value == "closed":
-        assert s.close_reason == "price already through the stop"
+        assert s.close_reason.startswith("price already through the")  # the stop, or the resized one
         eventually(lambda: actor_gone(world, name), what="actor stopped")
     else:
         [stop] = world.open_orders()

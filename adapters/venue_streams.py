@@ -1,0 +1,184 @@
+"""What the venues push (ccxt.pro's ``watch_*`` results), in the venue layer's types.
+
+:class:`~adapters.venue.Venue` keeps the calls; the pure translation lives here
+so the venue module stays about requests. The stream dicts are ccxt's unified
+structures, but ccxt fills them from the websocket payloads, whose raw fields
+(``info``) are named differently from the REST answers the rest of the venue
+layer reads: Binance's ``ORDER_TRADE_UPDATE`` says ``ps`` / ``cp`` where the
+REST order says ``positionSide`` / ``closePosition``, its ``ACCOUNT_UPDATE``
+gives a signed ``pa`` and a side of ``both``, and Bybit reports a flat
+position with an empty side. Prices are read from the raw strings, so a mark
+is the venue's exact decimal, never a float round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ccxt.async_support.base.ws.cache import ArrayCache
+
+from adapters.markets import Markets
+
+
+def _d(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def has_key(method: str) -> str:
+    """ccxt's capability name of a method: ``watch_mark_prices`` -> ``watchMarkPrices``."""
+    head, *rest = method.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def can_watch(exchange: Any, method: str) -> bool:
+    """Does ``exchange`` really stream through ``method``?
+
+    ccxt's REST classes inherit ``watch_*`` stubs that raise NotSupported, so
+    where the exchange publishes ``has`` (ccxt, the paper exchange) it decides."""
+    has = getattr(exchange, "has", None)
+    if isinstance(has, dict) and not has.get(has_key(method)):
+        return False
+    return callable(getattr(exchange, method, None))
+
+
+def connected(exchange: Any, prefixes: tuple[str, ...]) -> bool:
+    """Is a ccxt.pro connection open that carries a subscription starting with one of ``prefixes``?
+
+    ccxt's ``watch_*`` only returns with the next update; this tells a
+    stream that reconnected but has nothing to say yet from one that is down."""
+    clients = getattr(exchange, "clients", None)
+    if not prefixes or not isinstance(clients, dict):
+        return False
+    for client in list(clients.values()):
+        try:
+            if client.closed() or client.error is not None:
+                continue
+            if any(str(key).startswith(prefixes) for key in list(client.subscriptions)):
+                return True
+        except AttributeError:
+            continue
+    return False
+
+
+def stream_cache(exchange: Any, kind: str) -> ArrayCache | None:
+    """ccxt.pro's cache of streamed ``orders`` / ``positions`` (Binance keeps positions per account type)."""
+    cache = getattr(exchange, kind, None)
+    if isinstance(cache, dict):
+        cache = cache.get("linear")
+    return cache if isinstance(cache, ArrayCache) else None
+
+
+def backlog(cache: ArrayCache | None) -> list[dict[str, Any]] | None:
+    """Updates ccxt.pro cached while no ``watch_*`` was waiting, if any.
+
+    ccxt resolves a watch only with an update that arrives while it waits;
+    the rest of a burst handled in the same read (a Binance stop firing sends
+    ALGO_UPDATE and two ORDER_TRADE_UPDATEs at once) only lands in the cache,
+    and a plain ``watch_*`` would hand it over with the *next* update, maybe
+    hours later. ccxt's own "new since the last read" bookkeeping (what its
+    ``watch_orders`` uses) tells them apart; None if there are none or this
+    ccxt has no such cache."""
+    try:
+        if cache is None or cache._clear_all_updates or not cache._all_new_updates:
+            return None
+    except AttributeError:
+        return None
+    return take(cache)
+
+
+def take(cache: ArrayCache) -> list[dict[str, Any]]:
+    """The rows updated since the last read of ``cache`` (and mark them read)."""
+    n = cache.getLimit(None, None) or 0
+    return list(cache[-n:]) if n else []
+
+
+def fresh_tickers(exchange: Any, symbols: list[str], seen: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cached tickers of ``symbols`` that are new since the last call (``seen`` remembers them).
+
+    ccxt.pro keeps the latest ticker of every symbol (``exchange.tickers``, a new
+    dict per update) but resolves a watch with the first of a burst only."""
+    tickers = getattr(exchange, "tickers", None)
+    if not isinstance(tickers, dict):
+        return {}
+    fresh = {s: t for s in symbols if isinstance(t := tickers.get(s), dict) and seen.get(s) is not t}
+    seen.update(fresh)
+    return fresh
+
+
+def order_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """A streamed order with its raw fields under the REST names :meth:`Venue._order` reads."""
+    info = raw.get("info") or {}
+    extra = {}
+    if "ps" in info and "positionSide" not in info:
+        extra["positionSide"] = info["ps"]
+    if "cp" in info and "closePosition" not in info:
+        extra["closePosition"] = info["cp"]
+    if not extra:
+        return raw
+    return {**raw, "info": {**info, **extra}}
+
+
+def _position_side(p: dict[str, Any]) -> str:
+    side = str(p.get("side") or "").lower()
+    if side in ("long", "short"):
+        return side
+    info = p.get("info") or {}
+    hedge_side = str(info.get("ps") or info.get("positionSide") or "").lower()
+    if hedge_side in ("long", "short"):
+        return hedge_side
+    by_idx = {"1": "long", "2": "short"}.get(str(info.get("positionIdx", "")))
+    if by_idx:
+        return by_idx
+    if (signed := _d(info.get("pa"))) is not None and signed < 0:
+        return "short"
+    return {"Sell": "short"}.get(str(info.get("side") or ""), "long")  # flat one-way: either side means "gone"
+
+
+def position_updates(raw: list[dict[str, Any]], markets: Markets) -> list[tuple[str, str, Decimal]]:
+    """(symbol id, long / short, quantity; 0 = flat) for each streamed position of a known market."""
+    out = []
+    for p in raw or ():
+        m = markets.by_symbol.get(p.get("symbol"))
+        if m is None:
+            continue
+        qty = abs(_d(p.get("contracts")) or Decimal(0)) * m.contract_size
+        out.append((m.id, _position_side(p), qty))
+    return out
+
+
+def mark_of(ticker: dict[str, Any]) -> Decimal | None:
+    """The mark price of a streamed ticker, from the raw string where the venue sent one."""
+    info = ticker.get("info") or {}
+    raw = info.get("markPrice")  # Bybit tickers (ccxt merges each delta into the last snapshot)
+    if raw in (None, "") and info.get("e") == "markPriceUpdate":
+        raw = info.get("p")  # Binance <symbol>@markPrice
+    price = _d(raw) if raw not in (None, "") else _d(ticker.get("markPrice"))
+    return price if price is not None and price.is_finite() and price > 0 else None
+
+
+def mark_updates(raw: dict[str, Any], markets: Markets) -> dict[str, Decimal]:
+    """{symbol id: mark} from a ``watch_mark_prices`` / ``watch_tickers`` result."""
+    out = {}
+    for symbol, ticker in (raw or {}).items():
+        if not isinstance(ticker, dict):
+            continue
+        m = markets.by_symbol.get(ticker.get("symbol") or symbol)
+        price = mark_of(ticker)
+        if m is not None and price is not None:
+            out[m.id] = price
+    return out
+
+
+async def bounded(awaitable: Any, timeout_s: float) -> Any:
+    """Await with a bound; None if it did not finish (an unsubscribe whose reply never came)."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError:
+        return None
