@@ -67,7 +67,7 @@ import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
 
 from adapters.errors import classify
-from adapters.executor import Executor, RetryPolicy
+from adapters.executor import executor_for
 from adapters.markets import Markets, market_from_ccxt
 from adapters.venue import BybitStyle, Venue, VenueStyle
 
@@ -266,9 +266,7 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     except Exception as exc:  # noqa: BLE001 - classified, reported in one line
         await exchange.close()
         raise ExchangeSetupError(f"{e.name}: start-up failed: {classify(exc)}") from None
-    policy = RetryPolicy(max_attempts=e.max_attempts, base_delay_ms=e.retry_base_delay_ms, max_delay_ms=e.retry_max_delay_ms, rate_limit_delay_ms=e.rate_limit_delay_ms)
-    executor = Executor(venue=e.name, store=store, clock=clock, policy=policy)
-    return Venue(e.name, exchange, markets, executor, style_for(e.name, hedge_mode=e.hedge_mode))
+    return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode))
 
 
 async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool) -> None:

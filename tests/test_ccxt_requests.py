@@ -740,3 +740,18 @@ def test_secrets_through_ccxts_own_fetch_and_verbose_print(capsys):
     assert "fetch Request" in printed and "fetch Response" in printed and "***" in printed
     for text in (str(exc), str(classify(exc)), printed):
         assert key not in text and secret not in text
+
+
+@pytest.mark.parametrize(("name", "window", "limit"), [("binanceusdm", "weight_1m", 2400), ("bybit", None, None)])
+def test_real_venues_take_their_request_budget_from_the_config(name: str, window: str | None, limit: int | None):
+    cfg = make_config(Path("/tmp"), exchange_toml(name) + "rate_limit_share = 0.5\nprotect_reserve = 0.25\n")
+    fake = FAKES[name]()
+
+    async def go():
+        venue = await build_ccxt_venue(cfg, VirtualClock(start_ms=1_700_000_000_000), None, exchange=make_exchange(cfg, fake))
+        return venue.executor.limiter.stats()
+
+    stats = run(go())
+    assert (stats["style"], stats["share"], stats["reserve"]) == ({"binanceusdm": "binance"}.get(name, name), 0.5, 0.25)
+    if window:
+        assert stats["windows"][window]["cap"] == limit * 0.5 and stats["windows"][window]["cap_non_protect"] == limit * 0.5 * 0.75

@@ -110,6 +110,15 @@ class ExchangeConfig(_Section):
     retry_base_delay_ms: Annotated[int, _n(ge=1)] = 200
     retry_max_delay_ms: Annotated[int, _n(ge=1)] = 5000
     rate_limit_delay_ms: Annotated[int, _n(ge=1)] = 2000
+    #: Request budget, per venue account and shared by every actor: the share of the venue's
+    #: published limits the bot allows itself (other tools may use the same IP or key).
+    rate_limit_share: Annotated[Decimal, _n(gt=0, le=1)] = Decimal("0.8")
+    #: The top of that budget only protective calls may use (stops, protective closes, a
+    #: position's own cancels): reads and entries wait before they reach it.
+    protect_reserve: Annotated[Decimal, _n(ge=0, lt=1)] = Decimal("0.2")
+    #: The paper venue has no limits of its own; true: it gets its flavour's budget, in the
+    #: paper exchange's time (off by default: tests and benchmarks drive it faster than a venue allows).
+    paper_rate_limits: bool = False
 
 
 class PaperConfig(_Section):

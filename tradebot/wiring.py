@@ -25,7 +25,7 @@ from actors.position import PositionActor, position_actor_name
 from actors.price_feed import PriceFeed
 from actors.signal_intake import FeedStateChanged, SignalFrame, SignalIntake
 from actors.sync import SyncActor
-from adapters.executor import Executor, RetryPolicy
+from adapters.executor import Executor, executor_for
 from adapters.markets import Markets
 from adapters.venue import STYLES, Venue, VenueStyle
 from supervision.supervisor import ChildSpec
@@ -80,9 +80,7 @@ def build_real_venue(runtime: Runtime) -> Venue:
 
 
 def build_executor(config: Config, venue: str, clock: Any, store: Any) -> Executor:
-    e = config.exchange
-    policy = RetryPolicy(max_attempts=e.max_attempts, base_delay_ms=e.retry_base_delay_ms, max_delay_ms=e.retry_max_delay_ms, rate_limit_delay_ms=e.rate_limit_delay_ms)
-    return Executor(venue=venue, store=store, clock=clock, policy=policy)
+    return executor_for(config, venue, clock, store)
 
 
 def position_spec(venue: Venue, directory: Any, position_id: str, symbol: str, request: OpenRequest | None) -> ChildSpec:
