@@ -26,7 +26,7 @@ from actors.messages import ExchangeView
 from actors.position_state import P
 from actors.trailing import better
 from adapters.errors import VenueError
-from adapters.venue import OrderReport, PositionReport
+from adapters.venue import OrderReport, OrderStatus, PositionReport
 from supervision.actor import handles
 from tradebot.events import Severity
 
@@ -61,10 +61,27 @@ class ExchangeTruth:
             if s.stop_order_id:
                 return self._io("exit_check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
             return self.closed_elsewhere(self._flat_reason)
-        if pos.qty != s.qty and s.state is P.PROTECTED:
-            self.record("position.qty_corrected", {"qty": pos.qty, "was": s.qty, "source": "exchange"}, severity=Severity.WARNING)
-            if self.apply_adjustment():
-                return
+        if pos.qty < s.qty and s.state is P.PROTECTED and any(not tp["filled"] for tp in s.tps):
+            self._view_qty = pos.qty  # smaller: our own take-profits may explain it; they are recorded first
+            return self._io("view_tps", self.fetch_open_tps())
+        self._correct_qty(pos.qty)
+
+    def _after_view_tps(self, found: list[tuple[int, OrderReport | None]] | None, error: VenueError | None) -> None:
+        if error is not None:
+            return  # the next report asks again
+        for level, order in found or ():
+            if order is not None and order.status is OrderStatus.FILLED:
+                self.record_tp_fill(level, order)
+        if self.state.qty <= 0:
+            return self._record_exit("position.closed", None, "take-profits filled")
+        self._correct_qty(self._view_qty)
+
+    def _correct_qty(self, qty: Decimal) -> None:
+        s = self.state
+        if qty != s.qty and s.state is P.PROTECTED:
+            self.record("position.qty_corrected", {"qty": qty, "was": s.qty, "source": "exchange"}, severity=Severity.WARNING)
+        if self.apply_adjustment():  # a resize, or the breakeven after TP1
+            return
         self._cancel_strays()
 
     def _cancel_strays(self) -> None:

@@ -118,14 +118,22 @@ class TakeProfits:
     def _after_check_tp(self, order: OrderReport | None, error: VenueError | None) -> None:
         if error is not None or order is None or order.status is not OrderStatus.FILLED:
             return
+        self.record_tp_fill(self._checking_tp, order)
+        if self.state.qty <= 0:
+            return self._record_exit("position.closed", order, "take-profits filled")
+        self.apply_adjustment()
+
+    def record_tp_fill(self, level: int, order: OrderReport) -> None:
         s = self.state
         price = order.average
         sign = 1 if s.side == "long" else -1
         pnl = (price - s.entry_price) * order.filled * sign if price is not None else None
-        self.record("position.tp_filled", {"level": self._checking_tp, "qty": order.filled, "price": price, "pnl": pnl, "order_id": order.order_id})
-        if self.state.qty <= 0:
-            return self._record_exit("position.closed", order, "take-profits filled")
-        self.apply_adjustment()
+        self.record("position.tp_filled", {"level": level, "qty": order.filled, "price": price, "pnl": pnl, "order_id": order.order_id})
+
+    async def fetch_open_tps(self) -> list[tuple[int, OrderReport | None]]:
+        """Every take-profit of ours not yet known as filled, as the venue has it now."""
+        s = self.state
+        return [(tp["level"], await self.venue.fetch_order(s.symbol, order_id=tp["order_id"])) for tp in s.tps if not tp["filled"] and tp.get("order_id")]
 
     # ---------------------------------------------------- stop follows
     def wanted_adjustment(self) -> tuple[Decimal, Decimal, str] | None:

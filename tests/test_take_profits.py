@@ -12,7 +12,7 @@ from actors.take_profits import plan_levels
 from adapters.markets import Markets
 from supervision.messages import RestartChild
 from tests.conftest import SHARED, eventually, make_config
-from tests.world import STOP_REFUSED, Collector, World, advance_until, is_stop, opened
+from tests.world import BTC, STOP_REFUSED, Collector, World, advance_until, is_stop, opened
 from tests.test_stop_moves import mark, stops, types
 
 D = Decimal
@@ -129,3 +129,15 @@ def test_ensure_protected_restores_a_missing_stop_and_answers(world: World):
         assert [oid for oid, _ in stops(world)] == [second.stop_order_id]  # restored, never doubled
     finally:
         asker.stop()
+
+
+@tp_enabled
+def test_a_pushed_position_smaller_by_our_take_profit_is_not_a_correction(tp_world: World):
+    """The venue's position push (qty after TP1) reaches the owner before it learned of the TP1
+    fill: the owner looks at its take-profits first, so TP1 is counted once, not twice."""
+    w = tp_world
+    open_with_tps(w)
+    w.exchange.set_mark(BTC, D("40400"))  # TP1 fills; no clock advance: the feed has not told the owner
+    eventually(lambda: [tp["filled"] for tp in w.state().tps] == [True, False], what="TP1 learned through the stream path")
+    advance_until(w, lambda: w.state().move_client_id is None and w.state().stop_qty == D("0.013"), "stop resized to the rest")
+    assert w.state().qty == D("0.013") and "position.qty_corrected" not in types(w)
