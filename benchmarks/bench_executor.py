@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import random
 import time
@@ -21,42 +20,13 @@ from adapters.executor import Executor
 from adapters.rate_limit import RateLimiter
 from adapters.rate_tables import BINANCE, UNLIMITED, Priority
 from benchmarks._util import pct, row
-from tradebot.clock import VirtualClock
+from tradebot.clock import ManualTime, VirtualClock, drive
 
 READ_MIX = (("fetch_order", 0.5), ("fetch_mark_price", 0.3), ("fetch_positions", 0.15), ("fetch_my_trades", 0.05))
 
 
-class VirtualTime:
-    """Monotonic seconds that jump to the next sleeper whenever every task is idle."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.t + max(0.0, seconds), next(self._seq), fut))
-        await fut
-
-    async def run(self, tasks: list[asyncio.Task[Any]]) -> None:
-        while not all(t.done() for t in tasks):
-            for _ in range(5):
-                await asyncio.sleep(0)
-            while self._sleepers and self._sleepers[0][2].done():
-                heapq.heappop(self._sleepers)
-            if not self._sleepers:
-                continue
-            due, _, fut = heapq.heappop(self._sleepers)
-            self.t = max(self.t, due)
-            fut.set_result(None)
-
-
 async def _flood(n_reads: int, n_stops: int, n_entries: int, seed: int = 3) -> tuple[dict[Priority, list[float]], float, dict[str, Any]]:
-    clock = VirtualTime()
+    clock = ManualTime()
     limiter = RateLimiter(BINANCE, monotonic_s=clock.now, sleep=clock.sleep)
     rng = random.Random(seed)
     waits: dict[Priority, list[float]] = {p: [] for p in Priority}
@@ -72,7 +42,7 @@ async def _flood(n_reads: int, n_stops: int, n_entries: int, seed: int = 3) -> t
     tasks += [asyncio.create_task(call(rng.choice(["create_order.stop", "create_order.close"]), rng.uniform(0.1, 240))) for _ in range(n_stops)]
     tasks += [asyncio.create_task(call("create_order.stop", 30.0)) for _ in range(20)]  # a burst of stops mid-flood
     tasks += [asyncio.create_task(call("create_order.entry", rng.uniform(0.1, 240))) for _ in range(n_entries)]
-    await clock.run(tasks)
+    await drive(clock, tasks, max_steps=10**7)
     return waits, clock.t, limiter.stats()
 
 

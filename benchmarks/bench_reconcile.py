@@ -8,15 +8,14 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import msgspec
 
 from actors.sync import SyncActor
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
-from adapters.markets import Markets
 from adapters.paper import PaperEngine, PaperExchange
 from adapters.venue import STYLES, Venue
 from benchmarks._util import pct, row
+from benchmarks.bench_positions import cloned_markets
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport
@@ -47,8 +46,7 @@ class Reports(ManagedActor):
 def run() -> None:
     print("reconciliation")
     n_pos, orders_per = 500, 4
-    btc = Markets.from_file(SHARED / "markets" / "binanceusdm-linear.json").resolve("BTCUSDT")
-    markets = Markets([msgspec.structs.replace(btc, symbol=f"Z{i:03d}/USDT:USDT", id=f"Z{i:03d}USDT", base=f"Z{i:03d}") for i in range(n_pos)])
+    markets = cloned_markets(n_pos)
     with tempfile.TemporaryDirectory() as tmp:
         io = IOLoop("bench-io").start()
         store = EventStore(Path(tmp) / "r.db", io).open()
@@ -112,8 +110,7 @@ def read_cost(n: int, *, streams: bool, hours: int = 1) -> dict[str, int]:
     """Measured, not computed: n protected positions on the paper exchange, the whole actor
     system (feed, sync, guard, owners) on a virtual clock for ``hours``; the requests the
     exchange saw, by method."""
-    btc = Markets.from_file(SHARED / "markets" / "binanceusdm-linear.json").resolve("BTCUSDT")
-    markets = Markets([msgspec.structs.replace(btc, symbol=f"Z{i:03d}/USDT:USDT", id=f"Z{i:03d}USDT", base=f"Z{i:03d}") for i in range(n)])
+    markets = cloned_markets(n)
     with tempfile.TemporaryDirectory() as tmp:
         io = IOLoop("bench-io").start()
         store = EventStore(Path(tmp) / "c.db", io).open()

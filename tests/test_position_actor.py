@@ -63,7 +63,7 @@ def test_symbol_not_trading_ends_the_attempt_cleanly(world: World):
     assert failed.outcome == "symbol_unavailable" and "-4140" in failed.reason
     assert failed.skip_symbol_ms == 86_400_000
     assert world.positions() == [] and world.open_orders() == []
-    assert world.state().state.value == "failed"
+    eventually(lambda: world.state().state.value == "failed", what="the failure recorded")
     eventually(lambda: actor_gone(world, name), what="actor stopped")
 
 
@@ -153,7 +153,7 @@ def test_stop_cancelled_by_a_human_is_put_back(world: World):
     eventually(lambda: (world.ctx.clock.advance(5_000), world.open_orders())[1], what="stop re-placed")
     new_stop = world.open_orders()[0]
     assert new_stop["id"] != o.stop_order_id and Decimal(str(new_stop["amount"])) == o.qty
-    assert world.state().state.value == "protected"
+    eventually(lambda: world.state().state.value == "protected", what="the new stop recorded")  # live on the venue before it is in the store
     assert any(e.type == "position.stop_lost" for e in world.events())
 
 

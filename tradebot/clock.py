@@ -9,11 +9,12 @@ milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 class TimerHandle:
@@ -195,3 +196,55 @@ class VirtualClock:
 
     def close(self) -> None:
         self._closed = True
+
+
+# ------------------------------------------------- asyncio code on manual time
+class ManualTime:
+    """Monotonic seconds that move only in :meth:`advance`; ``sleep`` waits for that."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.t + max(0.0, seconds), next(self._seq), fut))
+        await fut
+
+    def next_due(self) -> float | None:
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)  # cancelled sleeps
+        return self._sleepers[0][0] if self._sleepers else None
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking sleepers in due order and letting them run."""
+        end = self.t + seconds
+        while (due := self.next_due()) is not None and due <= end:
+            _, _, fut = heapq.heappop(self._sleepers)
+            self.t = max(self.t, due)
+            fut.set_result(None)
+            await settle()
+        self.t = end
+        await settle()
+
+
+async def settle(rounds: int = 30) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+async def drive(clock: ManualTime, tasks: list[asyncio.Task[Any]], max_steps: int = 100_000) -> None:
+    """Run ``tasks`` to the end, jumping time to the next sleeper whenever all are idle."""
+    for _ in range(max_steps):
+        await settle()
+        if all(t.done() for t in tasks):
+            return
+        due = clock.next_due()
+        if due is None:
+            raise AssertionError("tasks are stuck with no sleeper to wake")
+        await clock.advance(due - clock.t)
+    raise AssertionError("too many steps")
