@@ -142,7 +142,7 @@ def read_cost(n: int, *, streams: bool, hours: int = 1) -> dict[str, int]:
             for _ in range(hours * 720):
                 step(5_000)
             counts: dict[str, int] = {}
-            for r in exchange.requests:
+            for r in exchange.requests.copy():  # the feed still reads marks meanwhile
                 if r["method"] in RECONCILE_READS:
                     counts[r["method"]] = counts.get(r["method"], 0) + 1
             return {k: round(v / hours) for k, v in counts.items()}
