@@ -240,16 +240,18 @@ class SyncActor(ManagedActor):
             self._reading = True
             self._started = time.perf_counter()
             self.view.read_started()
-            self.io_call("read", self._read())
+            self.io_call("read", self._read(with_closed=self.view.read_ms is None))
 
-    async def _read(self) -> Snapshot:
+    async def _read(self, with_closed: bool) -> tuple[Snapshot, set[str]]:
+        """The exchange, then the projection; the first read also names the symbols of
+        positions closed lately (before a restart), whose leftovers are ours to clean."""
         positions = await self.venue.positions()
         orders = await self.venue.open_orders()
-        if self.view.read_ms is None:  # the first read: what we traded lately counts as ours to clean
-            since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
-            self.traded |= {p["symbol"] for p in await self.ctx.store.positions(open_only=False) if p.get("exchange") == self.venue.name and (p.get("closed_ts_ms") or since) >= since}
-        owned = await self.ctx.store.positions(open_only=True)
-        return Snapshot(read_ms=self.ctx.clock.now_ms(), positions=tuple(positions), orders=tuple(orders), owned=tuple(p for p in owned if p.get("exchange") == self.venue.name))
+        rows = [p for p in await self.ctx.store.positions(open_only=not with_closed) if p.get("exchange") == self.venue.name]
+        since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
+        recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
+        owned = tuple(p for p in rows if p.get("is_open", True))
+        return Snapshot(read_ms=self.ctx.clock.now_ms(), positions=tuple(positions), orders=tuple(orders), owned=owned), recent
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
@@ -269,8 +271,10 @@ class SyncActor(ManagedActor):
             if msg.error is not None:
                 self.view.read_failed()
                 return self._finish(False, {"error": msg.error})
-            self.view.apply_read(msg.result)
-            return self._reconcile(msg.result)
+            snap, recent = msg.result
+            self.traded |= recent
+            self.view.apply_read(snap)
+            return self._reconcile(snap)
         if msg.purpose == "cancel":
             order, why = self._cancels.pop(0)
             ok = msg.error is None and msg.result is not False  # False: the venue cannot clear attached TP/SL

@@ -42,25 +42,18 @@ What is decided here, once:
   ``urls["api"]`` wholesale), so another base URL, REST or websocket, can be
   set for either mode.
 
-:func:`intercept_http` replaces an exchange's HTTP layer with a function
-(the way ccxt's own static tests do it): the exact requests are recorded and
-canned responses go through ccxt's real error handling. Tests use it; so can a
-dry run.
+:class:`~adapters.secret_guard.SecretGuard` and
+:func:`~adapters.http_intercept.intercept_http` live in their own modules and
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import http
-import inspect
-import json
 import logging
 import os
-import re
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Mapping
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -68,8 +61,11 @@ import ccxt.pro as ccxt_pro
 
 from adapters.errors import classify
 from adapters.executor import executor_for
+from adapters.http_intercept import HttpRequest, intercept_http
 from adapters.markets import Markets, market_from_ccxt
-from adapters.venue import BybitStyle, Venue, VenueStyle
+from adapters.secret_guard import SecretGuard
+from adapters.venue import Venue
+from adapters.venue_styles import style_for
 
 #: ``exchange.name`` -> ccxt class name (async_support).
 CCXT_IDS = {"binanceusdm": "binanceusdm", "bybit": "bybit"}
@@ -226,11 +222,6 @@ def _drop_user_stream(exchange: Any, client: Any) -> None:
     asyncio.ensure_future(client.close())
 
 
-def style_for(exchange_name: str, *, hedge_mode: bool = False) -> VenueStyle:
-    """The request style of a venue (``binanceusdm`` / ``bybit``, or a paper flavour)."""
-    return (BybitStyle if exchange_name == "bybit" else VenueStyle)(hedge_mode=hedge_mode)
-
-
 def _usable_markets(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The markets our :class:`Markets` can read (one odd instrument must not stop the bot)."""
     out = {}
@@ -280,181 +271,6 @@ async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool) -> No
             f"exchange.hedge_mode: the {name} account is in {'hedge' if hedged else 'one-way'} mode but exchange.hedge_mode = {str(hedge_mode).lower()}; "
             "change one of them (orders would be refused or hit the wrong position side)"
         )
-
-
-# ------------------------------------------------------------------ secrets
-class SecretGuard:
-    """Keeps an exchange's credentials out of everything ccxt can emit.
-
-    ccxt puts response bodies (and for some errors the URL) into exception
-    messages, prints request headers (with the API key) in ``verbose`` mode and
-    logs them at DEBUG on its ``ccxt.base.exchange`` logger. ``install`` wraps
-    the exchange so that all three are redacted, whatever the options say.
-
-    ccxt.pro adds two more carriers: errors of a ``watch_*`` call (a Bybit
-    ``auth`` refusal quotes the request, API key included; a Binance
-    connection error or ping time-out quotes the URL, which holds the
-    listenKey: with it anyone can read the account's orders and positions)
-    and the websocket client's ``verbose`` prints. Both go through the wrapped
-    ``watch_*`` methods and ``log``; a listenKey (it changes) is masked by pattern.
-    """
-
-    MASK = "***"
-    #: A Binance user-data listenKey in a URL (``?listenKey=...``), JSON or a dict repr.
-    PATTERNS = (re.compile(r"""(listenKey["']?\s*[=:]\s*["']?)(?!\*\*\*)[A-Za-z0-9]{8,}"""),)
-    #: ccxt.pro methods whose errors are scrubbed (wherever the exchange has them).
-    WATCH_METHODS = ("watch_orders", "watch_positions", "watch_mark_prices", "watch_mark_price", "watch_tickers", "watch_ticker", "watch_balance", "watch_my_trades", "un_watch_mark_prices", "un_watch_tickers")
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def redact(self, text: Any) -> str:
-        out = text if isinstance(text, str) else str(text)
-        for s in self.secrets:
-            out = out.replace(s, self.MASK)
-        for pattern in self.PATTERNS:
-            out = pattern.sub(lambda m: m.group(1) + self.MASK, out)
-        return out
-
-    def leaks(self, text: Any) -> bool:
-        out = text if isinstance(text, str) else str(text)
-        return any(s in out for s in self.secrets) or any(p.search(out) for p in self.PATTERNS)
-
-    def scrub(self, exc: BaseException) -> BaseException:
-        """Redact ``exc`` and its causes in place (class and traceback kept)."""
-        seen: set[int] = set()
-        node: BaseException | None = exc
-        while node is not None and id(node) not in seen:
-            seen.add(id(node))
-            if any(self.leaks(a) for a in node.args):
-                node.args = tuple(self.redact(a) if isinstance(a, str) or self.leaks(a) else a for a in node.args)
-            node = node.__cause__ or node.__context__
-        return exc
-
-    def install(self, exchange: Any) -> Any:
-        guard = self
-        fetch2 = exchange.fetch2
-
-        async def guarded_fetch2(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await fetch2(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - re-raised, only redacted
-                raise guard.scrub(exc)
-
-        exchange.fetch2 = guarded_fetch2
-        for name in self.WATCH_METHODS:
-            if callable(getattr(exchange, name, None)):
-                setattr(exchange, name, self._guarded(getattr(exchange, name)))
-        log_fn = exchange.log
-        exchange.log = lambda *args: log_fn(*(guard.redact(a) for a in args))
-        logger = exchange.logger if isinstance(getattr(exchange, "logger", None), logging.Logger) else logging.getLogger("ccxt.base.exchange")
-        _redacting_filter(logger).add(self)
-        exchange.secret_guard = self
-        return exchange
-
-    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        guard = self
-
-        async def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await method(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - re-raised, only redacted
-                raise guard.scrub(exc)
-
-        return guarded
-
-
-class _RedactingFilter(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.guards: list[SecretGuard] = []
-
-    def add(self, guard: SecretGuard) -> None:
-        self.guards.append(guard)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if any(g.leaks(text) for g in self.guards):
-            for g in self.guards:
-                text = g.redact(text)
-            record.msg, record.args = text, None
-        return True
-
-
-def _redacting_filter(logger: logging.Logger) -> _RedactingFilter:
-    for f in logger.filters:
-        if isinstance(f, _RedactingFilter):
-            return f
-    f = _RedactingFilter()
-    logger.addFilter(f)
-    return f
-
-
-# ---------------------------------------------------------- offline HTTP
-@dataclasses.dataclass
-class HttpRequest:
-    """One request as ccxt sent it (after signing)."""
-
-    method: str
-    url: str
-    headers: dict[str, Any]
-    body: str | None
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.url).path
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).netloc
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """Query and body parameters together (urlencoded or JSON body)."""
-        out: dict[str, Any] = dict(parse_qsl(urlsplit(self.url).query, keep_blank_values=True))
-        if self.body:
-            text = self.body.strip()
-            if text.startswith("{"):
-                out.update(json.loads(text))
-            else:
-                out.update(parse_qsl(text, keep_blank_values=True))
-        return out
-
-
-Responder = Callable[[HttpRequest], Any]
-
-
-def intercept_http(exchange: Any, responder: Responder) -> list[HttpRequest]:
-    """Replace ``exchange.fetch`` (its HTTP layer): every request is recorded and answered by ``responder``.
-
-    ``responder(request)`` returns a JSON-able body (HTTP 200), a ``(status,
-    body)`` pair, or raises (e.g. ``ccxt.RequestTimeout``); it may be async.
-    The answer goes through ccxt's own ``handle_errors`` and
-    ``handle_http_status_code`` exactly as a real response would, and is
-    printed like one when ``verbose`` is on.
-    """
-    requests: list[HttpRequest] = []
-
-    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        req = HttpRequest(method=method, url=url, headers=dict(headers or {}), body=body)
-        requests.append(req)
-        if exchange.verbose:
-            exchange.log("\nfetch Request:", exchange.id, method, url, "RequestHeaders:", req.headers, "RequestBody:", body)
-        answer = responder(req)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        status, payload = answer if isinstance(answer, tuple) else (200, answer)
-        text = payload if isinstance(payload, str) else json.dumps(payload)
-        reason = http.HTTPStatus(status).phrase
-        if exchange.verbose:
-            exchange.log("\nfetch Response:", exchange.id, method, url, status, "ResponseHeaders:", {}, "ResponseBody:", text)
-        parsed = exchange.parse_json(text)
-        exchange.handle_errors(status, reason, url, method, {}, text, parsed, req.headers, body)
-        exchange.handle_http_status_code(status, reason, url, method, text)
-        return parsed
-
-    exchange.fetch = fetch
-    return requests
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from adapters.errors import Outcome, VenueError
-from adapters import venue_streams
+from adapters.venue_streams import StreamingVenue
 from adapters.executor import Executor
 from adapters.markets import Market, Markets
 from adapters.venue_styles import STYLES, BybitStyle, VenueStyle  # noqa: F401 - STYLES and BybitStyle are re-exported
@@ -109,7 +109,7 @@ def _d(value: Any) -> Decimal | None:
 
 
 
-class Venue:
+class Venue(StreamingVenue):
     """Domain operations on one exchange account."""
 
     def __init__(self, name: str, exchange: Any, markets: Markets, executor: Executor, style: VenueStyle) -> None:
@@ -118,6 +118,7 @@ class Venue:
         self.markets = markets
         self.executor = executor
         self.style = style
+        self._marks_seen: dict[str, Any] = {}  # StreamingVenue: ccxt.pro tickers already handed out
 
     def market(self, symbol: str) -> Market:
         try:
@@ -320,67 +321,6 @@ class Venue:
                 )
             )
         return out
-
-    # ----------------------------------------------------------- streams
-    def streams_supported(self) -> bool:
-        """Can this exchange object push order and position updates (the paper exchange, ccxt.pro)?
-
-        False for ccxt's REST classes: they only inherit ``watch_*`` stubs, so those venues poll."""
-        return venue_streams.can_watch(self.exchange, "watch_orders") and venue_streams.can_watch(self.exchange, "watch_positions")
-
-    def mark_streams_supported(self) -> bool:
-        """Can this exchange object push mark prices (ccxt.pro; the paper exchange cannot)?"""
-        return venue_streams.can_watch(self.exchange, self.style.mark_watch_method)
-
-    def stream_connected(self, kind: str) -> bool:
-        """Is the ``orders`` / ``positions`` / ``marks`` stream's connection open (ccxt.pro only)?
-
-        Lets a stream be reported up again after a reconnect before its next update arrives."""
-        return venue_streams.connected(self.exchange, self.style.stream_subscriptions.get(kind, ()))
-
-    async def watch_orders(self) -> list[OrderReport]:
-        """The next batch of order updates from the venue's stream (first any ccxt.pro cached unseen)."""
-        raw = venue_streams.backlog(venue_streams.stream_cache(self.exchange, "orders"))
-        if raw is None:
-            raw = await self.exchange.watch_orders()
-        return [self._order(venue_streams.order_fields(o), self.markets.by_symbol[o["symbol"]]) for o in raw if o.get("symbol") in self.markets.by_symbol]
-
-    async def watch_positions(self) -> list[tuple[str, str, Decimal]]:
-        """The next batch of position updates: (symbol id, side, quantity; 0 = closed).
-
-        On ccxt.pro: every row its cache took since the last batch (ccxt's answer only
-        covers the one message that woke the watch)."""
-        raw = venue_streams.backlog(venue_streams.stream_cache(self.exchange, "positions"))
-        if raw is None:
-            raw = await self.exchange.watch_positions()
-            if (cache := venue_streams.stream_cache(self.exchange, "positions")) is not None:
-                raw = venue_streams.take(cache) or raw
-        return venue_streams.position_updates(raw, self.markets)
-
-    async def watch_mark_prices(self, symbols: list[str]) -> dict[str, Decimal]:
-        """The next mark price updates of ``symbols``: {symbol id: mark}.
-
-        Every symbol whose ticker ccxt.pro cached since the last call, not only the one
-        that woke the watch (Binance pushes all ``@markPrice@1s`` streams at once)."""
-        unified = [self.market(s).symbol for s in symbols]
-        seen = self.__dict__.setdefault("_marks_seen", {})
-        fresh = venue_streams.fresh_tickers(self.exchange, unified, seen)
-        if not fresh:
-            fresh = await getattr(self.exchange, self.style.mark_watch_method)(unified)
-            fresh = {**fresh, **venue_streams.fresh_tickers(self.exchange, unified, seen)}
-        return venue_streams.mark_updates(fresh, self.markets)
-
-    async def unwatch_mark_prices(self, symbols: list[str], timeout_s: float = 5.0) -> None:
-        """End the mark subscription of exactly ``symbols`` (as watched), so the connection stops
-        carrying them. Best effort and bounded: skipped when the stream is not connected (its
-        subscriptions went with the connection), never raises."""
-        method = getattr(self.exchange, self.style.mark_unwatch_method, None)
-        if not symbols or method is None or not self.stream_connected("marks"):
-            return
-        try:
-            await venue_streams.bounded(method([self.market(s).symbol for s in symbols]), timeout_s)
-        except Exception:  # noqa: BLE001 - a failed unsubscribe only costs bandwidth
-            pass
 
     async def position(self, symbol: str, side: str | None = None) -> PositionReport | None:
         for p in await self.positions([symbol]):

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccxt.async_support.base.ws.cache import ArrayCache
 
 from adapters.markets import Markets
+
+if TYPE_CHECKING:
+    from adapters.venue import OrderReport
 
 
 def _d(value: Any) -> Decimal | None:
@@ -182,3 +185,74 @@ async def bounded(awaitable: Any, timeout_s: float) -> Any:
         return await asyncio.wait_for(awaitable, timeout_s)
     except asyncio.TimeoutError:
         return None
+
+
+class StreamingVenue:
+    """The streaming half of :class:`~adapters.venue.Venue` (mixed in): the ``watch_*`` calls.
+
+    Expects the venue's ``exchange``, ``markets``, ``style``, ``market()`` and ``_order()``."""
+
+    exchange: Any
+    markets: Markets
+    style: Any
+    _marks_seen: dict[str, Any]  # ccxt.pro tickers already handed out, per symbol
+
+    def streams_supported(self) -> bool:
+        """Can this exchange object push order and position updates (the paper exchange, ccxt.pro)?
+
+        False for ccxt's REST classes: they only inherit ``watch_*`` stubs, so those venues poll."""
+        return can_watch(self.exchange, "watch_orders") and can_watch(self.exchange, "watch_positions")
+
+    def mark_streams_supported(self) -> bool:
+        """Can this exchange object push mark prices (ccxt.pro; the paper exchange cannot)?"""
+        return can_watch(self.exchange, self.style.mark_watch_method)
+
+    def stream_connected(self, kind: str) -> bool:
+        """Is the ``orders`` / ``positions`` / ``marks`` stream's connection open (ccxt.pro only)?
+
+        Lets a stream be reported up again after a reconnect before its next update arrives."""
+        return connected(self.exchange, self.style.stream_subscriptions.get(kind, ()))
+
+    async def watch_orders(self) -> list[OrderReport]:
+        """The next batch of order updates from the venue's stream (first any ccxt.pro cached unseen)."""
+        raw = backlog(stream_cache(self.exchange, "orders"))
+        if raw is None:
+            raw = await self.exchange.watch_orders()
+        return [self._order(order_fields(o), self.markets.by_symbol[o["symbol"]]) for o in raw if o.get("symbol") in self.markets.by_symbol]
+
+    async def watch_positions(self) -> list[tuple[str, str, Decimal]]:
+        """The next batch of position updates: (symbol id, side, quantity; 0 = closed).
+
+        On ccxt.pro: every row its cache took since the last batch (ccxt's answer only
+        covers the one message that woke the watch)."""
+        raw = backlog(stream_cache(self.exchange, "positions"))
+        if raw is None:
+            raw = await self.exchange.watch_positions()
+            if (cache := stream_cache(self.exchange, "positions")) is not None:
+                raw = take(cache) or raw
+        return position_updates(raw, self.markets)
+
+    async def watch_mark_prices(self, symbols: list[str]) -> dict[str, Decimal]:
+        """The next mark price updates of ``symbols``: {symbol id: mark}.
+
+        Every symbol whose ticker ccxt.pro cached since the last call, not only the one
+        that woke the watch (Binance pushes all ``@markPrice@1s`` streams at once)."""
+        unified = [self.market(s).symbol for s in symbols]
+        seen = self._marks_seen
+        fresh = fresh_tickers(self.exchange, unified, seen)
+        if not fresh:
+            fresh = await getattr(self.exchange, self.style.mark_watch_method)(unified)
+            fresh = {**fresh, **fresh_tickers(self.exchange, unified, seen)}
+        return mark_updates(fresh, self.markets)
+
+    async def unwatch_mark_prices(self, symbols: list[str], timeout_s: float = 5.0) -> None:
+        """End the mark subscription of exactly ``symbols`` (as watched), so the connection stops
+        carrying them. Best effort and bounded: skipped when the stream is not connected (its
+        subscriptions went with the connection), never raises."""
+        method = getattr(self.exchange, self.style.mark_unwatch_method, None)
+        if not symbols or method is None or not self.stream_connected("marks"):
+            return
+        try:
+            await bounded(method([self.market(s).symbol for s in symbols]), timeout_s)
+        except Exception:  # noqa: BLE001 - a failed unsubscribe only costs bandwidth
+            pass

@@ -236,3 +236,8 @@ class BybitStyle(VenueStyle):
 
 
 STYLES: dict[str, VenueStyle] = {"binance": VenueStyle(), "bybit": BybitStyle()}
+
+
+def style_for(venue: str, *, hedge_mode: bool = False) -> VenueStyle:
+    """The request style of a venue (``binanceusdm`` / ``bybit``, or a paper flavour), in the account's position mode."""
+    return (BybitStyle if venue == "bybit" else VenueStyle)(hedge_mode=hedge_mode)

@@ -25,9 +25,10 @@ from actors.position import PositionActor, position_actor_name
 from actors.price_feed import PriceFeed
 from actors.signal_intake import FeedStateChanged, SignalFrame, SignalIntake
 from actors.sync import SyncActor
-from adapters.executor import Executor, executor_for
+from adapters.executor import executor_for
 from adapters.markets import Markets
-from adapters.venue import STYLES, Venue, VenueStyle
+from adapters.venue import Venue
+from adapters.venue_styles import VenueStyle, style_for
 from supervision.supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def build_paper_venue(runtime: Runtime) -> Venue:
 
 def paper_style(config: Config) -> VenueStyle:
     """The paper exchange's flavour, in the account's position mode (``exchange.hedge_mode``)."""
-    return type(STYLES[config.paper.flavour])(hedge_mode=config.exchange.hedge_mode)
+    return style_for(config.paper.flavour, hedge_mode=config.exchange.hedge_mode)
 
 
 def build_real_venue(runtime: Runtime) -> Venue:
@@ -79,8 +80,8 @@ def build_real_venue(runtime: Runtime) -> Venue:
     return venue
 
 
-def build_executor(config: Config, venue: str, clock: Any, store: Any) -> Executor:
-    return executor_for(config, venue, clock, store)
+#: The venue's executor with its request budget (the composition root's name for it).
+build_executor = executor_for
 
 
 def position_spec(venue: Venue, directory: Any, position_id: str, symbol: str, request: OpenRequest | None) -> ChildSpec:

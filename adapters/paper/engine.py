@@ -38,6 +38,7 @@ import msgspec
 from adapters.markets import Market, Markets, Rounding
 from adapters.paper import persistence, rules
 from adapters.paper.errors import paper_error, venue_error
+from adapters.paper.human import HumanActions
 from adapters.paper.metrics import Measurements, assess
 from adapters.paper.model import CANCELED, CLOSED, D0, EXPIRED, FALLING, OPEN, Fill, Order, OrderRequest, Position, parse_order_request
 
@@ -61,7 +62,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_stop_orders_per_symbol: int = 10
 
 
-class PaperEngine:
+class PaperEngine(HumanActions):
     """Balance, positions, orders and fills of one paper account.
 
     ``PaperEngine(markets, flavour="binance", initial_balance=Decimal(10000), ...)``:
@@ -410,32 +411,6 @@ class PaperEngine:
             raise self._err("leverage_not_modified")
         self.leverage[m.symbol] = lev
         return lev
-
-    # ---------------------------------------------------------- externals
-    def external_close_position(self, symbol: str, now_ms: int, side: str | None = None) -> list[Order]:
-        """A human closes the position(s) on ``symbol`` (hedge: only ``side`` if given) at market."""
-        self._begin(now_ms)
-        sym = self._market(symbol).symbol
-        done = []
-        for pos in [p for p in self.positions.values() if p.symbol == sym and (side is None or p.side == side)]:
-            req = OrderRequest(symbol=sym, side="sell" if pos.side == "long" else "buy", kind="market", amount=pos.size, reduce_only=True, pos_side=None if pos.pos_side == "both" else pos.pos_side)
-            done.append(self.place(req, now_ms=now_ms, partial_fill_prob=0.0, origin="external"))
-        return done
-
-    def external_cancel_order(self, order_id: str, now_ms: int) -> Order:
-        """A human cancels an order on the venue's UI."""
-        return self.cancel_order(order_id, now_ms=now_ms, origin="external")
-
-    def external_open_position(self, symbol: str, side: str, qty: Decimal, now_ms: int) -> Order:
-        """A human opens (or adds to) a position; ``side`` is long/short (or buy/sell)."""
-        buy = side in ("long", "buy")
-        pos_side = ("long" if buy else "short") if self.config.hedge_mode else None
-        req = OrderRequest(symbol=symbol, side="buy" if buy else "sell", kind="market", amount=Decimal(str(qty)), pos_side=pos_side)
-        return self.place(req, now_ms=now_ms, partial_fill_prob=0.0, origin="external")
-
-    def external_place_order(self, symbol: str, type: str, side: str, amount: Any, now_ms: int, params: dict | None = None) -> Order:
-        """A human places any order (ccxt-style arguments)."""
-        return self.create_order(symbol, type, side, amount, None, params, now_ms=now_ms, partial_fill_prob=0.0, origin="external")
 
     # ------------------------------------------------------- measurements
     def metrics(self, now_ms: int | None = None) -> dict[str, Any]:
