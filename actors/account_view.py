@@ -13,8 +13,9 @@ done; a position update carries the whole quantity).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from core.events import Severity
+from core.messages import IntakeChanged, Message, StartChild
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IntakeChanged, Message, StartChild
-from tradebot.events import Severity
 
 
 class SignalDue(Message, frozen=True, kw_only=True):

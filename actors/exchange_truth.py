@@ -27,8 +27,8 @@ from actors.position_state import P
 from actors.trailing import better
 from adapters.errors import VenueError
 from adapters.venue import OrderReport, OrderStatus, PositionReport
+from core.events import Severity
 from supervision.actor import handles
-from tradebot.events import Severity
 
 _HUNDRED = Decimal(100)
 

@@ -19,9 +19,9 @@ from decimal import Decimal
 
 from actors.messages import EnsureProtected, ProtectionReport
 from adapters.venue import OrderReport, PositionReport
+from core.events import Severity
+from core.messages import ClosePosition, ReconcileFinished, ReconcileNow, RestartChild, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import ClosePosition, ReconcileFinished, ReconcileNow, RestartChild, Tick
-from tradebot.events import Severity
 
 
 def covering_stops(pos: PositionReport, orders: tuple[OrderReport, ...]) -> Decimal:

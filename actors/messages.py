@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from supervision.messages import Message
+from core.messages import Message
 
 
 class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):

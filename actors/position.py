@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Any, Coroutine
+from typing import Any
 
 import msgspec
 import pykka
 
-from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
-from actors.position_state import P, PositionState, apply, rebuild
 from actors.exchange_truth import ExchangeTruth
+from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_exit import Exits
+from actors.position_state import P, PositionState, apply, rebuild
 from actors.stop_moves import StopMoves
 from actors.take_profits import TakeProfits
 from adapters.errors import Outcome, VenueError, classify
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
+from core.events import Event, Severity
+from core.messages import IOCompleted, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import IOCompleted, Tick
-from tradebot.events import Event, Severity
-
 
 #: Crash-test hook: "before:<event type>" or "after:<event type>" makes the
 #: process SIGKILL itself at that exact step of a position's life (the tests

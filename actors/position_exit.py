@@ -18,9 +18,9 @@ from actors.messages import PositionClosed, PositionOpenFailed
 from actors.position_state import P, realized_pnl
 from adapters.errors import Outcome, VenueError
 from adapters.venue import FillReport, OrderReport, OrderStatus, PositionReport
+from core.events import Severity
+from core.messages import ClosePosition
 from supervision.actor import handles
-from supervision.messages import ClosePosition
-from tradebot.events import Severity
 
 
 class Exits:

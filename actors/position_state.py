@@ -10,12 +10,13 @@ table does not allow from the current state is a bug in our code
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 
-from tradebot.events import Event
+from core.events import Event
 
 
 class PState(enum.Enum):

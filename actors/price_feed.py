@@ -35,9 +35,9 @@ import pykka
 from actors.messages import MarkPrice, SubscribeMarks, UnsubscribeMarks
 from adapters.streams import StreamPump
 from adapters.venue import Venue
+from core.events import Severity
+from core.messages import HealthChanged, IOCompleted, Message, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import HealthChanged, IOCompleted, Message, Tick
-from tradebot.events import Severity
 
 #: A symbol without a stream update for this many mark intervals is read over REST.
 STALE_AFTER_INTERVALS = 3
@@ -59,7 +59,7 @@ class MarkStreamState(Message, frozen=True, kw_only=True):
 
 
 def _utc(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PriceFeed(ManagedActor):

@@ -1,7 +1,7 @@
 """The signal actor: waves of signals in, a limited number of protected positions out.
 
 Frames arrive from the WebSocket client (adapters/signal_client.py) and are
-decoded here (tradebot/signal_protocol.py: never trusted, never raising);
+decoded here (core/signal_protocol.py: never trusted, never raising);
 accepted signals wait in their 15-minute wave. A wave is processed once, at
 the configured minutes (default :05, :20, :35, :50) on the injected clock,
 or ``signals.process_after_secs`` after its first signal (demo mode):
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from core.events import Severity
+from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
+from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
-from tradebot.events import Severity
-from tradebot.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 
 
 class SignalFrame(Message, frozen=True, kw_only=True):

@@ -26,7 +26,7 @@ from actors.position_state import P
 from actors.trailing import TrailingParams, TrailState, better, evaluate
 from adapters.errors import Outcome, VenueError
 from adapters.venue import OrderReport, OrderStatus
-from tradebot.events import Severity
+from core.events import Severity
 
 
 class LooseningStop(RuntimeError):

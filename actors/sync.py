@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import pykka
@@ -44,9 +45,9 @@ from actors.account_view import AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
+from core.events import Severity
+from core.messages import HealthChanged, IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import HealthChanged, IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
-from tradebot.events import Severity
 
 
 class StreamBatch(Message, frozen=True, kw_only=True):

@@ -24,7 +24,7 @@ from actors.position_state import P
 from actors.trailing import better, breakeven_price, on_grid
 from adapters.errors import VenueError
 from adapters.venue import OrderReport, OrderStatus
-from tradebot.events import Severity
+from core.events import Severity
 
 
 def plan_levels(cfg: Any, market: Any, side: str, entry: Decimal, qty: Decimal) -> tuple[list[dict[str, Any]], list[str]]:

@@ -52,8 +52,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -254,7 +255,7 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     except ExchangeSetupError:
         await exchange.close()
         raise
-    except Exception as exc:  # noqa: BLE001 - classified, reported in one line
+    except Exception as exc:
         await exchange.close()
         raise ExchangeSetupError(f"{e.name}: start-up failed: {classify(exc)}") from None
     return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode))

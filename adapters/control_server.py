@@ -17,16 +17,16 @@ import os
 import secrets
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 from loguru import logger
 
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
-from supervision.messages import CommandReplied, ExecuteCommand
-from tradebot.control_protocol import (
+from core.control_protocol import (
     MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
     ControlReply,
@@ -35,7 +35,8 @@ from tradebot.control_protocol import (
     encode,
     validate_command,
 )
-from tradebot.events import Event, Severity
+from core.events import Event, Severity
+from core.messages import CommandReplied, ExecuteCommand
 
 _UNIX_PATH_MAX = 107
 
@@ -116,7 +117,7 @@ class ControlServer:
         if self._server is not None:
             try:
                 self._io.run(self._stop(), 5)
-            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            except Exception as exc:
                 logger.warning("control server did not stop cleanly: {}", exc)
             self._server = None
         if self._owns_files:
@@ -135,7 +136,7 @@ class ControlServer:
         try:
             reply = await self._serve_one(reader, writer)
             request_id = reply.id
-        except Exception as exc:  # noqa: BLE001 - one bad client must not hurt the server
+        except Exception as exc:
             logger.opt(exception=exc).error("control: error serving a request")
             reply = ControlReply(id=request_id, ok=False, error=f"internal error: {type(exc).__name__}")
         try:
@@ -153,7 +154,7 @@ class ControlServer:
         except (asyncio.LimitOverrunError, ValueError):
             await _discard_rest(reader)  # so the client can finish sending and read our answer
             return self._reject("", f"malformed request: larger than {MAX_REQUEST_BYTES} bytes", None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._reject("", "malformed request: no request line within 5 s", None)
         if peer_uid is not None and peer_uid != os.getuid():
             return self._reject("", f"unauthorised: uid {peer_uid} is not the bot's user", None)
@@ -180,7 +181,7 @@ class ControlServer:
         supervisor.tell(ExecuteCommand(command=req.command, args=args or {}, request_id=req.id, deadline_wall_ms=deadline, reply_to=_ReplyPort(loop, future)))
         try:
             answer = await asyncio.wait_for(future, self._reply_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return ControlReply(id=req.id, ok=False, error=f"no reply from the supervisor within {self._reply_timeout_s:.0f} s")
         return ControlReply(id=req.id, ok=answer.ok, result=answer.result, error=answer.error)
 
@@ -190,7 +191,7 @@ class ControlServer:
             data.update(command=req.command, args=req.args)
         try:
             self._store.append(Event(type="control.rejected", ts_ms=self._wall_ms(), actor="control", severity=Severity.WARNING, correlation_id=request_id or None, data=data))
-        except Exception as exc:  # noqa: BLE001 - e.g. args that cannot be encoded
+        except Exception as exc:
             logger.warning("control: could not record rejection: {}", exc)
         logger.bind(actor="control").warning("rejected control request {}: {}", request_id or "-", error)
         return ControlReply(id=request_id, ok=False, error=error)
@@ -205,7 +206,7 @@ async def _discard_rest(reader: asyncio.StreamReader, limit_bytes: int = 16 * 10
             if not chunk:
                 return
             total += len(chunk)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         return
 
 

@@ -19,8 +19,9 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 import aiosqlite
 import msgspec
@@ -28,7 +29,7 @@ from loguru import logger
 
 from adapters.io_loop import IOLoop
 from adapters.store_schema import BOOTSTRAP, MIGRATIONS
-from tradebot.events import PROJECTION_REQUIRED, Event, Severity
+from core.events import PROJECTION_REQUIRED, Event, Severity
 
 _encode = msgspec.json.Encoder().encode
 _decode_data = msgspec.json.Decoder(dict[str, Any]).decode
@@ -196,7 +197,7 @@ class EventStore:
             self._enqueue(_Barrier(barrier))
             try:
                 await asyncio.wait_for(asyncio.wrap_future(barrier), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.critical("event store: {} events could not be written before close", self._uncommitted)
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -266,7 +267,7 @@ class EventStore:
         else:
             try:
                 head.future.set_result(await head.fn(self._db))
-            except Exception as exc:  # noqa: BLE001 - handed to the caller
+            except Exception as exc:
                 head.future.set_exception(exc)
 
     async def _commit_with_retry(self, batch: list[_Prepared]) -> None:
@@ -274,7 +275,7 @@ class EventStore:
         while True:
             try:
                 await self._commit(batch)
-            except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch, retry
+            except Exception as exc:
                 await self._rollback()
                 now = time.monotonic()
                 if self._failing_since is None:
@@ -317,7 +318,7 @@ class EventStore:
         try:
             if self._db is not None and self._db.in_transaction:
                 await self._db.rollback()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             logger.error("event store: rollback failed: {}", exc)
 
     def _healthy_now(self, now: float) -> bool:
@@ -425,7 +426,7 @@ class EventStore:
 class _Prepared:
     """An event encoded for insertion (id and last_event_id added by the writer)."""
 
-    __slots__ = ("row", "upsert", "future")
+    __slots__ = ("future", "row", "upsert")
 
     def __init__(self, row: tuple[Any, ...], upsert: tuple[Any, ...] | None, future: concurrent.futures.Future[int] | None) -> None:
         self.row = row

@@ -31,7 +31,8 @@ import asyncio
 import contextvars
 import random
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -39,8 +40,8 @@ from adapters.errors import Outcome, VenueError, classify
 from adapters.event_store import EventStore
 from adapters.rate_limit import RateLimiter, on_clock
 from adapters.rate_tables import STYLE_OF_VENUE, Priority, priority_of, retry_after_ms
-from tradebot.clock import Clock
-from tradebot.events import Event, Severity
+from core.clock import Clock
+from core.events import Event, Severity
 
 T = TypeVar("T")
 
@@ -109,7 +110,7 @@ class Executor:
                 result = await call()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure is classified here, once
+            except Exception as exc:
                 err = classify(exc)
                 self._record(op, attempt, err, started, ctx, always=True)
                 if err.outcome is Outcome.RATE_LIMITED:
@@ -144,7 +145,7 @@ class Executor:
             token = _LOOKUP.set(_LookupCredit(cls))
             try:
                 found = await lookup()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 last = classify(exc)
                 if last.outcome is Outcome.NOT_FOUND:
                     found = None

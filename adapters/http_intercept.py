@@ -11,7 +11,8 @@ import dataclasses
 import http
 import inspect
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Callable, Coroutine, Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
@@ -117,7 +118,7 @@ class IOLoop:
             if msg is not None:
                 try:
                     reply_to.tell(msg)
-                except Exception:  # noqa: BLE001 - receiver gone; nothing to deliver to
+                except Exception:
                     logger.debug("reply receiver is gone: {}", type(msg).__name__)
 
         future = self.submit(coro)

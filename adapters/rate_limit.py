@@ -25,7 +25,7 @@ protective calls first.
 
 Time is injected: ``monotonic_s`` (seconds) and ``sleep`` (a coroutine
 function), so tests run minutes of budget in milliseconds; :func:`on_clock`
-puts a limiter on a :class:`~tradebot.clock.Clock` (the paper venue's, when
+puts a limiter on a :class:`~core.clock.Clock` (the paper venue's, when
 it has a budget). The limiter lives on the I/O loop (no locks: one thread);
 its only sleeper is one timer task.
 """
@@ -38,7 +38,8 @@ import heapq
 import itertools
 import math
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -46,7 +47,7 @@ from adapters.rate_tables import LIMITS, UNLIMITED, Priority, VenueLimits, Windo
 
 
 def on_clock(clock: Any) -> tuple[Callable[[], float], Callable[[float], Awaitable[None]]]:
-    """``(monotonic_s, sleep)`` on an injected :class:`~tradebot.clock.Clock`.
+    """``(monotonic_s, sleep)`` on an injected :class:`~core.clock.Clock`.
 
     For the paper venue: its budget runs in the paper exchange's own time, as
     its ``max_requests_per_s`` does (virtual in tests, so a test that moves its
@@ -89,7 +90,7 @@ class Permit(msgspec.Struct, frozen=True):
 
 
 class _Waiter:
-    __slots__ = ("seq", "cost", "key", "future", "cancelled")
+    __slots__ = ("cancelled", "cost", "future", "key", "seq")
 
     def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[float]) -> None:
         self.seq, self.cost, self.key = seq, cost, frozenset(cost)
@@ -99,7 +100,7 @@ class _Waiter:
 class _Window:
     """Sliding-window usage of one limit, and the cap of each class in it."""
 
-    __slots__ = ("spec", "span_s", "caps", "events", "used")
+    __slots__ = ("caps", "events", "span_s", "spec", "used")
 
     def __init__(self, spec: Window, share: float, reserve: float) -> None:
         self.spec = spec

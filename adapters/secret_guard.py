@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class SecretGuard:
@@ -65,7 +66,7 @@ class SecretGuard:
         async def guarded_fetch2(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await fetch2(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - re-raised, only redacted
+            except BaseException as exc:
                 raise guard.scrub(exc)
 
         exchange.fetch2 = guarded_fetch2
@@ -85,7 +86,7 @@ class SecretGuard:
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await method(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - re-raised, only redacted
+            except BaseException as exc:
                 raise guard.scrub(exc)
 
         return guarded

@@ -50,13 +50,14 @@ import enum
 import inspect
 import random
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import msgspec
 from loguru import logger
 
-from tradebot.signal_protocol import WAVE_MS, Subscribe, encode
+from core.signal_protocol import WAVE_MS, Subscribe, encode
 
 log = logger.bind(actor="signal_client")
 
@@ -104,7 +105,7 @@ class SignalClient:
         self,
         url: str,
         *,
-        on_message: Callable[[bytes | str], None | Awaitable[Any]],
+        on_message: Callable[[bytes | str], Awaitable[Any] | None],
         on_state: Callable[[str, dict[str, Any]], None],
         heartbeat_s: float = 20.0,
         dead_after_s: float = 60.0,
@@ -187,7 +188,7 @@ class SignalClient:
         if ws is not None and not ws.closed:
             try:
                 await asyncio.wait_for(ws.close(code=aiohttp.WSCloseCode.GOING_AWAY), self.close_timeout_s + 1)
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
+            except Exception as exc:
                 log.debug("signal client: close on stop failed: {}", exc)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -207,7 +208,7 @@ class SignalClient:
     def _emit(self, event: str, details: dict[str, Any]) -> None:
         try:
             self._on_state(event, details)
-        except Exception:  # noqa: BLE001 - a consumer's bug must not end the feed
+        except Exception:
             log.exception("signal client: on_state callback failed for {}", event)
 
     def _set_state(self, state: ClientState, event: str, details: dict[str, Any]) -> None:
@@ -230,7 +231,7 @@ class SignalClient:
                     )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure to connect means: back off
+            except Exception as exc:
                 failures += 1
                 self._n["connect_failures"] += 1
                 self._emit("connect_failed", {"url": self.url, "attempt": failures, "error": _describe(exc)})
@@ -284,7 +285,7 @@ class SignalClient:
         except asyncio.CancelledError:
             reason = "stopped"
             raise
-        except Exception as exc:  # noqa: BLE001 - a broken connection is reconnected
+        except Exception as exc:
             reason = f"error: {_describe(exc)}"
         finally:
             pinger.cancel()
@@ -292,7 +293,7 @@ class SignalClient:
             if not ws.closed:
                 try:
                     await asyncio.wait_for(ws.close(), self.close_timeout_s + 1)
-                except BaseException:  # noqa: BLE001 - already leaving this connection
+                except BaseException:
                     pass
             if self._stopping and reason != "dead":
                 reason = "stopped"
@@ -306,7 +307,7 @@ class SignalClient:
                 await ws.ping()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the reader notices a broken connection
+        except Exception as exc:
             log.debug("signal client: ping failed: {}", exc)
 
     # ------------------------------------------------------------------ buffer
@@ -314,7 +315,7 @@ class SignalClient:
     def _on_frame(self, data: bytes | str) -> None:
         try:
             peek = _peek.decode(data)
-        except Exception:  # noqa: BLE001 - not ours to judge: the consumer decodes and rejects
+        except Exception:
             peek = _Peek()
         if peek.type == "heartbeat":
             self._n["heartbeats"] += 1
@@ -362,7 +363,7 @@ class SignalClient:
                         await result
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a consumer's bug must not end the feed
+                except Exception:
                     log.exception("signal client: on_message callback failed")
             self._report_overflow()
             self._ready.clear()

@@ -1,6 +1,6 @@
 """The bundled signal server: the signal protocol on loopback, for demos and tests.
 
-It serves ``/ws`` (see ``tradebot/signal_protocol.py``): ``hello`` on
+It serves ``/ws`` (see ``core/signal_protocol.py``): ``hello`` on
 connect; on ``subscribe``, ``subscribed`` and the waves it already published
 after ``since_wave_ts_ms``, then live batches; a ``heartbeat`` every
 ``heartbeat_s``. Each connection has its own outgoing queue filled
@@ -40,13 +40,14 @@ import asyncio
 import json
 import signal as os_signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from loguru import logger
 
-from tradebot.signal_protocol import PROTOCOL_VERSION, WAVE_MS, Heartbeat, Hello, Subscribed, decode_subscribe, encode, wave_of
+from core.signal_protocol import PROTOCOL_VERSION, WAVE_MS, Heartbeat, Hello, Subscribed, decode_subscribe, encode, wave_of
 
 log = logger.bind(actor="signal_server")
 
@@ -315,7 +316,7 @@ class SignalServer:
                 await conn.ws.send_str(frame)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the reader side ends the connection
+        except Exception as exc:
             log.debug("signal server: send failed: {}", exc)
 
 

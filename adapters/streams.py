@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 class StreamPump:
@@ -82,7 +83,7 @@ class StreamPump:
                 batch = await self._next()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any stream failure: report, back off, resubscribe
+            except Exception as exc:
                 self.failures += 1
                 self._set("down", f"{type(exc).__name__}: {exc}")
                 await self._sleep(delay * self._jitter())
@@ -95,7 +96,7 @@ class StreamPump:
             if batch:
                 try:
                     self._on_batch(batch)
-                except Exception:  # noqa: BLE001 - the consumer is gone: stop pumping
+                except Exception:
                     return
 
     async def _next(self) -> Any:
@@ -117,7 +118,7 @@ class StreamPump:
     def _probe(self) -> bool:
         try:
             return bool(self._connected())
-        except Exception:  # noqa: BLE001 - an unanswerable probe is "not yet"
+        except Exception:
             return False
 
     def _set(self, state: str, error: str | None) -> None:
@@ -125,5 +126,5 @@ class StreamPump:
             self.state = state
             try:
                 self._on_state(state, error)
-            except Exception:  # noqa: BLE001 - the consumer is gone
+            except Exception:
                 pass

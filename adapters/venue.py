@@ -23,9 +23,9 @@ from typing import Any
 import msgspec
 
 from adapters.errors import Outcome, VenueError
-from adapters.venue_streams import StreamingVenue
 from adapters.executor import Executor
 from adapters.markets import Market, Markets
+from adapters.venue_streams import StreamingVenue
 from adapters.venue_styles import STYLES, BybitStyle, VenueStyle  # noqa: F401 - STYLES and BybitStyle are re-exported
 
 

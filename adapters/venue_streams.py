@@ -183,7 +183,7 @@ async def bounded(awaitable: Any, timeout_s: float) -> Any:
     """Await with a bound; None if it did not finish (an unsubscribe whose reply never came)."""
     try:
         return await asyncio.wait_for(awaitable, timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 
@@ -254,5 +254,5 @@ class StreamingVenue:
             return
         try:
             await bounded(method([self.market(s).symbol for s in symbols]), timeout_s)
-        except Exception:  # noqa: BLE001 - a failed unsubscribe only costs bandwidth
+        except Exception:
             pass

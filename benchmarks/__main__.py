@@ -9,7 +9,7 @@ import time
 from loguru import logger
 
 from benchmarks import bench_actors, bench_detection, bench_executor, bench_positions, bench_reconcile, bench_signals, bench_store, bench_trailing
-from tradebot.config import parse_config
+from core.config import parse_config
 
 
 def main() -> int:

@@ -10,10 +10,10 @@ from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
 from benchmarks._util import row, summary_us
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import Message, Shutdown, StartChild
+from core.messages import Message, Shutdown, StartChild
 from supervision.supervisor import ChildSpec, Supervisor
-from tradebot.clock import RealClock
-from tradebot.config import parse_config
+from core.clock import RealClock
+from core.config import parse_config
 
 N_ACTORS = 500
 

@@ -20,7 +20,7 @@ from adapters.executor import Executor
 from adapters.rate_limit import RateLimiter
 from adapters.rate_tables import BINANCE, UNLIMITED, Priority
 from benchmarks._util import pct, row
-from tradebot.clock import ManualTime, VirtualClock, drive
+from core.clock import ManualTime, VirtualClock, drive
 
 READ_MIX = (("fetch_order", 0.5), ("fetch_mark_price", 0.3), ("fetch_positions", 0.15), ("fetch_my_trades", 0.05))
 

@@ -26,10 +26,10 @@ from adapters.venue import STYLES, Venue
 from benchmarks._util import pct, row, summary_us
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
-from supervision.messages import Message, Shutdown, StartChild
+from core.messages import Message, Shutdown, StartChild
 from supervision.supervisor import ChildSpec, Supervisor
-from tradebot.clock import RealClock
-from tradebot.config import parse_config
+from core.clock import RealClock
+from core.config import parse_config
 from tradebot.wiring import build_executor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -19,10 +19,10 @@ from benchmarks.bench_positions import cloned_markets
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed, ProtectionReport
-from supervision.messages import ChildStopped, ReconcileFinished, ReconcileNow, Shutdown, StartChild
+from core.messages import ChildStopped, ReconcileFinished, ReconcileNow, Shutdown, StartChild
 from supervision.supervisor import Supervisor
-from tradebot.clock import RealClock, VirtualClock
-from tradebot.config import parse_config
+from core.clock import RealClock, VirtualClock
+from core.config import parse_config
 from tradebot.wiring import build_executor, position_spec, trading_children
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -20,11 +20,11 @@ from adapters.venue import STYLES, Venue
 from benchmarks._util import pct, row
 from supervision.actor import ActorContext
 from supervision.directory import Directory
-from supervision.messages import Shutdown
+from core.messages import Shutdown
 from supervision.supervisor import ChildSpec, Supervisor
-from tradebot.clock import RealClock
-from tradebot.config import parse_config
-from tradebot.signal_protocol import RecentIds, decode, wave_of
+from core.clock import RealClock
+from core.config import parse_config
+from core.signal_protocol import RecentIds, decode, wave_of
 from tradebot.wiring import build_executor, position_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

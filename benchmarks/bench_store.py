@@ -11,7 +11,7 @@ from pathlib import Path
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
 from benchmarks._util import row, summary_us
-from tradebot.events import Event
+from core.events import Event
 
 
 def _event(i: int, thread: int) -> Event:

@@ -29,10 +29,10 @@ from adapters.paper import FaultPlan, PaperEngine, PaperExchange, PriceReplay
 from adapters.venue import STYLES, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
-from supervision.messages import ClosePosition, Shutdown, StartChild
+from core.messages import ClosePosition, Shutdown, StartChild
 from supervision.supervisor import ChildSpec, Supervisor
-from tradebot.clock import RealClock
-from tradebot.config import parse_config
+from core.clock import RealClock
+from core.config import parse_config
 from tradebot.wiring import build_executor, position_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -18,17 +18,18 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
-from typing import Any, Callable, ClassVar, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar
 
 import pykka
 from loguru import logger
 
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
-from supervision.messages import ChildFailed, ChildStopped, ConfigChanged, Drain, IOCompleted, Tick
-from tradebot.clock import Clock, TimerHandle
-from tradebot.config import Config
-from tradebot.events import Event, Severity
+from core.clock import Clock, TimerHandle
+from core.config import Config
+from core.events import Event, Severity
+from core.messages import ChildFailed, ChildStopped, ConfigChanged, Drain, IOCompleted, Tick
 
 _HANDLES_ATTR = "__handles__"
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from core import logs
+from core.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
+from core.events import Severity
+from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, ReconcileNow, Shutdown
 from supervision.actor import handles
-from supervision.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, ReconcileNow, Shutdown
-from tradebot import logs
-from tradebot.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
-from tradebot.events import Severity
 
 if TYPE_CHECKING:
     from supervision.supervisor import Supervisor
@@ -39,7 +39,7 @@ class CommandsMixin:
             return self.reply(msg, error=f"unknown command {msg.command!r}")
         try:
             handler(msg)
-        except Exception as exc:  # noqa: BLE001 - a command must never kill the supervisor
+        except Exception as exc:
             self.log.opt(exception=exc).error("command {} failed", msg.command)
             self.reply(msg, error=f"{msg.command} failed: {type(exc).__name__}: {exc}")
 

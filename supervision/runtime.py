@@ -15,8 +15,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 from loguru import logger
@@ -24,14 +25,14 @@ from loguru import logger
 from adapters.control_server import ControlServer
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
+from core import logs
+from core.clock import Clock, RealClock
+from core.config import Config
+from core.events import Event, Severity
+from core.messages import Shutdown
 from supervision.actor import ActorContext
 from supervision.directory import Directory
-from supervision.messages import Shutdown
 from supervision.supervisor import ChildSpec, Supervisor
-from tradebot import logs
-from tradebot.clock import Clock, RealClock
-from tradebot.config import Config
-from tradebot.events import Event, Severity
 
 EXIT_OK = 0
 EXIT_SHUTDOWN_INCOMPLETE = 3
@@ -184,14 +185,14 @@ class Runtime:
         for close in reversed(self.resources):
             try:
                 close()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down
+            except Exception as exc:
                 logger.error("closing a resource failed: {}", exc)
         if self.store is not None:
             try:
                 if self.io.loop.is_running():
                     self.store.append(Event(type="runtime.stopped", ts_ms=self.clock.now_ms(), actor="runtime", severity=Severity.INFO if code == EXIT_OK else Severity.ERROR, data={"exit_code": code, "reason": self._shutdown_requested}))
                 self.store.close()
-            except Exception as exc:  # noqa: BLE001 - report, keep tearing down
+            except Exception as exc:
                 logger.critical("event store did not close cleanly: {}", exc)
                 code = code or EXIT_SHUTDOWN_INCOMPLETE
         self.io.stop()

@@ -20,28 +20,29 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pykka
 
-from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.commands import CommandsMixin
-from supervision.directory import Directory
-from supervision.messages import (
-    FeedStatus,
-    HealthChanged,
-    ReconcileFinished,
+from core.events import Severity
+from core.messages import (
     ChildFailed,
     ChildStopped,
     Drain,
     DrainDeadline,
+    FeedStatus,
+    HealthChanged,
     Message,
+    ReconcileFinished,
     RestartChild,
     Shutdown,
     StartChild,
     Tick,
 )
-from tradebot.events import Severity
+from supervision.actor import ActorContext, ManagedActor, handles
+from supervision.commands import CommandsMixin
+from supervision.directory import Directory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +131,7 @@ class Supervisor(CommandsMixin, ManagedActor):
         self.specs[spec.name] = spec
         try:
             ref = spec.factory(spec.name, self._ctx_for_children())
-        except Exception as exc:  # noqa: BLE001 - a factory that throws is a failed start
+        except Exception as exc:
             self.emit("supervisor.child_start_failed", {"child": spec.name, "error": f"{type(exc).__name__}: {exc}"}, severity=Severity.ERROR)
             self._on_child_down(spec.name, f"{type(exc).__name__}: {exc}")
             return

@@ -15,8 +15,8 @@ import pytest
 from adapters.event_store import EventStore
 from adapters.io_loop import IOLoop
 from supervision.actor import ActorContext
-from tradebot.clock import VirtualClock
-from tradebot.config import Config, parse_config
+from core.clock import VirtualClock
+from core.config import Config, parse_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

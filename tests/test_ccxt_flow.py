@@ -34,7 +34,7 @@ from adapters.ccxt_exchange import HttpRequest, build_ccxt_exchange, build_ccxt_
 from adapters.venue import Venue
 from supervision.actor import ActorContext
 from supervision.directory import Directory
-from supervision.messages import ClosePosition, Shutdown, StartChild
+from core.messages import ClosePosition, Shutdown, StartChild
 from supervision.supervisor import Supervisor
 from tests.conftest import SHARED, eventually, make_config
 from tests.world import Collector, advance_until

@@ -33,7 +33,7 @@ from adapters.ccxt_exchange import ExchangeSetupError, HttpRequest, SecretGuard,
 from adapters.errors import Outcome, VenueError, classify
 from tests.conftest import SHARED, make_config
 from tests.test_ccxt_flow import ENV, FAKES, MARKETS, FakeBinanceFutures, exchange_toml, make_exchange
-from tradebot.clock import VirtualClock
+from core.clock import VirtualClock
 
 D = Decimal
 RECORDED = {v: json.loads((SHARED / "data" / "ccxt-requests" / f"{v}.json").read_text()) for v in ("binance", "bybit")}

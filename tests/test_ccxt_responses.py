@@ -30,7 +30,7 @@ from adapters.errors import Outcome, VenueError, classify
 from adapters.venue import OrderStatus, Venue
 from tests.conftest import SHARED, make_config
 from tests.test_ccxt_flow import ENV, MARKETS, exchange_toml
-from tradebot.clock import VirtualClock
+from core.clock import VirtualClock
 
 D = Decimal
 RESPONSES = {v: json.loads((SHARED / "data" / "ccxt-responses" / f"{v}.json").read_text()) for v in ("binance", "bybit")}

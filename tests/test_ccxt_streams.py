@@ -47,7 +47,7 @@ from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, Venue
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
-from supervision.messages import Shutdown
+from core.messages import Shutdown
 from supervision.supervisor import ChildSpec, Supervisor
 from tests.conftest import eventually, make_config
 from tests.test_ccxt_flow import ENV, MARKETS, FakeBinanceFutures, FakeBybitLinear, exchange_toml

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from tradebot.clock import RealClock, VirtualClock
+from core.clock import RealClock, VirtualClock
 
 T0 = 1_700_000_000_000
 

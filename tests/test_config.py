@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tradebot.config import LIVE_SAFE_KEYS, Config, ConfigError, config_diff, load_config, merge_live, parse_config
+from core.config import LIVE_SAFE_KEYS, Config, ConfigError, config_diff, load_config, merge_live, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

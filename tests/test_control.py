@@ -16,10 +16,10 @@ from tests.conftest import make_config
 from supervision.actor import ManagedActor
 from supervision.runtime import EXIT_OK, EXIT_SHUTDOWN_INCOMPLETE, Runtime
 from supervision.supervisor import ChildSpec
-from tradebot.config import Config, load_config
+from core.config import Config, load_config
 from tradebot.control_client import BotNotRunning, send_command, send_raw
-from tradebot.control_protocol import COMMANDS, MAX_REQUEST_BYTES, PROTOCOL_VERSION, ControlRequest, encode
-from tradebot.events import Event
+from core.control_protocol import COMMANDS, MAX_REQUEST_BYTES, PROTOCOL_VERSION, ControlRequest, encode
+from core.events import Event
 
 
 def now_ms() -> int:

@@ -19,7 +19,7 @@ from adapters.event_store import EventStore, StoreLocked
 from adapters.io_loop import IOLoop
 from adapters.store_schema import LATEST_VERSION
 from tests.conftest import eventually
-from tradebot.events import Event
+from core.events import Event
 
 PROJECT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000_000
@@ -206,7 +206,7 @@ import sys
 from pathlib import Path
 from adapters.io_loop import IOLoop
 from adapters.event_store import EventStore
-from tradebot.events import Event
+from core.events import Event
 io = IOLoop("child-io").start()
 store = EventStore(Path(sys.argv[1]), io).open()
 n = 0

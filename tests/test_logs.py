@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from loguru import logger
 
-from tradebot import logs
-from tradebot.logs import (
+from core import logs
+from core.logs import (
     ActorFileSink,
     actor_log_filename,
     actor_logger,

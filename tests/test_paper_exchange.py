@@ -12,7 +12,7 @@ import pytest
 
 from adapters.markets import Markets
 from adapters.paper import FaultPlan, PaperEngine, PaperExchange, PriceReplay, error_code
-from tradebot.clock import VirtualClock
+from core.clock import VirtualClock
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MARKETS = {

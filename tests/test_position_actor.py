@@ -8,7 +8,7 @@ import ccxt
 import pytest
 
 from actors.messages import PositionClosed, PositionOpened, PositionOpenFailed
-from supervision.messages import ClosePosition
+from core.messages import ClosePosition
 from tests.conftest import eventually
 from tests.world import BTC, STOP_REFUSED, World, actor_gone, advance_until, is_close, is_stop, opened
 
@@ -132,7 +132,7 @@ def test_restarted_actor_resumes_from_events_with_the_same_stop(world: World):
     name = world.open()
     o = opened(world)
     old = world.ctx.directory.lookup(name)
-    from supervision.messages import RestartChild
+    from core.messages import RestartChild
 
     world.sup.tell(RestartChild(name=name, reason="test"))
     fresh = eventually(lambda: (world.ctx.clock.advance(100), (r := world.ctx.directory.lookup(name)) is not None and r.actor_urn != old.actor_urn and r)[1], what="restart")

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from actors.position_state import NOTES, TRANSITIONS, InvalidTransition, P, PositionState, apply, realized_pnl, rebuild
-from tradebot.events import Event
+from core.events import Event
 
 TERMINAL = {s for s in P if not s.is_open}
 

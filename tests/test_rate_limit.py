@@ -24,7 +24,7 @@ from adapters.rate_limit import RateLimiter
 from adapters.rate_tables import BINANCE, BYBIT, Priority, VenueLimits, Window, priority_of, retry_after_ms
 from adapters.venue import STYLES, Venue
 from tests.conftest import SHARED, make_config
-from tradebot.clock import ManualTime, VirtualClock, drive, settle
+from core.clock import ManualTime, VirtualClock, drive, settle
 from tradebot.wiring import build_executor
 
 BTC = "BTC/USDT:USDT"
@@ -103,7 +103,7 @@ def test_the_paper_venues_budget_runs_on_the_paper_clock(tmp_path):
 
 @pytest.mark.parametrize(("toml", "message"), [("rate_limit_share = 0", "exchange.rate_limit_share: expected"), ("protect_reserve = 1", "exchange.protect_reserve: expected")])
 def test_budget_config_is_bounded(tmp_path, toml: str, message: str):
-    from tradebot.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         make_config(tmp_path, f"[exchange]\n{toml}\n")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from adapters.markets import Markets
 from tests.conftest import SHARED
-from tradebot.signal_protocol import (
+from core.signal_protocol import (
     WAVE_MS,
     BatchMsg,
     DecodeKind,

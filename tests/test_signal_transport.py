@@ -17,7 +17,7 @@ from adapters.markets import Markets
 from adapters.signal_client import ClientState, SignalClient
 from adapters.signal_server import SignalServer, load_replay, main
 from tests.conftest import SHARED, eventually
-from tradebot.signal_protocol import WAVE_MS, DecodeKind, RecentIds, decode, wave_of
+from core.signal_protocol import WAVE_MS, DecodeKind, RecentIds, decode, wave_of
 
 MARKETS = {"paper": Markets.from_file(SHARED / "data/markets/binanceusdm-linear.json")}
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "waves.jsonl"

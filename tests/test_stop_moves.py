@@ -8,7 +8,7 @@ import ccxt
 
 from actors.messages import PositionClosed
 from adapters.paper import FaultPlan
-from supervision.messages import RestartChild
+from core.messages import RestartChild
 from tests.conftest import eventually
 from tests.world import BTC, STOP_REFUSED, World, advance_until, is_stop, opened
 

@@ -11,11 +11,11 @@ import pykka
 import pytest
 
 from supervision.actor import ActorContext, ManagedActor, handles
-from supervision.messages import ChildFailed, Message, RestartChild, Shutdown, StartChild
+from core.messages import ChildFailed, Message, RestartChild, Shutdown, StartChild
 from supervision.supervisor import ChildSpec, Supervisor
 from tests.conftest import eventually, make_config
-from tradebot.clock import VirtualClock
-from tradebot.events import Severity
+from core.clock import VirtualClock
+from core.events import Severity
 
 
 class Bump(Message, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ import pytest
 from actors.messages import EnsureProtected, ProtectionReport
 from actors.take_profits import plan_levels
 from adapters.markets import Markets
-from supervision.messages import RestartChild
+from core.messages import RestartChild
 from tests.conftest import SHARED, eventually, make_config
 from tests.world import BTC, STOP_REFUSED, Collector, World, advance_until, is_stop, opened
 from tests.test_stop_moves import mark, stops, types

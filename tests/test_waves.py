@@ -17,10 +17,10 @@ from adapters.paper import FaultPlan, PaperEngine, PaperExchange
 from adapters.venue import STYLES, Venue
 from supervision.actor import ActorContext
 from supervision.directory import Directory
-from supervision.messages import ClosePosition, Shutdown
+from core.messages import ClosePosition, Shutdown
 from supervision.supervisor import ChildSpec, Supervisor
 from tests.conftest import SHARED, eventually, make_config
-from tradebot.signal_protocol import WAVE_MS, wave_of
+from core.signal_protocol import WAVE_MS, wave_of
 from tradebot.wiring import build_executor, position_spec
 
 D = Decimal

@@ -22,7 +22,7 @@ from adapters.markets import Markets
 from adapters.venue import Venue
 from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
-from supervision.messages import Shutdown, StartChild
+from core.messages import Shutdown, StartChild
 from supervision.supervisor import Supervisor
 from tests.conftest import SHARED, eventually, make_config
 from tradebot.wiring import build_executor, paper_style, position_spec, trading_children

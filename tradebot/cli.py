@@ -11,11 +11,12 @@ import datetime as dt
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from tradebot.config import Config, ConfigError, load_config, parse_config
-from tradebot.control_protocol import COMMANDS, HELP
+from core.config import Config, ConfigError, load_config, parse_config
+from core.control_protocol import COMMANDS, HELP
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -119,7 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runtime.install_signal_handlers()  # before start: a signal during start-up is a clean stop too
     try:
         runtime.start()
-    except Exception as exc:  # noqa: BLE001 - start-up failure: say what, exit non-zero
+    except Exception as exc:
         print(f"tradebot: could not start: {exc}", file=sys.stderr)
         return 2
     return runtime.run_until_stopped(args.duration)
@@ -218,7 +219,7 @@ def _render(command: str, result: Any) -> str:
 
 # ----------------------------------------------------------------- logs
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from tradebot import logs
+    from core import logs
 
     config, _ = _load(args)
     log_dir = config.log_dir
@@ -264,7 +265,7 @@ def parse_since(text: str, now_ms: int) -> int:
     except ValueError:
         raise ValueError(f"--since: expected an ISO time, epoch ms or an age like 15m, got {text!r}") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
 
 
@@ -302,7 +303,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
         print(json.dumps([e.to_dict() for e in events], indent=1, default=str))
         return 0
     for e in events:
-        when = dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        when = dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         who = " ".join(x for x in (e.symbol, e.position_id) if x)
         data = json.dumps(e.data, separators=(",", ":"), default=str)
         print(f"{e.id:>7} {when} {e.severity.label:<8} {e.actor:<24} {e.type:<34} {who} {data}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from tradebot.control_protocol import PROTOCOL_VERSION, ControlReply, ControlRequest, decode_reply, encode
+from core.control_protocol import PROTOCOL_VERSION, ControlReply, ControlRequest, decode_reply, encode
 
 
 class BotNotRunning(RuntimeError):
@@ -63,7 +63,7 @@ def send_raw(socket_path: Path, payload: bytes, *, timeout_s: float = 15.0) -> C
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    except socket.timeout:
+    except TimeoutError:
         raise TimeoutError(f"no reply within {timeout_s:.0f} s") from None
     finally:
         sock.close()

@@ -32,8 +32,8 @@ from adapters.venue_styles import VenueStyle, style_for
 from supervision.supervisor import ChildSpec
 
 if TYPE_CHECKING:
+    from core.config import Config
     from supervision.runtime import Runtime
-    from tradebot.config import Config
 
 
 class NamedRef:

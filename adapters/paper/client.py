@@ -83,7 +83,7 @@ class PaperClient:
             raise ccxt.NetworkError(f"paper exchange connection failed: {exc}") from None
         try:
             return await asyncio.wait_for(fut, timeout_s or self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._pending.pop(request_id, None)
             raise ccxt.RequestTimeout(f"paper exchange {method}: no answer within {timeout_s or self.timeout_s:.0f} s") from None
 

@@ -29,8 +29,9 @@ Semantics, in short:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import ccxt
 import msgspec

@@ -20,9 +20,10 @@ import collections
 import json
 import threading
 import time
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import ccxt
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Callable, Any
+from collections.abc import Callable
+from typing import Any
 
 import ccxt
 import msgspec

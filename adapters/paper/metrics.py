@@ -19,8 +19,8 @@ engine until the next change).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable
 
 import msgspec
 

@@ -34,10 +34,10 @@ import csv
 import functools
 import json
 import random
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
 
 from adapters.markets import Market, Markets
 
@@ -63,7 +63,7 @@ def load_candles(path: Path) -> tuple[int, int, tuple[Candle, ...]]:
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-        times = [int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp() * 1000) for r in rows[:2]]
+        times = [int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp() * 1000) for r in rows[:2]]
         candles = tuple((r["open"], r["high"], r["low"], r["close"]) for r in rows)
     else:
         rows = json.loads(path.read_text())
@@ -106,7 +106,7 @@ def _synthetic_ticks(btc_path: Path, market: Market, start_price: Decimal, seed:
 
 
 class _Series:
-    __slots__ = ("symbol", "tick_ms", "ticks", "source")
+    __slots__ = ("source", "symbol", "tick_ms", "ticks")
 
     def __init__(self, symbol: str, tick_ms: int, ticks: tuple[Decimal, ...], source: str):
         self.symbol, self.tick_ms, self.ticks, self.source = symbol, tick_ms, ticks, source

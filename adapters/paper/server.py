@@ -29,7 +29,7 @@ from typing import Any
 from loguru import logger
 
 from adapters.paper.hosting import StateSaver, build_paper_exchange
-from tradebot.clock import RealClock
+from core.clock import RealClock
 
 CCXT_METHODS = frozenset(
     {
@@ -106,7 +106,7 @@ class PaperServer:
             request_id = req.get("id")
             result = await self.call(req["method"], req.get("args") or [], req.get("kwargs") or {})
             reply = {"id": request_id, "ok": True, "result": result}
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, as ccxt would raise it
+        except Exception as exc:
             reply = {"id": request_id, "ok": False, "error": {"class": type(exc).__name__, "message": str(exc)}}
         data = json.dumps(reply, default=_default).encode() + b"\n"
         async with lock:

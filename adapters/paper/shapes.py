@@ -9,7 +9,7 @@ are type ``market`` with a ``triggerPrice``, a resting stop is
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ def iso8601(ms: int | None) -> str | None:
     """ccxt's datetime text for epoch ms."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms // 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _f(d: Decimal | None) -> float | None:

@@ -21,15 +21,25 @@ import re
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from loguru import logger
 
 __all__ = [
-    "ActorFileSink", "LogFile", "actor_logger", "actor_log_filename", "follow", "list_logs",
-    "resolve_log", "set_level", "setup_logging", "shutdown_logging", "tail_lines",
+    "ActorFileSink",
+    "LogFile",
+    "actor_log_filename",
+    "actor_logger",
+    "follow",
+    "list_logs",
+    "resolve_log",
+    "set_level",
+    "setup_logging",
+    "shutdown_logging",
+    "tail_lines",
 ]
 
 SYSTEM_ACTOR = "system"

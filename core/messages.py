@@ -154,3 +154,18 @@ class ReconcileFinished(Message, frozen=True, kw_only=True):
     findings: dict[str, Any]
     snapshot: Any = None  # account_view.Snapshot: positions and open orders (read, or the stream-fed view)
     request: Any = None  # the ExecuteCommand that asked for it, if any
+
+
+# ------------------------------------------------------------- liveness
+class Probe(Message, frozen=True, kw_only=True):
+    """Are you alive and handling messages? Answered by ``ManagedActor`` itself from its mailbox,
+    so an actor stuck in a handler (or blocked on I/O) does not answer in time."""
+
+    probe_id: int
+    reply_to: Any  # ActorRef that gets ProbeAnswered
+
+
+class ProbeAnswered(Message, frozen=True, kw_only=True):
+    name: str
+    probe_id: int
+    actor_urn: str

@@ -14,13 +14,14 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` makes it a no-op."""
 
-    __slots__ = ("due_ms", "interval_ms", "callback", "cancelled", "_seq")
+    __slots__ = ("_seq", "callback", "cancelled", "due_ms", "interval_ms")
 
     def __init__(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None], seq: int):
         self.due_ms = due_ms
@@ -89,7 +90,7 @@ def _fire(handle: TimerHandle) -> None:
         return
     try:
         handle.callback()
-    except Exception:  # noqa: BLE001 - a failing timer callback must not kill the timer thread
+    except Exception:
         from loguru import logger
 
         logger.opt(exception=True).error("timer callback failed")
