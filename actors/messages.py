@@ -75,10 +75,9 @@ class PositionClosed(Message, frozen=True, kw_only=True):
 
 
 class RetryStep(Message, frozen=True, kw_only=True):
-    """Internal to the position actor: run the named step again (scheduled, never slept)."""
+    """Internal to the position actor: run a step again (scheduled, never slept)."""
 
-    step: str
-    attempt: int = 0
+    retry: Any  # actors.position_commands.Retry
 
 
 class EnsureProtected(Message, frozen=True, kw_only=True):

@@ -1,41 +1,46 @@
 """The position actor: one per position, the only code that touches its orders.
 
-Atomic open: size from the mark price -> market entry (client order id,
-recorded before it is sent) -> a stop for the *filled* quantity at once, up
-to ``stop_attempts`` tries -> if it cannot be protected, close it again
-(reduce-only market, verified flat); if even that fails, a wide emergency
-stop and a critical event. Every step is an event folded by
-:mod:`actors.position_state`, so a crash at any step is resumed from the
-store, and the exchange is asked before anything is repeated.
+It holds no rules of its own: it *interprets* the plans of the pure planners
+(:mod:`actors.plan_open`, :mod:`actors.plan_moves`, :mod:`actors.plan_tps`,
+:mod:`actors.plan_exit`, :mod:`actors.plan_truth`). A plan's events are folded
+and stored (write-ahead ones durably, before the exchange is asked), its
+commentary emitted, its reports told, and its one command run on the I/O loop.
+The command's answer comes back as ``IOCompleted`` tagged with an operation
+number (a late answer to an old operation is never mistaken for the current
+one) and goes to the planner its :class:`~actors.position_commands.Step` names.
 
-One exchange operation is in flight at a time; its result comes back as an
-``IOCompleted`` tagged with an operation number, so a late answer to an old
-operation is never mistaken for the current one. Retries are scheduled
-messages; nothing sleeps here.
+One exchange operation is in flight at a time. Marks, checks and close
+requests that arrive meanwhile are considered afresh once it is done. Retries
+are scheduled messages; nothing sleeps here. Only venue and network errors are
+translated; anything else raised by a venue call is a bug: the actor crashes
+and its supervisor restarts it from its events (look-ups by client id make that
+safe).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import pykka
 
-from actors.exchange_truth import ExchangeTruth
-from actors.messages import EnsureProtected, MarkPrice, OpenRequest, PositionOpened, PositionOpenFailed, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
-from actors.position_exit import Exits
+from actors import plan_exit, plan_moves, plan_open, plan_tps, plan_truth
+from actors import position_commands as pc
+from actors import position_events as pe
+from actors.messages import EnsureProtected, ExchangeView, MarkPrice, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_state import P, PositionState, apply, rebuild
-from actors.stop_moves import StopMoves
-from actors.take_profits import TakeProfits
+from actors.trailing import TrailState
 from adapters.errors import Outcome, VenueError, classify
-from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
-from core.events import Event, Severity
-from core.messages import IOCompleted, Tick
+from adapters.venue import Venue
+from core.events import Event
+from core.ids import Side, position_actor_name
+from core.messages import ClosePosition, IOCompleted, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
+
+__all__ = ["PositionActor", "position_actor_name"]
 
 #: Crash-test hook: "before:<event type>" or "after:<event type>" makes the
 #: process SIGKILL itself at that exact step of a position's life (the tests
@@ -48,11 +53,38 @@ def _crash_if(when: str, type_: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def position_actor_name(symbol: str, position_id: str) -> str:
-    return f"position:{symbol}:{position_id}"
+S = pc.Step
+#: What each step's answer goes to: (state, command, result, error, env) -> Plan.
+AFTER: dict[pc.Step, Callable[[PositionState, Any, Any, VenueError | None, pc.Env], pc.Plan]] = {
+    S.SIZE: lambda s, c, r, e, env: plan_open.after_size(s, r, e, env),
+    S.ENTRY: lambda s, c, r, e, env: plan_open.after_entry(s, r, e, getattr(c, "attempt", 0), env),
+    S.STOP: plan_open.after_stop,
+    S.RESTORE_MARK: lambda s, c, r, e, env: plan_open.after_restore_mark(s, r, e, env),
+    S.ADOPT_MARK: lambda s, c, r, e, env: plan_open.after_adopt_mark(s, r, e, env),
+    S.CHECK_STOP: lambda s, c, r, e, env: plan_truth.after_check_stop(s, r, e, env),
+    S.STOP_FILL_POSITION: plan_truth.after_stop_fill_position,
+    S.LOST_STOP_POSITION: plan_truth.after_lost_stop_position,
+    S.MOVE_PLACE: plan_moves.after_place,
+    S.MOVE_CANCEL_OLD: plan_moves.after_cancel_old,
+    S.MOVE_CHECK_OLD: plan_moves.after_check_old,
+    S.MOVE_LOOKUP: plan_moves.after_lookup,
+    S.TP_LOOKUP: lambda s, c, r, e, env: plan_tps.after_lookup(s, c, r, e),
+    S.TP_PLACE: lambda s, c, r, e, env: plan_tps.after_place(s, c, r, e),
+    S.CHECK_TP: plan_tps.after_check,
+    S.CLOSE_READ: plan_exit.after_close_read,
+    S.CLOSE: lambda s, c, r, e, env: plan_exit.after_close(s, r, e),
+    S.VERIFY_FLAT: plan_exit.after_verify_flat,
+    S.EXIT_CHECK_STOP: plan_exit.after_exit_check_stop,
+    S.OUTSIDE_FILLS: plan_exit.after_outside_fills,
+    S.OUTSIDE_ORDER: plan_exit.after_outside_order,
+    S.LEFTOVER: lambda s, c, r, e, env: plan_exit.after_leftover(s, c, r, e),
+    S.VERIFY_VIEW: plan_truth.after_verify_view,
+    S.VIEW_TPS: plan_truth.after_view_tps,
+    S.STRAY: lambda s, c, r, e, env: plan_truth.after_stray(s, c, r, e),
+}
 
 
-class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
+class PositionActor(ManagedActor):
     def __init__(self, *, name: str, ctx: ActorContext, venue: Venue, position_id: str, request: OpenRequest | None = None, price_feed: Any = None, report_to: Any = None) -> None:
         super().__init__(name=name, ctx=ctx)
         self.report_to = report_to  # who hears about a recovered position (no requester after a restart)
@@ -62,78 +94,110 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         self.price_feed = price_feed
         self.state: PositionState | None = None
         self.last_mark: Decimal | None = None
-        self._op: tuple[int, str] | None = None  # (number, purpose) of the operation in flight
+        self.last_mark_ms: int | None = None
+        self._op: tuple[int, pc.Command] | None = None  # (number, command) of the operation in flight
         self._op_seq = 0
-        self._pending_fill: OrderReport | None = None
-        self._stop_fill: OrderReport | None = None
-        self._outside_reason = ""  # a close outside the bot: why (until its fills say more) ...
-        self._outside_fill: OrderReport | None = None  # ... and at what price
-        self._retries: dict[str, int] = {}
-        self._leftovers: list[str] = []
-        self._stray: list[str] = []
-        self._flat_reason: str | None = None
+        self._trail: TrailState | None = None  # trailing memory (the best mark is persisted only now and then)
+        self._trail_saved_ms = 0
         self._ensure_waiters: list[Any] = []
         self._ensure_check_due = False
         self._verify_round = 0
 
     @property
-    def cfg(self):
+    def cfg(self) -> Any:
         return self.ctx.config.position
+
+    @property
+    def s(self) -> PositionState:
+        assert self.state is not None, "the state exists from started() on"
+        return self.state
 
     # ------------------------------------------------------------- start
     def started(self) -> None:
         history = self.load_events(position_id=self.pid)
         recovered = rebuild(history)  # None while the history holds no lifecycle event yet
+        r = self.request
         if recovered is not None:
             self.state = recovered
-            self.log.info("recovered from {} events in state {}", len(history), self.state.state.value)
-            self._resume()
-        elif self.request is not None and self.request.adopt is not None:
-            r = self.request
-            self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=r.adopt.side)
-            self.begin_adoption(r.adopt)
-        elif self.request is not None:
-            r = self.request
-            self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=r.side)
-            self.record("position.open_requested", {"side": r.side, "quote_amount": r.quote_amount, "leverage": r.leverage}, durable=True)
-            self._io("size", self.venue.mark_price(r.symbol))
+            self.log.info("recovered from {} events in state {}", len(history), recovered.state.value)
+            self._run(self._resume())
+        elif r is not None and r.adopt is not None:
+            self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=Side(r.adopt.side), correlation_id=r.correlation_id)
+            self._run(plan_open.begin_adoption(self.s, r.adopt))
+        elif r is not None:
+            self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=Side(r.side), correlation_id=r.correlation_id)
+            opened = pe.OpenRequested(side=r.side, quote_amount=r.quote_amount, leverage=r.leverage)
+            self._run(pc.Plan(events=(opened,), next=pc.ReadMark(step=S.SIZE)))
         else:
             raise RuntimeError(f"position {self.pid}: no events and nothing to open")
         self.every(self.cfg.verify_interval_secs * 1000, "verify")
 
-    def _resume(self) -> None:
-        s = self.state
-        assert s is not None
+    def _resume(self) -> pc.Plan:
+        s = self.s
         if not s.state.is_open:
-            return self.stop()
+            return pc.Plan(stop=True)
         if s.state is P.PENDING_ENTRY:  # the entry was never sent (its write-ahead record is missing)
-            return self._fail("interrupted before the entry was sent", Outcome.REJECTED)
+            return plan_open.fail(s, "interrupted before the entry was sent", Outcome.REJECTED)
         if s.state is P.ENTRY_PLACED:
-            return self._io("entry", self.venue.fetch_order(s.symbol, client_id=s.entry_client_id))
+            return pc.Plan(next=plan_open.resolve_entry(s))
         if s.state is P.PENDING_STOP:
             if s.pending_stop_client_id:
-                return self._io("stop", self._lookup_stop(s.pending_stop_client_id))
-            return self._place_stop(s.stop_kind or "initial")
+                return pc.Plan(next=pc.LookUpOrder(step=S.STOP, client_id=s.pending_stop_client_id))
+            return plan_open.retry_stop(s, self._env())
         if s.state is P.PROTECTED:
-            self._subscribe()
+            head = pc.Plan(subscribe=True)
             if s.move_client_id is not None:
-                return self.resume_move()
-            if self.ctx.config.take_profit.enabled and not s.tps and s.stop_kind != "emergency":
-                return self.start_take_profits()  # looked up by client id first: never doubled
-            return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
-        if s.state is P.CLOSING:
-            return self._io("verify_flat", self.venue.position(s.symbol, s.side))
+                return head.then(plan_moves.resume(s))
+            tps = plan_tps.start(s, self._env())
+            if tps.next is not None:
+                return head.then(tps)  # looked up by client id first: never doubled
+            return head.then(plan_truth.check_stop(s))
+        return pc.Plan(next=pc.ReadPosition(step=S.VERIFY_FLAT))  # CLOSING
 
-    # --------------------------------------------------------- recording
-    def record(self, type_: str, data: dict[str, Any], *, durable: bool = False, severity: Severity = Severity.INFO) -> None:
+    # ----------------------------------------------------- interpreting
+    def _env(self) -> pc.Env:
+        s = self.s
+        trail_best = self._trail.best if self._trail is not None else None
+        return pc.Env(
+            config=self.ctx.config, market=self.venue.market(s.symbol), now_ms=self.ctx.clock.now_ms(), mark=self.last_mark,
+            mark_ms=self.last_mark_ms, trail_best=trail_best, forced_close_kind=self.venue.style.forced_close_kind,
+        )
+
+    def _run(self, plan: pc.Plan) -> None:
+        for event in plan.events:
+            self._record(event)
+        s = self.s
+        for note in plan.notes:
+            self.emit(note.type, note.data, severity=note.severity, position_id=self.pid, symbol=s.symbol, correlation_id=s.correlation_id)
+        for report in plan.tell:
+            self._tell_requester(report)
+        if plan.trail is not None:
+            self._trail = plan.trail
+        if any(isinstance(e, pe.TrailingActivated | pe.TrailBest) for e in plan.events):
+            self._trail_saved_ms = self.ctx.clock.now_ms()
+        if any(isinstance(e, pe.StopMoved) for e in plan.events) and self._trail is not None and s.trail_best is not None:
+            self._trail = TrailState(active=self._trail.active or s.trail_active, best=s.trail_best, activated_ms=self._trail.activated_ms, breakeven_reached=self._trail.breakeven_reached)
+        if plan.subscribe:
+            self._subscribe()
+        if plan.next is not None:
+            self._start(plan.next)
+        if plan.retry is not None:
+            self.after(plan.retry.delay_ms, RetryStep(retry=plan.retry))
+        if plan.stop:
+            self.stop()
+
+    def _record(self, event: pe.PositionEvent) -> None:
         """Fold an event into the state and store it (with the new projection)."""
-        s = self.state
-        assert s is not None
-        ev = Event(type=type_, ts_ms=self.ctx.clock.now_ms(), actor=self.name, severity=severity, position_id=self.pid, correlation_id=s.correlation_id or (self.request.correlation_id if self.request else None), symbol=s.symbol, exchange=s.exchange, data=data)
-        new = apply(s, ev)
-        ev = msgspec.structs.replace(ev, projection=new.projection())
+        s = self.s
+        now = self.ctx.clock.now_ms()
+        new = apply(s, event, now)
+        type_ = pe.type_of(event)
+        ev = Event(
+            type=type_, ts_ms=now, actor=self.name, severity=event.severity, position_id=self.pid, correlation_id=s.correlation_id,
+            symbol=s.symbol, exchange=s.exchange, data=pe.to_record(event), projection=new.projection(),
+        )
         _crash_if("before", type_)
-        if durable:
+        if event.WRITE_AHEAD:
             self.ctx.store.append_durable(ev).result(timeout=30)
         else:
             self.ctx.store.append(ev)
@@ -141,27 +205,55 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
             self.ctx.store.flush()
             _crash_if("after", type_)
         self.state = new
-        self.log.info("{} -> {} {}", type_, new.state.value, {k: str(v) for k, v in data.items()})
+        self.log.log(event.severity.name, "{} -> {} {}", type_, new.state.value, ev.data)
 
-    def _client_id(self, kind: str) -> tuple[str, int]:
-        seq = self.state.seq + 1
-        return f"tb-{self.pid}-{kind}{seq}", seq
-
-    # --------------------------------------------------------------- I/O
-    def _io(self, purpose: str, coro: Coroutine[Any, Any, Any]) -> None:
+    def _start(self, cmd: pc.Command) -> None:
+        assert self._op is None, f"{self.pid}: {cmd.step.value} started while {self._op[1].step.value if self._op else ''} is in flight"
         self._op_seq += 1
-        self._op = (self._op_seq, purpose)
-        self.io_call(purpose, coro, correlation_id=str(self._op_seq))
+        self._op = (self._op_seq, cmd)
+        self.io_call(cmd.step.value, self._coroutine(cmd), correlation_id=str(self._op_seq))
+
+    def _coroutine(self, cmd: pc.Command) -> Coroutine[Any, Any, Any]:
+        s, v, ctx = self.s, self.venue, self._ctx()
+        match cmd:
+            case pc.ReadMark():
+                return v.mark_price(s.symbol)
+            case pc.ReadPosition():
+                return v.position(s.symbol, s.side)
+            case pc.LookUpOrder(order_id=oid, client_id=cid):
+                return v.fetch_order(s.symbol, order_id=oid, client_id=cid if oid is None else None)
+            case pc.PlaceEntry():
+                return v.open_market(s.symbol, s.entry_side, cmd.qty, cmd.client_id, ref_price=cmd.ref_price, ctx=ctx)
+            case pc.PlaceStop():
+                return v.place_stop(s.symbol, s.closing_side, cmd.qty, cmd.price, cmd.client_id, ctx=ctx)
+            case pc.PlaceTakeProfit():
+                return v.place_take_profit(s.symbol, s.closing_side, cmd.qty, cmd.price, cmd.client_id, ctx=ctx)
+            case pc.SendClose():
+                return v.close_market(s.symbol, s.closing_side, cmd.qty, cmd.client_id, ctx=ctx)
+            case pc.CancelOrder():
+                return v.cancel(s.symbol, cmd.order_id, ctx=ctx)
+            case pc.ReadFills():
+                return v.fills(s.symbol, since_ms=cmd.since_ms)
+            case pc.ReadOpenTps():
+                return self._open_tps()
+        raise TypeError(f"no coroutine for {cmd!r}")
+
+    async def _open_tps(self) -> list[tuple[int, Any]]:
+        s = self.s
+        return [(tp.level, await self.venue.fetch_order(s.symbol, order_id=tp.order_id)) for tp in s.open_tps]
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
         if self._op is None or msg.correlation_id != str(self._op[0]):
             self.log.debug("ignored a late result of {}", msg.purpose)
             return
+        cmd = self._op[1]
         self._op = None
-        handler = getattr(self, f"_after_{msg.purpose}")
-        error = classify(msg.exception) if msg.exception is not None else None
-        handler(None if error else msg.result, error)
+        error: VenueError | None = None
+        if msg.exception is not None:
+            error = classify(msg.exception)
+        plan = AFTER[cmd.step](self.s, cmd, None if error else msg.result, error, self._env())
+        self._run(plan)
         self._continue()
         self.finish_drain_if_idle()
 
@@ -171,12 +263,12 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         if self._op is not None or s is None:
             return
         if s.state is P.PROTECTED and s.close_requested and s.move_client_id is None:
-            return self._close(s.close_requested)
+            return self._run(plan_exit.begin_close(s, s.close_requested, self._env()))
         if self._ensure_check_due and s.state is P.PROTECTED:
             self._ensure_check_due = False
-            return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
+            return self._run(plan_truth.check_stop(s))
         if self._ensure_waiters and not self._ensure_check_due and (s.state is P.PROTECTED or not s.state.is_open):
-            report = ProtectionReport(position_id=self.pid, symbol=s.symbol, state=s.state.value, protected=s.state is P.PROTECTED and s.stop_order_id is not None, stop_order_id=s.stop_order_id, stop_price=s.stop_price)
+            report = ProtectionReport(position_id=self.pid, symbol=s.symbol, state=s.state.value, protected=s.is_protected, stop_order_id=s.stop_order_id, stop_price=s.stop_price)
             waiters, self._ensure_waiters = self._ensure_waiters, []
             for ref in waiters:
                 try:
@@ -184,6 +276,10 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
                 except pykka.ActorDeadError:
                     pass
 
+    def busy(self) -> bool:
+        return self._op is not None or (self.state is not None and self.state.state in (P.PENDING_ENTRY, P.ENTRY_PLACED, P.PENDING_STOP, P.CLOSING))
+
+    # ---------------------------------------------------------- messages
     @handles(EnsureProtected)
     def _on_ensure(self, msg: EnsureProtected) -> None:
         """Verify with the exchange (never from memory), restore if needed, then answer."""
@@ -192,184 +288,79 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
         self._ensure_check_due = self.state is not None and self.state.state is P.PROTECTED
         self._continue()
 
-    def busy(self) -> bool:
-        return self._op is not None or (self.state is not None and self.state.state in (P.PENDING_ENTRY, P.ENTRY_PLACED, P.PENDING_STOP, P.CLOSING))
+    @handles(ClosePosition)
+    def _on_close(self, msg: ClosePosition) -> None:
+        self._run(plan_exit.close_on_request(self.s, msg.reason, self._env(), busy=self._op is not None))
+
+    @handles(ExchangeView)
+    def _on_exchange_view(self, msg: ExchangeView) -> None:
+        if self.state is not None:
+            self._run(plan_truth.on_view(self.state, msg, busy=self._op is not None))
 
     @handles(RetryStep)
     def _on_retry(self, msg: RetryStep) -> None:
         if self._op is not None:
-            return self.after(self.cfg.retry_delay_ms, msg)
-        s = self.state
-        if msg.step == "resolve_entry" and s.state is P.ENTRY_PLACED:
-            self._io("entry", self.venue.fetch_order(s.symbol, client_id=s.entry_client_id))
-        elif msg.step == "stop" and s.state is P.PENDING_STOP:
-            self._place_stop(s.stop_kind or "initial")
-        elif msg.step == "verify_flat" and s.state is P.CLOSING:
-            self._io("verify_flat", self.venue.position(s.symbol, s.side))
-        elif msg.step == "verify" and s.state is P.PROTECTED:
-            self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
-        elif msg.step == "move" and s.state is P.PROTECTED and s.move_client_id is None:
-            if not self.apply_adjustment():
-                self.retry_move()
-        elif msg.step == "move_cancel" and s.state is P.PROTECTED and s.move_order_id is not None:
-            self._io("move_cancel_old", self.venue.cancel(s.symbol, s.stop_order_id, ctx=self._ctx()))
-        elif msg.step == "resume" and s.state is P.PROTECTED and s.move_client_id is not None:
-            self.resume_move()
+            self.after(self.cfg.retry_delay_ms, msg)
+            return
+        self._run(self._plan_retry(msg.retry))
 
-    def _retry(self, step: str, delay_ms: int | None = None) -> None:
-        n = self._retries[step] = self._retries.get(step, 0) + 1
-        self.after(delay_ms if delay_ms is not None else min(60_000, self.cfg.retry_delay_ms * 2 ** min(n, 7)), RetryStep(step=step, attempt=n))
+    def _plan_retry(self, r: pc.Retry) -> pc.Plan:
+        s, A = self.s, pc.Again
+        if r.step is A.RESOLVE_ENTRY and s.state is P.ENTRY_PLACED:
+            return pc.Plan(next=plan_open.resolve_entry(s, r.attempt))
+        if r.step is A.STOP and s.state is P.PENDING_STOP:
+            return plan_open.retry_stop(s, self._env())
+        if r.step is A.VERIFY_FLAT and s.state is P.CLOSING:
+            return pc.Plan(next=pc.ReadPosition(step=S.VERIFY_FLAT))
+        if r.step is A.CLOSE and s.state in (P.PROTECTED, P.PENDING_STOP):
+            return plan_exit.begin_close(s, r.reason or s.close_requested or "close", self._env())
+        if s.state is not P.PROTECTED:
+            return pc.NOTHING
+        if r.step is A.VERIFY:
+            return plan_truth.check_stop(s)
+        if r.step is A.MOVE and s.move_client_id is None:
+            return plan_moves.retry(s, r.move, self._env())
+        if r.step is A.MOVE_CANCEL and s.move_order_id is not None and s.stop_order_id is not None:
+            return pc.Plan(next=pc.CancelOrder(step=S.MOVE_CANCEL_OLD, order_id=s.stop_order_id, attempt=r.attempt))
+        if r.step is A.RESUME and s.move_client_id is not None:
+            return pc.Plan(next=pc.LookUpOrder(step=S.MOVE_LOOKUP, client_id=s.move_client_id, attempt=r.attempt))
+        return pc.NOTHING
 
-    # -------------------------------------------------------------- entry
-    def _after_size(self, mark: Decimal | None, error: VenueError | None) -> None:
-        r = self.request
-        if error is not None:
-            return self._fail(f"no mark price to size the entry: {error}", error.outcome)
-        m = self.venue.market(r.symbol)
-        qty = m.round_qty(r.quote_amount * r.leverage / mark)
-        if problem := m.check_order(qty, mark):
-            return self._fail(f"size {qty} at {mark}: {problem}", Outcome.REJECTED)
-        cid, seq = self._client_id("e")
-        self.last_mark = mark
-        self.record("position.entry_sent", {"client_id": cid, "qty": qty, "ref_price": mark, "seq": seq}, durable=True)
-        self._io("entry", self.venue.open_market(r.symbol, self.state.entry_side, qty, cid, ref_price=mark, ctx=self._ctx()))
-        self._entry_ref_price = mark
-
-    def _after_entry(self, order: OrderReport | None, error: VenueError | None) -> None:
-        if error is not None:
-            if error.outcome in (Outcome.UNKNOWN, Outcome.RETRYABLE, Outcome.RATE_LIMITED):
-                self.emit("position.entry_unresolved", {"error": str(error)}, severity=Severity.WARNING, position_id=self.pid, symbol=self.state.symbol)
-                return self._retry("resolve_entry")
-            return self._fail(str(error), error.outcome, error.skip_symbol_ms)
-        if order is None:  # looked up by client id: the venue does not know it
-            if self._retries.get("resolve_entry", 0) < self.cfg.entry_lookups:
-                return self._retry("resolve_entry")
-            return self._fail("entry never reached the exchange", Outcome.REJECTED)
-        if order.status in (OrderStatus.OPEN, OrderStatus.UNKNOWN):
-            return self._retry("resolve_entry", self.cfg.retry_delay_ms)
-        if order.filled <= 0:
-            return self._fail(f"entry {order.status.value} without a fill", Outcome.REJECTED)
-        self.record("position.entry_filled", {"order_id": order.order_id, "qty": order.filled, "price": order.average or self._entry_ref_price, "status": order.status.value})
-        self._place_stop("initial")
-
-    def _fail(self, reason: str, outcome: Outcome, skip_ms: int = 0) -> None:
-        self.record("position.entry_failed", {"reason": reason, "outcome": outcome.value}, severity=Severity.WARNING)
-        self._tell_requester(PositionOpenFailed(position_id=self.pid, symbol=self.state.symbol, reason=reason, outcome=outcome.value, skip_symbol_ms=skip_ms))
-        self.stop()
-
-    # --------------------------------------------------------------- stop
-    def _stop_price(self, kind: str) -> Decimal:
-        s = self.state
-        pct = (self.cfg.emergency_stop_percent if kind == "emergency" else self.cfg.initial_stop_percent) / Decimal(100)
-        wanted = s.entry_price * (1 - pct) if s.side == "long" else s.entry_price * (1 + pct)
-        return self.protective_stop_price(wanted) if kind == "initial" else wanted
-
-    def _place_stop(self, kind: str) -> None:
-        s = self.state
-        cid, seq = self._client_id("s")
-        price = self.venue.market(s.symbol).stop_price(self._stop_price(kind), closing_side=s.closing_side)
-        self.record("position.stop_sent", {"client_id": cid, "price": price, "qty": s.qty, "kind": kind, "attempt": s.stop_attempts + 1, "seq": seq}, durable=True)
-        self._stop_kind = kind
-        self._sent_stop_price = price  # on the tick grid, as sent
-        self._io("stop", self.venue.place_stop(s.symbol, s.closing_side, s.qty, price, cid, ctx=self._ctx()))
-
-    async def _lookup_stop(self, client_id: str) -> OrderReport | None:
-        return await self.venue.fetch_order(self.state.symbol, client_id=client_id)
-
-    def _after_stop(self, order: OrderReport | None, error: VenueError | None) -> None:
-        s = self.state
-        kind = getattr(self, "_stop_kind", s.stop_kind or "initial")
-        if error is None and order is not None and order.status in (OrderStatus.OPEN, OrderStatus.UNKNOWN):
-            self.record("position.stop_placed", {"order_id": order.order_id, "client_id": order.client_id or s.pending_stop_client_id, "price": order.trigger_price or getattr(self, "_sent_stop_price", None) or self.venue.market(s.symbol).stop_price(self._stop_price(kind), closing_side=s.closing_side), "kind": kind, "qty": order.amount or s.qty})
-            return self._on_protected(kind)
-        if error is None and order is not None and order.status is OrderStatus.FILLED:
-            return self._record_exit("position.stop_filled", order, "stop filled")
-        if error is not None and error.outcome is Outcome.WOULD_TRIGGER:
-            self.record("position.stop_failed", {"attempt": s.stop_attempts, "reason": str(error)}, severity=Severity.WARNING)
-            return self._close("price already through the stop")
-        reason = str(error) if error else f"stop not on the exchange ({order.status.value if order else 'not found'})"
-        self.record("position.stop_failed", {"attempt": s.stop_attempts, "reason": reason}, severity=Severity.WARNING)
-        if s.stop_attempts < self.cfg.stop_attempts:
-            return self._retry("stop", self.cfg.retry_delay_ms)
-        if kind == "initial":
-            return self._close("rollback")
-        self.emit("position.unprotected", {"reason": reason, "attempts": s.stop_attempts}, severity=Severity.CRITICAL, position_id=self.pid, symbol=s.symbol)
-        self._retry("stop")
-
-    def _on_protected(self, kind: str) -> None:
-        s = self.state
-        if kind == "emergency":
-            self.emit("position.emergency_stop", {"stop_price": s.stop_price}, severity=Severity.CRITICAL, position_id=self.pid, symbol=s.symbol)
-        self._tell_requester(PositionOpened(position_id=self.pid, symbol=s.symbol, side=s.side, qty=s.qty, entry_price=s.entry_price, stop_price=s.stop_price, stop_order_id=s.stop_order_id, emergency_stop=kind == "emergency"))
-        self._subscribe()
-        if s.close_requested:
-            return self._close(s.close_requested)
-        self.start_take_profits()
-
-    # ------------------------------------------------------------ prices
     @handles(MarkPrice)
     def _on_mark(self, msg: MarkPrice) -> None:
-        self.last_mark = msg.price
+        self.last_mark, self.last_mark_ms = msg.price, msg.ts_ms
         s = self.state
-        if s.state is not P.PROTECTED or self._op is not None or s.stop_price is None:
+        if s is None or s.state is not P.PROTECTED or self._op is not None or s.stop_price is None:
             return  # one operation at a time; the next mark is considered afresh
-        crossed = msg.price <= s.stop_price if s.side == "long" else msg.price >= s.stop_price
-        if crossed:
-            return self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
-        if (tp := self.tp_due(msg.price)) is not None:
-            return self.check_tp(tp)
-        if s.move_client_id is None and not s.close_requested and not self.apply_adjustment():
-            self.consider_trailing(msg.price)
+        if s.side.through(msg.price, s.stop_price):
+            return self._run(plan_truth.check_stop(s))
+        if (tp := plan_tps.due(s, msg.price)) is not None:
+            return self._run(pc.Plan(next=plan_tps.check(tp)))
+        if s.move_client_id is not None or s.close_requested:
+            return
+        env = self._env()
+        adjusted = plan_moves.adjust(s, env)
+        if adjusted.next is not None:
+            return self._run(adjusted)
+        trail = self._trail if self._trail is not None else plan_moves.trail_of(s)
+        self._run(plan_moves.consider(s, trail, msg.price, env, self._trail_saved_ms))
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
         s = self.state
-        if msg.name == "verify" and s is not None and s.state is P.PROTECTED and self._op is None:
-            self._verify_round += 1
-            open_tps = [tp for tp in s.tps if not tp["filled"]]
-            if open_tps and self._verify_round % 2 == 0:  # every other check: the take-profits
-                return self.check_tp(open_tps[0])
-            if self.apply_adjustment():
-                return
-            self._io("check_stop", self.venue.fetch_order(s.symbol, order_id=s.stop_order_id))
-
-    def _after_check_stop(self, order: OrderReport | None, error: VenueError | None) -> None:
-        if error is not None:
-            return  # checked again on the next tick
-        if order is not None and order.status is OrderStatus.FILLED:
-            # A fired stop is not yet a closed position (a Binance stop's market child can be
-            # refused; a human may have added to the position): the position decides.
-            self._stop_fill = order
-            return self._io("stop_fill_position", self.venue.position(self.state.symbol, self.state.side))
-        if order is None or order.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
-            self._lost_stop_status = order.status.value if order else "not found"
-            self._io("check_position", self.venue.position(self.state.symbol, self.state.side))
-
-    def _after_stop_fill_position(self, pos: PositionReport | None, error: VenueError | None) -> None:
-        s, fill = self.state, self._stop_fill
-        if error is not None:
-            return  # the next check asks again
-        if pos is None:
-            return self._record_exit("position.stop_filled", fill, "stop filled")
-        if pos.qty != s.qty:
-            self.record("position.qty_corrected", {"qty": pos.qty, "was": s.qty, "source": "exchange"}, severity=Severity.WARNING)
-        self.record("position.stop_lost", {"order_id": s.stop_order_id, "status": f"filled, but {pos.qty} still open"}, severity=Severity.CRITICAL)
-        self._place_stop("initial")
-
-    def _after_check_position(self, pos: PositionReport | None, error: VenueError | None) -> None:
-        """Our stop is gone: is the position gone too (closed elsewhere), or naked?"""
-        s = self.state
-        if error is not None:
-            return self._retry("verify", self.cfg.retry_delay_ms)
-        if pos is None:
-            return self.closed_elsewhere("gone on the exchange (closed outside the bot)")
-        self.record("position.stop_lost", {"order_id": s.stop_order_id, "status": self._lost_stop_status}, severity=Severity.ERROR)
-        self._place_stop("initial")
+        if msg.name != "verify" or s is None or s.state is not P.PROTECTED or self._op is not None:
+            return
+        self._verify_round += 1
+        open_tps = s.open_tps
+        if open_tps and self._verify_round % 2 == 0:  # every other check: the take-profits
+            return self._run(pc.Plan(next=plan_tps.check(open_tps[0])))
+        adjusted = plan_moves.adjust(s, self._env())
+        self._run(adjusted if adjusted.next is not None else plan_truth.check_stop(s))
 
     # ------------------------------------------------------------ helpers
     def _subscribe(self) -> None:
         if self.price_feed is not None:
-            self.price_feed.tell(SubscribeMarks(symbol=self.state.symbol, subscriber=self.actor_ref, name=self.name))
+            self.price_feed.tell(SubscribeMarks(symbol=self.s.symbol, subscriber=self.actor_ref, name=self.name))
 
     def stopping(self) -> None:
         if self.price_feed is not None and self.state is not None:
@@ -387,5 +378,5 @@ class PositionActor(Exits, ExchangeTruth, TakeProfits, StopMoves, ManagedActor):
                 self.log.warning("requester gone; {} not delivered", type(msg).__name__)
 
     def _ctx(self) -> dict[str, Any]:
-        return {"actor": self.name, "position_id": self.pid, "symbol": self.state.symbol, "correlation_id": self.state.correlation_id}
-
+        s = self.s
+        return {"actor": self.name, "position_id": self.pid, "symbol": s.symbol, "correlation_id": s.correlation_id}

@@ -1,10 +1,16 @@
 """A position's lifecycle as data: states, a transition table, and a fold.
 
-The position actor never mutates its state directly: it records an event,
-and :func:`apply` folds that event into a new state. Rebuilding after a crash
-is the same fold over the stored events (:func:`rebuild`). An event that the
+The position actor never mutates its state: a planner returns typed events
+(:mod:`actors.position_events`) and :func:`apply` folds each into a new state.
+Rebuilding after a crash is the same fold over the stored events
+(:func:`rebuild`), so live and replayed state are identical. An event the
 table does not allow from the current state is a bug in our code
-(:class:`InvalidTransition` is raised), never silently ignored.
+(:class:`InvalidTransition`), never silently ignored.
+
+The same struct is the typed read model other actors use: the store's
+``positions`` projection decodes back into it (:func:`from_projection`), with
+the questions they ask (:attr:`PositionState.is_protected`,
+:meth:`PositionState.order_refs`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any
 
 import msgspec
 
+from actors import position_events as pe
 from core.events import Event
+from core.ids import Side
 
 
 class PState(enum.Enum):
@@ -36,55 +44,45 @@ class PState(enum.Enum):
 
 P = PState
 
-#: (state, event type) -> next state. Comments mark the rows that are not obvious.
-TRANSITIONS: dict[tuple[PState, str], PState] = {
-    (P.PENDING_ENTRY, "position.entry_sent"): P.ENTRY_PLACED,
-    (P.PENDING_ENTRY, "position.entry_failed"): P.FAILED,  # refused before sending (size, symbol)
-    (P.ENTRY_PLACED, "position.entry_filled"): P.PENDING_STOP,
-    (P.ENTRY_PLACED, "position.entry_failed"): P.FAILED,
-    (P.PENDING_STOP, "position.stop_sent"): P.PENDING_STOP,
-    (P.PENDING_STOP, "position.stop_failed"): P.PENDING_STOP,
-    (P.PENDING_STOP, "position.stop_placed"): P.PROTECTED,
-    (P.PENDING_STOP, "position.close_sent"): P.CLOSING,  # rollback, or price already through the stop
-    (P.PENDING_STOP, "position.stop_filled"): P.CLOSED,  # an emergency stop filled before confirmation
-    (P.PENDING_STOP, "position.closed"): P.CLOSED,  # found flat on the exchange while unprotected
-    (P.PROTECTED, "position.close_sent"): P.CLOSING,
-    (P.PROTECTED, "position.stop_filled"): P.CLOSED,
-    (P.PROTECTED, "position.stop_lost"): P.PENDING_STOP,  # stop cancelled/expired on the venue: re-protect
-    (P.PROTECTED, "position.closed"): P.CLOSED,  # closed elsewhere (by hand, liquidation)
-    (P.CLOSING, "position.closed"): P.CLOSED,
-    (P.CLOSING, "position.rolled_back"): P.ROLLED_BACK,
-    (P.CLOSING, "position.stop_filled"): P.CLOSED,  # the stop won the race against our close
-    (P.CLOSING, "position.close_failed"): P.PROTECTED,  # the stop is still live
-    (P.CLOSING, "position.rollback_failed"): P.PENDING_STOP,  # no stop: emergency stop next
+#: (state, event) -> next state. Comments mark the rows that are not obvious.
+TRANSITIONS: dict[tuple[PState, type[pe.PositionEvent]], PState] = {
+    (P.PENDING_ENTRY, pe.EntrySent): P.ENTRY_PLACED,
+    (P.PENDING_ENTRY, pe.EntryFailed): P.FAILED,  # refused before sending (size, symbol)
+    (P.ENTRY_PLACED, pe.EntryFilled): P.PENDING_STOP,
+    (P.ENTRY_PLACED, pe.EntryFailed): P.FAILED,
+    (P.PENDING_STOP, pe.StopSent): P.PENDING_STOP,
+    (P.PENDING_STOP, pe.StopFailed): P.PENDING_STOP,
+    (P.PENDING_STOP, pe.StopPlaced): P.PROTECTED,
+    (P.PENDING_STOP, pe.CloseSent): P.CLOSING,  # rollback, or price already through the stop
+    (P.PENDING_STOP, pe.StopFilled): P.CLOSED,  # an emergency stop filled before confirmation
+    (P.PENDING_STOP, pe.Closed): P.CLOSED,  # found flat on the exchange while unprotected
+    (P.PENDING_STOP, pe.QtyCorrected): P.PENDING_STOP,  # read before re-protecting: the exchange is the truth
+    (P.PROTECTED, pe.CloseSent): P.CLOSING,
+    (P.PROTECTED, pe.StopFilled): P.CLOSED,
+    (P.PROTECTED, pe.StopLost): P.PENDING_STOP,  # stop cancelled/expired on the venue: re-protect
+    (P.PROTECTED, pe.Closed): P.CLOSED,  # closed elsewhere (by hand, liquidation)
+    (P.CLOSING, pe.Closed): P.CLOSED,
+    (P.CLOSING, pe.RolledBack): P.ROLLED_BACK,
+    (P.CLOSING, pe.StopFilled): P.CLOSED,  # the stop won the race against our close
+    (P.CLOSING, pe.CloseFailed): P.PROTECTED,  # the stop is still live
+    (P.CLOSING, pe.RollbackFailed): P.PENDING_STOP,  # no stop: emergency stop next
+    (P.CLOSING, pe.QtyCorrected): P.CLOSING,  # the close reads the position first and closes its real size
     # Zero-gap stop moves: the new stop is placed, then the old one cancelled.
-    (P.PROTECTED, "position.stop_move_sent"): P.PROTECTED,
-    (P.PROTECTED, "position.stop_move_placed"): P.PROTECTED,  # two stops live for one replacement step
-    (P.PROTECTED, "position.stop_moved"): P.PROTECTED,
-    (P.PROTECTED, "position.stop_move_failed"): P.PROTECTED,  # the old stop stays
-    (P.PROTECTED, "position.moves_disabled"): P.PROTECTED,
-    (P.PROTECTED, "position.tp_filled"): P.PROTECTED,
-    (P.PROTECTED, "position.qty_corrected"): P.PROTECTED,  # the exchange says otherwise: it is the truth
+    (P.PROTECTED, pe.StopMoveSent): P.PROTECTED,
+    (P.PROTECTED, pe.StopMovePlaced): P.PROTECTED,  # two stops live for one replacement step
+    (P.PROTECTED, pe.StopMoved): P.PROTECTED,
+    (P.PROTECTED, pe.StopMoveFailed): P.PROTECTED,  # the old stop stays
+    (P.PROTECTED, pe.MovesDisabled): P.PROTECTED,
+    (P.PROTECTED, pe.TpFilled): P.PROTECTED,
+    (P.PROTECTED, pe.QtyCorrected): P.PROTECTED,  # the exchange says otherwise: it is the truth
     # Adoption: a position found on the exchange that no actor owned.
-    (P.PENDING_ENTRY, "position.adopted"): P.PENDING_STOP,
+    (P.PENDING_ENTRY, pe.Adopted): P.PENDING_STOP,
 }
 
 #: Events that record facts without changing the lifecycle state.
-NOTES = frozenset(
-    {
-        "position.open_requested",
-        "position.stop_cancelled",
-        "position.close_requested",
-        "position.trailing_activated",
-        "position.trail_best",
-        "position.tp_placed",
-    }
+NOTES: frozenset[type[pe.PositionEvent]] = frozenset(
+    {pe.OpenRequested, pe.StopCancelled, pe.CloseRequested, pe.TrailingActivated, pe.TrailBest, pe.TpPlaced}
 )
-
-
-#: Every event type that is part of the lifecycle. Other events about a
-#: position (exchange requests, alerts) are commentary and never folded.
-LIFECYCLE = frozenset(t for _, t in TRANSITIONS) | NOTES
 
 
 class InvalidTransition(RuntimeError):
@@ -95,23 +93,28 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     position_id: str
     exchange: str
     symbol: str
-    side: str  # long / short
+    side: Side
     state: PState = P.PENDING_ENTRY
     correlation_id: str | None = None
+    quote_amount: Decimal | None = None  # what the open was asked for (margin, leverage)
+    leverage: int | None = None
     requested_qty: Decimal = Decimal(0)
+    entry_ref_price: Decimal | None = None  # the mark the entry was sized at (its price if the venue gives none)
     qty: Decimal = Decimal(0)
     entry_price: Decimal | None = None
     entry_client_id: str | None = None
     entry_order_id: str | None = None
-    stop_price: Decimal | None = None
+    stop_price: Decimal | None = None  # the live stop's level; kept after the stop is lost (a restore never goes looser)
     stop_order_id: str | None = None
     stop_client_id: str | None = None
-    stop_kind: str | None = None  # initial / emergency
+    stop_kind: str | None = None  # initial / restore / emergency (how the stop was placed)
     stop_attempts: int = 0
     pending_stop_client_id: str | None = None
+    pending_stop_kind: str | None = None
     close_client_id: str | None = None
     close_reason: str | None = None
-    close_requested: str | None = None  # a close asked for before the position was protected
+    close_requested: str | None = None  # a close asked for before the position could act on it
+    close_failures: int = 0
     exit_price: Decimal | None = None
     realized_pnl: Decimal | None = None
     opened_ts_ms: int | None = None
@@ -119,7 +122,7 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0  # client order id counter
     adopted: bool = False
     # stop moves
-    stop_reason: str | None = None  # initial / emergency / trailing / breakeven / ...
+    stop_reason: str | None = None  # initial / emergency / trailing / breakeven / tp1_breakeven / resize
     stop_qty: Decimal | None = None  # what the live stop covers (less after a take-profit)
     last_move_ms: int | None = None
     move_client_id: str | None = None  # a move in flight: the new stop's client id
@@ -134,109 +137,146 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     trail_best: Decimal | None = None
     trail_activated_ms: int | None = None
     breakeven_reached: bool = False
-    # take-profit ladder: level -> {"order_id", "client_id", "price", "qty", "filled"}
-    tps: tuple[dict[str, Any], ...] = ()
+    tps: tuple[pe.TpLevel, ...] = ()
 
+    # --------------------------------------------------------- read model
     @property
     def closing_side(self) -> str:
-        return "sell" if self.side == "long" else "buy"
+        return self.side.closing_side
 
     @property
     def entry_side(self) -> str:
-        return "buy" if self.side == "long" else "sell"
+        return self.side.entry_side
+
+    @property
+    def is_protected(self) -> bool:
+        return self.state is P.PROTECTED and self.stop_order_id is not None
+
+    @property
+    def open_tps(self) -> tuple[pe.TpLevel, ...]:
+        return tuple(tp for tp in self.tps if not tp.filled and tp.order_id)
+
+    def order_refs(self) -> set[str]:
+        """Every order id of ours this position still references (stop, a move's new stop, take-profits)."""
+        ids = {self.stop_order_id, self.move_order_id, *(tp.order_id for tp in self.tps if not tp.filled)}
+        return {i for i in ids if i}
+
+    def client_refs(self) -> set[str]:
+        """Client ids of orders that may be live for this position (an interrupted step's too)."""
+        ids = {self.stop_client_id, self.pending_stop_client_id, self.move_client_id, self.close_client_id, *(tp.client_id for tp in self.tps if not tp.filled)}
+        return {i for i in ids if i}
 
     def projection(self) -> dict[str, Any]:
-        out = msgspec.to_builtins(self, builtin_types=(Decimal,))
+        out: dict[str, Any] = msgspec.to_builtins(self, builtin_types=(Decimal,))
         out["state"] = self.state.value
         out["is_open"] = self.state.is_open
         out["quantity"] = out.pop("qty")
         return out
 
 
-def _dec(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
+def from_projection(row: dict[str, Any]) -> PositionState:
+    """The typed view of a row of the store's ``positions`` projection."""
+    data = {k: v for k, v in row.items() if k in PositionState.__struct_fields__ or k == "quantity"}
+    if "quantity" in data:
+        data["qty"] = data.pop("quantity")
+    return msgspec.convert(data, PositionState, strict=False)
 
 
-def apply(s: PositionState, ev: Event) -> PositionState:
-    """The state after ``ev``; raises InvalidTransition if ``ev`` is not allowed now."""
-    d = ev.data
-    if ev.type in NOTES:
+def _dec(value: Decimal | None, default: Decimal | None) -> Decimal | None:
+    return default if value is None else value
+
+
+def _fold(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> dict[str, Any]:
+    match e:
+        case pe.OpenRequested():
+            return {"adopted": e.adopted, "quote_amount": e.quote_amount, "leverage": e.leverage}
+        case pe.EntrySent():
+            return {"entry_client_id": e.client_id, "requested_qty": e.qty, "entry_ref_price": e.ref_price}
+        case pe.EntryFilled():
+            return {"qty": e.qty, "entry_price": e.price, "entry_order_id": e.order_id, "opened_ts_ms": ts_ms}
+        case pe.StopSent():
+            return {"pending_stop_client_id": e.client_id, "pending_stop_kind": e.kind, "stop_attempts": e.attempt}
+        case pe.StopPlaced():
+            return {
+                "stop_price": e.price, "stop_order_id": e.order_id, "stop_client_id": e.client_id, "stop_kind": e.kind,
+                "stop_reason": e.reason or e.kind, "stop_qty": e.qty, "pending_stop_client_id": None, "pending_stop_kind": None, "stop_attempts": 0,
+            }
+        case pe.StopMoveSent():
+            return {"move_client_id": e.client_id, "move_price": e.price, "move_qty": e.qty, "move_reason": e.reason, "move_order_id": None}
+        case pe.StopMovePlaced():
+            return {"move_order_id": e.order_id}
+        case pe.StopMoved():
+            return {
+                "stop_price": e.price, "stop_order_id": e.order_id, "stop_client_id": e.client_id, "stop_reason": e.reason, "stop_qty": e.qty,
+                "last_move_ms": ts_ms, "move_client_id": None, "move_order_id": None, "move_price": None, "move_qty": None, "move_reason": None,
+                "move_attempts": 0, "trail_best": _dec(e.best, s.trail_best),
+            }
+        case pe.StopMoveFailed():
+            return {"move_client_id": None, "move_order_id": None, "move_price": None, "move_qty": None, "move_attempts": s.move_attempts + 1}
+        case pe.MovesDisabled():
+            return {"moves_disabled_until_ms": e.until_ms, "move_attempts": 0}
+        case pe.TrailingActivated():
+            return {"trail_active": True, "trail_best": e.best, "trail_activated_ms": ts_ms}
+        case pe.TrailBest():
+            return {"trail_best": e.best, "breakeven_reached": e.breakeven_reached}
+        case pe.QtyCorrected():
+            return {"qty": e.qty}
+        case pe.Adopted():
+            return {"qty": e.qty, "entry_price": e.entry_price, "opened_ts_ms": ts_ms, "adopted": True}
+        case pe.TpPlaced():
+            return {"tps": e.levels}
+        case pe.TpFilled():
+            levels = tuple(msgspec.structs.replace(tp, filled=True) if tp.level == e.level else tp for tp in s.tps)
+            return {"tps": levels, "qty": s.qty - e.qty, "realized_pnl": (s.realized_pnl or Decimal(0)) + (e.pnl or Decimal(0))}
+        case pe.StopLost():
+            return {"stop_order_id": None, "stop_client_id": None}  # the level stays: the restore starts from it
+        case pe.CloseRequested():
+            return {"close_requested": e.reason}
+        case pe.CloseSent():
+            return {"close_client_id": e.client_id, "close_reason": e.reason}
+        case pe.CloseFailed():
+            return {"close_client_id": None, "close_reason": None, "close_requested": None, "close_failures": s.close_failures + 1}
+        case pe.RollbackFailed():
+            return {"close_client_id": None, "stop_attempts": 0}
+        case pe.Closed() | pe.StopFilled() | pe.RolledBack():
+            return {"exit_price": e.exit_price, "realized_pnl": e.pnl, "closed_ts_ms": ts_ms, "close_reason": e.reason}
+        case pe.StopCancelled():
+            return {"stop_order_id": None} if e.order_id == s.stop_order_id else {}
+    return {}
+
+
+def apply(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> PositionState:
+    """The state after ``e`` (at ``ts_ms``); raises InvalidTransition if ``e`` is not allowed now."""
+    if type(e) in NOTES:
         nxt = s.state
     else:
-        nxt = TRANSITIONS.get((s.state, ev.type))
-        if nxt is None:
-            raise InvalidTransition(f"{s.position_id}: {ev.type} is not allowed in state {s.state.value}")
-    u: dict[str, Any] = {"state": nxt, "seq": max(s.seq, int(d.get("seq", 0)))}
-    t = ev.type
-    if t == "position.open_requested":
-        u.update(correlation_id=ev.correlation_id, adopted=bool(d.get("adopted", False)))
-    elif t == "position.entry_sent":
-        u.update(entry_client_id=d["client_id"], requested_qty=Decimal(d["qty"]))
-    elif t == "position.entry_filled":
-        u.update(qty=Decimal(d["qty"]), entry_price=Decimal(d["price"]), entry_order_id=d["order_id"], opened_ts_ms=ev.ts_ms)
-    elif t == "position.stop_sent":
-        u.update(pending_stop_client_id=d["client_id"], stop_attempts=int(d["attempt"]))
-    elif t == "position.stop_placed":
-        u.update(stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_kind=d["kind"], stop_reason=d["kind"], stop_qty=Decimal(d.get("qty", s.qty)), pending_stop_client_id=None, stop_attempts=0)
-    elif t == "position.stop_move_sent":
-        u.update(move_client_id=d["client_id"], move_price=Decimal(d["price"]), move_qty=Decimal(d["qty"]), move_reason=d["reason"], move_order_id=None)
-    elif t == "position.stop_move_placed":
-        u.update(move_order_id=d["order_id"])
-    elif t == "position.stop_moved":
-        u.update(
-            stop_price=Decimal(d["price"]), stop_order_id=d["order_id"], stop_client_id=d["client_id"], stop_reason=d["reason"],
-            stop_qty=Decimal(d.get("qty", s.qty)), last_move_ms=ev.ts_ms, move_client_id=None, move_order_id=None, move_price=None,
-            move_qty=None, move_reason=None, move_attempts=0, trail_best=_dec(d.get("best")) or s.trail_best,
-        )
-    elif t == "position.stop_move_failed":
-        u.update(move_client_id=None, move_order_id=None, move_price=None, move_qty=None, move_attempts=s.move_attempts + 1)
-    elif t == "position.moves_disabled":
-        u.update(moves_disabled_until_ms=int(d["until_ms"]), move_attempts=0)
-    elif t == "position.trailing_activated":
-        u.update(trail_active=True, trail_best=Decimal(d["best"]), trail_activated_ms=ev.ts_ms)
-    elif t == "position.trail_best":
-        u.update(trail_best=Decimal(d["best"]), breakeven_reached=bool(d.get("breakeven_reached", s.breakeven_reached)))
-    elif t == "position.qty_corrected":
-        u.update(qty=Decimal(d["qty"]))
-    elif t == "position.adopted":
-        u.update(qty=Decimal(d["qty"]), entry_price=Decimal(d["entry_price"]), opened_ts_ms=ev.ts_ms, adopted=True)
-    elif t == "position.tp_placed":
-        u.update(tps=tuple(d["levels"]))
-    elif t == "position.tp_filled":
-        levels = tuple({**tp, "filled": True} if tp["level"] == d["level"] else tp for tp in s.tps)
-        u.update(tps=levels, qty=s.qty - Decimal(d["qty"]), realized_pnl=(s.realized_pnl or Decimal(0)) + Decimal(d.get("pnl") or 0))
-    elif t == "position.stop_lost":
-        u.update(stop_order_id=None, stop_client_id=None)
-    elif t == "position.close_requested":
-        u.update(close_requested=d["reason"])
-    elif t == "position.close_sent":
-        u.update(close_client_id=d["client_id"], close_reason=d["reason"])
-    elif t == "position.close_failed":
-        u.update(close_client_id=None, close_reason=None, close_requested=None)
-    elif t == "position.rollback_failed":
-        u.update(close_client_id=None, stop_attempts=0)
-    elif t in ("position.closed", "position.rolled_back", "position.stop_filled"):
-        u.update(exit_price=_dec(d.get("exit_price")), realized_pnl=_dec(d.get("pnl")), closed_ts_ms=ev.ts_ms, close_reason=d.get("reason", s.close_reason))
-    elif t == "position.stop_cancelled":
-        if d.get("order_id") == s.stop_order_id:
-            u.update(stop_order_id=None)
-    return msgspec.structs.replace(s, **u)
+        found = TRANSITIONS.get((s.state, type(e)))
+        if found is None:
+            raise InvalidTransition(f"{s.position_id}: {pe.type_of(e)} is not allowed in state {s.state.value}")
+        nxt = found
+    changes = _fold(s, e, ts_ms)
+    seq = getattr(e, "seq", 0)
+    return msgspec.structs.replace(s, state=nxt, seq=max(s.seq, seq), **changes)
+
+
+def initial(ev: Event, e: pe.OpenRequested) -> PositionState:
+    return PositionState(position_id=ev.position_id or "", exchange=ev.exchange or "", symbol=ev.symbol or "", side=Side(e.side), correlation_id=ev.correlation_id)
 
 
 def rebuild(events: Iterable[Event]) -> PositionState | None:
     """Fold a position's stored lifecycle events (oldest first) into its state."""
     state: PositionState | None = None
     for ev in events:
-        if ev.type not in LIFECYCLE:
+        if ev.type not in pe.LIFECYCLE:
             continue
+        typed = pe.from_record(ev)
         if state is None:
-            if ev.type != "position.open_requested":
+            if not isinstance(typed, pe.OpenRequested):
                 raise InvalidTransition(f"{ev.position_id}: history starts with {ev.type}, not position.open_requested")
-            state = PositionState(position_id=ev.position_id or "", exchange=ev.exchange or "", symbol=ev.symbol or "", side=ev.data["side"])
-        state = apply(state, ev)
+            state = initial(ev, typed)
+        state = apply(state, typed, ev.ts_ms)
     return state
 
 
 def realized_pnl(side: str, entry: Decimal, exit_: Decimal, qty: Decimal) -> Decimal:
-    sign = 1 if side == "long" else -1
-    return (exit_ - entry) * qty * sign
+    return Side(side).pnl(entry, exit_, qty)

@@ -162,6 +162,9 @@ class PositionConfig(_Section):
     retry_delay_ms: Annotated[int, _n(ge=1)] = 250
     #: Look-ups of an entry whose outcome is unknown before it is declared not placed.
     entry_lookups: Annotated[int, _n(ge=1, le=100)] = 8
+    #: Tries to cancel the old stop after a move (with backoff) before the position stays
+    #: on the new, tighter stop and leaves the old one to reconciliation (critical event).
+    cancel_attempts: Annotated[int, _n(ge=1, le=50)] = 6
 
 
 class TrailingConfig(_Section):

@@ -12,6 +12,9 @@ from core.messages import ClosePosition
 from tests.conftest import eventually
 from tests.world import BTC, STOP_REFUSED, World, actor_gone, advance_until, is_close, is_stop, opened
 
+WOULD_TRIGGER = lambda: ccxt.OrderImmediatelyFillable('binanceusdm {"code":-2021,"msg":"Order would immediately trigger."}')  # noqa: E731
+
+
 def test_open_puts_a_stop_for_the_filled_quantity_at_once(world: World):
     name = world.open()
     opened = eventually(lambda: [r for r in world.reports() if isinstance(r, PositionOpened)], what="PositionOpened")[0]
@@ -203,10 +206,24 @@ def test_rollback_that_fails_too_gets_a_wide_emergency_stop(world: World):
 
 
 def test_stop_that_would_trigger_immediately_closes_at_market(world: World):
-    """Price already through the stop (-2021): close now, never an endless retry."""
-    world.exchange.faults.fail_next("create_order", ccxt.OrderImmediatelyFillable('binanceusdm {"code":-2021,"msg":"Order would immediately trigger."}'), when=is_stop)
+    """Price through the stop (-2021) even after the mark was read again: close now, never an endless retry."""
+    world.exchange.faults.fail_next("create_order", WOULD_TRIGGER(), count=2, when=is_stop)
     world.open()
     advance_until(world, lambda: [r for r in world.reports() if isinstance(r, PositionClosed)], "closed at market")
     s = world.state()
     assert s.state.value == "closed" and s.close_reason == "price already through the stop"
     assert world.positions() == [] and world.open_orders() == []
+
+
+def test_would_trigger_with_the_mark_away_rereads_the_mark_and_protects(world: World):
+    """One -2021 while the fresh mark puts the stop 2 % away: read the mark again and place the stop, no close."""
+    world.exchange.faults.fail_next("create_order", WOULD_TRIGGER(), when=is_stop)
+    world.open()
+    o = opened(world)
+    assert o.stop_price == Decimal("39200.0")
+    s = world.state()
+    assert s.state.value == "protected" and world.positions() != []
+    requests = [e.data["op"] for e in world.events() if e.type == "exchange.request"]
+    assert requests == ["create_order.entry", "create_order.stop", "create_order.stop"]
+    assert [e.type for e in world.events() if e.type == "position.stop_failed"] == ["position.stop_failed"]
+    assert not [e for e in world.events() if e.type == "position.close_sent"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.messages import EnsureProtected, ProtectionReport
-from actors.take_profits import plan_levels
+from actors.plan_tps import plan_levels
 from adapters.markets import Markets
 from core.messages import RestartChild
 from tests.conftest import SHARED, eventually, make_config
@@ -22,7 +22,7 @@ TP_CFG = make_config(Path("."), "[take_profit]\nenabled = true\n").take_profit
 
 def test_plan_splits_by_share_on_the_step():
     levels, notes = plan_levels(TP_CFG, MARKETS.resolve("BTCUSDT"), "long", D(40000), D("0.025"))
-    assert [(lv["level"], lv["price"], lv["qty"]) for lv in levels] == [(1, D("40400.0"), D("0.012")), (2, D("40800.0"), D("0.006"))]
+    assert [(lv.level, lv.price, lv.qty) for lv in levels] == [(1, D("40400.0"), D("0.012")), (2, D("40800.0"), D("0.006"))]
     assert notes == []
 
 
@@ -30,8 +30,8 @@ def test_plan_merges_a_level_that_rounds_below_the_minimum():
     """Seed 000's degradation: TP1 too small -> merged into TP2 instead of a zero-quantity order."""
     cfg = make_config(Path("."), "[take_profit]\nenabled = true\ntp1_share = 0.1\ntp2_share = 0.4\n").take_profit
     levels, notes = plan_levels(cfg, MARKETS.resolve("BTCUSDT"), "short", D(40000), D("0.005"))
-    assert [(lv["level"], lv["qty"]) for lv in levels] == [(2, D("0.002"))]  # (0.1 + 0.4) x 0.005 on the step
-    assert levels[0]["price"] == D("39200.0")
+    assert [(lv.level, lv.qty) for lv in levels] == [(2, D("0.002"))]  # (0.1 + 0.4) x 0.005 on the step
+    assert levels[0].price == D("39200.0")
     assert "merged into TP2" in notes[0]
 
 
@@ -66,7 +66,7 @@ def test_tp1_fill_moves_the_stop_to_breakeven_for_the_rest(tp_world: World):
     assert s.qty == D("0.013") and s.stop_qty == D("0.013") and s.stop_reason == "tp1_breakeven"
     stop = next(x for x in w.open_orders() if x["id"] == s.stop_order_id)
     assert D(str(stop["amount"])) == D("0.013")
-    assert [tp["filled"] for tp in s.tps] == [True, False]
+    assert [tp.filled for tp in s.tps] == [True, False]
     t = types(w)
     assert t.index("position.tp_filled") < t.index("position.stop_move_sent") < t.index("position.stop_moved")
     assert o.stop_order_id not in {x["id"] for x in w.open_orders()}
@@ -138,6 +138,6 @@ def test_a_pushed_position_smaller_by_our_take_profit_is_not_a_correction(tp_wor
     w = tp_world
     open_with_tps(w)
     w.exchange.set_mark(BTC, D("40400"))  # TP1 fills; no clock advance: the feed has not told the owner
-    eventually(lambda: [tp["filled"] for tp in w.state().tps] == [True, False], what="TP1 learned through the stream path")
+    eventually(lambda: [tp.filled for tp in w.state().tps] == [True, False], what="TP1 learned through the stream path")
     advance_until(w, lambda: w.state().move_client_id is None and w.state().stop_qty == D("0.013"), "stop resized to the rest")
     assert w.state().qty == D("0.013") and "position.qty_corrected" not in types(w)
