@@ -241,7 +241,7 @@ class SignalServer:
     def _stamp(self, sig: Any, index: int, wave_ts: int, now: int) -> Any:
         if not isinstance(sig, dict):
             return sig  # passed through: the consumer rejects it
-        out = {"id": f"sig-{wave_ts}-{index:02d}", "exchange": self.exchange}
+        out: dict[str, Any] = {"id": f"sig-{wave_ts}-{index:02d}", "exchange": self.exchange}
         out.update(sig)
         out.setdefault("wave_ts_ms", wave_ts)
         out.setdefault("created_ms", now)
