@@ -218,12 +218,14 @@ class SignalClient:
     # ------------------------------------------------------------------ connection loop
 
     async def _run(self) -> None:
+        session = self._session
+        assert session is not None  # start() opens it before this task, stop() closes it after the task ends
         failures = 0
         while not self._stopping:
             self._set_state(ClientState.CONNECTING, "connecting", {"attempt": failures + 1})
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    ws = await self._session.ws_connect(  # type: ignore[union-attr]
+                    ws = await session.ws_connect(
                         self.url,
                         autoping=False,  # we answer pings and must see pongs ourselves
                         heartbeat=None,

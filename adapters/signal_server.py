@@ -348,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
 
     async def serve() -> None:
         task = asyncio.current_task()
+        assert task is not None  # serve() runs as asyncio.run's main task
         loop = asyncio.get_running_loop()
         for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+            loop.add_signal_handler(sig, task.cancel)
         print(f"serving {server.url}: {sum(_is_wave(e) for e in replay)} waves from {args.replay}, one every {args.waves_every_s:g} s")
         await server.run_forever()
 
