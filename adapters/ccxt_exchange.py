@@ -71,6 +71,9 @@ from adapters.venue_styles import style_for
 #: ``exchange.name`` -> ccxt class name (async_support).
 CCXT_IDS = {"binanceusdm": "binanceusdm", "bybit": "bybit"}
 
+#: Closes of dropped ccxt.pro clients still running (the loop keeps only weak references to tasks).
+_closing: set[asyncio.Future[Any]] = set()
+
 #: Constructor keys that are credentials: never accepted from config.toml.
 _CREDENTIAL_KEYS = frozenset({"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"})
 
@@ -220,7 +223,9 @@ def _drop_user_stream(exchange: Any, client: Any) -> None:
     client.reset(error)
     if exchange.clients.get(client.url) is client:
         del exchange.clients[client.url]
-    asyncio.ensure_future(client.close())
+    task = asyncio.ensure_future(client.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _usable_markets(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -48,7 +48,11 @@ class _ReplyPort:
         self._loop, self._future = loop, future
 
     def tell(self, message: CommandReplied) -> None:
-        self._loop.call_soon_threadsafe(lambda: self._future.done() or self._future.set_result(message))
+        self._loop.call_soon_threadsafe(self._resolve, message)
+
+    def _resolve(self, message: CommandReplied) -> None:
+        if not self._future.done():
+            self._future.set_result(message)
 
 
 class ControlServer:
@@ -186,7 +190,7 @@ class ControlServer:
         return ControlReply(id=req.id, ok=answer.ok, result=answer.result, error=answer.error)
 
     def _reject(self, request_id: str, error: str, req: ControlRequest | None) -> ControlReply:
-        data = {"error": error}
+        data: dict[str, Any] = {"error": error}
         if req is not None:
             data.update(command=req.command, args=req.args)
         try:

@@ -81,7 +81,7 @@ def _dec(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
-def _filters(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _filters(info: dict[str, Any]) -> dict[Any, dict[str, Any]]:
     return {f.get("filterType"): f for f in info.get("filters", []) if isinstance(f, dict)}
 
 
@@ -101,6 +101,7 @@ def market_from_ccxt(m: dict[str, Any]) -> Market:
     lev = (limits.get("leverage") or {}).get("max")
     if tick is None or step is None or tick <= 0 or step <= 0:
         raise ValueError(f"market {m.get('symbol')}: no usable tick/step size")
+    assert min_qty is not None  # it falls back to step, checked just above
     return Market(
         symbol=m["symbol"],
         id=m["id"],

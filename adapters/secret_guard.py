@@ -67,7 +67,8 @@ class SecretGuard:
             try:
                 return await fetch2(*args, **kwargs)
             except BaseException as exc:
-                raise guard.scrub(exc)
+                guard.scrub(exc)  # in place: the same exception goes on
+                raise
 
         exchange.fetch2 = guarded_fetch2
         for name in self.WATCH_METHODS:
@@ -87,7 +88,8 @@ class SecretGuard:
             try:
                 return await method(*args, **kwargs)
             except BaseException as exc:
-                raise guard.scrub(exc)
+                guard.scrub(exc)  # in place: the same exception goes on
+                raise
 
         return guarded
 

@@ -50,7 +50,7 @@ import enum
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -105,8 +105,8 @@ class SignalClient:
         self,
         url: str,
         *,
-        on_message: Callable[[bytes | str], Awaitable[Any] | None],
-        on_state: Callable[[str, dict[str, Any]], None],
+        on_message: Callable[[bytes | str], object],  # an awaitable result is awaited, any other is ignored
+        on_state: Callable[[str, dict[str, Any]], object],  # the result is ignored
         heartbeat_s: float = 20.0,
         dead_after_s: float = 60.0,
         backoff_initial_s: float = 0.5,
@@ -218,12 +218,14 @@ class SignalClient:
     # ------------------------------------------------------------------ connection loop
 
     async def _run(self) -> None:
+        session = self._session
+        assert session is not None  # start() opens it before this task, stop() closes it after the task ends
         failures = 0
         while not self._stopping:
             self._set_state(ClientState.CONNECTING, "connecting", {"attempt": failures + 1})
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    ws = await self._session.ws_connect(  # type: ignore[union-attr]
+                    ws = await session.ws_connect(
                         self.url,
                         autoping=False,  # we answer pings and must see pongs ourselves
                         heartbeat=None,

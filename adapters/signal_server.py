@@ -241,7 +241,7 @@ class SignalServer:
     def _stamp(self, sig: Any, index: int, wave_ts: int, now: int) -> Any:
         if not isinstance(sig, dict):
             return sig  # passed through: the consumer rejects it
-        out = {"id": f"sig-{wave_ts}-{index:02d}", "exchange": self.exchange}
+        out: dict[str, Any] = {"id": f"sig-{wave_ts}-{index:02d}", "exchange": self.exchange}
         out.update(sig)
         out.setdefault("wave_ts_ms", wave_ts)
         out.setdefault("created_ms", now)
@@ -348,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
 
     async def serve() -> None:
         task = asyncio.current_task()
+        assert task is not None  # serve() runs as asyncio.run's main task
         loop = asyncio.get_running_loop()
         for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+            loop.add_signal_handler(sig, task.cancel)
         print(f"serving {server.url}: {sum(_is_wave(e) for e in replay)} waves from {args.replay}, one every {args.waves_every_s:g} s")
         await server.run_forever()
 

@@ -116,6 +116,8 @@ class StreamPump:
                 task.cancel()
 
     def _probe(self) -> bool:
+        if self._connected is None:
+            return False
         try:
             return bool(self._connected())
         except Exception:

@@ -17,6 +17,7 @@ Venue differences are small strategy objects (:class:`VenueStyle`), not
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any
 
@@ -246,8 +247,11 @@ class Venue(StreamingVenue):
     async def _lookup(self, m: Market, client_id: str, conditional: bool | None, ctx: dict[str, Any] | None) -> OrderReport | None:
         has = getattr(self.exchange, "has", None) or {}
         for method, params in self.style.lookups(client_id, conditional, has):
+            def call(method: str = method, params: dict[str, Any] = params) -> Awaitable[dict[str, Any] | None]:
+                return self._lookup_call(method, m, client_id, params)
+
             try:
-                raw = await self.executor.run("fetch_order", lambda method=method, params=params: self._lookup_call(method, m, client_id, params), idempotent=True, record=False, context=ctx)
+                raw = await self.executor.run("fetch_order", call, idempotent=True, record=False, context=ctx)
             except VenueError as err:
                 if err.outcome is Outcome.NOT_FOUND:
                     continue
@@ -287,7 +291,11 @@ class Venue(StreamingVenue):
             cursor: str | None = None
             for _ in range(self.style.max_pages):
                 params = {**query, **({"cursor": cursor} if cursor else {})}
-                page = await self.executor.run("fetch_open_orders", lambda params=params: self.exchange.fetch_open_orders(unified, None, self.style.page_limit, params), idempotent=True, record=False)
+
+                def fetch_page(params: dict[str, Any] = params) -> Awaitable[list[dict[str, Any]]]:
+                    return self.exchange.fetch_open_orders(unified, None, self.style.page_limit, params)
+
+                page = await self.executor.run("fetch_open_orders", fetch_page, idempotent=True, record=False)
                 for o in page:
                     if o.get("symbol") in self.markets.by_symbol:
                         report = self._order(o, self.markets.by_symbol[o["symbol"]])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccxt.async_support.base.ws.cache import ArrayCache
 
-from adapters.markets import Markets
+from adapters.markets import Market, Markets
 
 if TYPE_CHECKING:
     from adapters.venue import OrderReport
@@ -148,7 +148,7 @@ def position_updates(raw: list[dict[str, Any]], markets: Markets) -> list[tuple[
     """(symbol id, long / short, quantity; 0 = flat) for each streamed position of a known market."""
     out = []
     for p in raw or ():
-        m = markets.by_symbol.get(p.get("symbol"))
+        m = markets.by_symbol.get(p.get("symbol", ""))
         if m is None:
             continue
         qty = abs(_d(p.get("contracts")) or Decimal(0)) * m.contract_size
@@ -196,6 +196,11 @@ class StreamingVenue:
     markets: Markets
     style: Any
     _marks_seen: dict[str, Any]  # ccxt.pro tickers already handed out, per symbol
+
+    if TYPE_CHECKING:  # the venue's (declared for the type checker only)
+
+        def market(self, symbol: str) -> Market: ...
+        def _order(self, raw: dict[str, Any], m: Market | None) -> OrderReport: ...
 
     def streams_supported(self) -> bool:
         """Can this exchange object push order and position updates (the paper exchange, ccxt.pro)?

@@ -9,7 +9,7 @@ ccxt's own recorded requests in ``tests/test_ccxt_requests.py``.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 
 class VenueStyle:
@@ -44,7 +44,7 @@ class VenueStyle:
     mark_unwatch_method = "un_watch_mark_prices"
     #: Per stream kind, the ccxt.pro subscription keys (prefixes) whose open connection means
     #: the stream is live (Binance: the user-data connection is subscribed as "linear").
-    stream_subscriptions: dict[str, tuple[str, ...]] = {"orders": ("linear",), "positions": ("linear",), "marks": ("markPrice:",)}
+    stream_subscriptions: ClassVar[dict[str, tuple[str, ...]]] = {"orders": ("linear",), "positions": ("linear",), "marks": ("markPrice:",)}
 
     def __init__(self, *, hedge_mode: bool = False) -> None:
         #: The account's position mode (``exchange.hedge_mode``): one-way or hedge (long and short apart).
@@ -176,7 +176,7 @@ class BybitStyle(VenueStyle):
     read_back_market_orders = True  # /v5/order/create answers {orderId, orderLinkId} only
     mark_watch_method = "watch_tickers"  # the public tickers.<symbol> topic carries markPrice too
     mark_unwatch_method = "un_watch_tickers"
-    stream_subscriptions = {"orders": ("orders",), "positions": ("positions",), "marks": ("ticker:",)}
+    stream_subscriptions: ClassVar[dict[str, tuple[str, ...]]] = {"orders": ("orders",), "positions": ("positions",), "marks": ("ticker:",)}
 
     def client_id_params(self, client_id: str) -> dict[str, Any]:
         return {"orderLinkId": client_id}

@@ -51,10 +51,11 @@ def _n(**kw: Any) -> Check:
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Each section repeats frozen=True: msgspec inherits it, mypy does not.
     pass
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(_Section, frozen=True):
     #: Directory for the database, logs and the control socket (relative to the config file).
     data_dir: str = "var"
     #: How long a Python thread may hold the GIL before another gets it. With one
@@ -63,7 +64,7 @@ class RuntimeConfig(_Section):
     gil_switch_interval_us: Annotated[int, _n(ge=100, le=100_000)] = 1000
 
 
-class StoreConfig(_Section):
+class StoreConfig(_Section, frozen=True):
     path: str = "tradebot.db"
     batch_max: Annotated[int, _n(ge=1, le=100_000)] = 1000
     busy_timeout_ms: Annotated[int, _n(ge=0)] = 1000
@@ -72,7 +73,7 @@ class StoreConfig(_Section):
     prune_interval_secs: Annotated[int, _n(ge=60)] = 3600
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True):
     dir: str = "logs"
     level: LogLevel = "DEBUG"
     console_level: LogLevel = "INFO"
@@ -80,7 +81,7 @@ class LoggingConfig(_Section):
     retention_files: Annotated[int, _n(ge=1, le=1000)] = 10
 
 
-class SupervisorConfig(_Section):
+class SupervisorConfig(_Section, frozen=True):
     max_restarts: Annotated[int, _n(ge=1)] = 5
     restart_window_secs: Annotated[int, _n(ge=1)] = 60
     shutdown_timeout_secs: Annotated[int, _n(ge=1, le=600)] = 15
@@ -88,12 +89,12 @@ class SupervisorConfig(_Section):
     restart_backoff_ms: Annotated[int, _n(ge=0)] = 200
 
 
-class ControlConfig(_Section):
+class ControlConfig(_Section, frozen=True):
     socket: str = "control.sock"
     command_ttl_secs: Annotated[int, _n(ge=1, le=3600)] = 30
 
 
-class ExchangeConfig(_Section):
+class ExchangeConfig(_Section, frozen=True):
     #: Which venue the bot trades on: the built-in paper exchange, or a real one through ccxt.
     name: Literal["paper", "binanceusdm", "bybit"] = "paper"
     #: Real venues only: use the exchange's testnet / sandbox.
@@ -121,7 +122,7 @@ class ExchangeConfig(_Section):
     paper_rate_limits: bool = False
 
 
-class PaperConfig(_Section):
+class PaperConfig(_Section, frozen=True):
     #: "in_process": the paper exchange runs inside the bot (one command);
     #: "process": the bot talks to `tradebot paper serve` over a local socket,
     #: so killing the bot leaves the exchange running, as in life.
@@ -144,7 +145,7 @@ class PaperConfig(_Section):
     seed: int = 7
 
 
-class PositionConfig(_Section):
+class PositionConfig(_Section, frozen=True):
     #: Margin per position in USDT; the position is this times leverage.
     quote_amount: Annotated[Decimal, _n(gt=0)] = Decimal(100)
     leverage: Annotated[int, _n(ge=1, le=125)] = 10
@@ -167,7 +168,7 @@ class PositionConfig(_Section):
     cancel_attempts: Annotated[int, _n(ge=1, le=50)] = 6
 
 
-class TrailingConfig(_Section):
+class TrailingConfig(_Section, frozen=True):
     enabled: bool = True
     #: The stop starts trailing once the position is this far in profit (mark price).
     activation_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("1.5")
@@ -193,7 +194,7 @@ class TrailingConfig(_Section):
     best_persist_interval_secs: Annotated[int, _n(ge=1)] = 30
 
 
-class TakeProfitConfig(_Section):
+class TakeProfitConfig(_Section, frozen=True):
     #: Partial take-profits as reduce-only orders; off by default.
     enabled: bool = False
     #: TP1 and TP2: distance from entry (percent) and share of the opened quantity.
@@ -205,7 +206,7 @@ class TakeProfitConfig(_Section):
     breakeven_after_tp1: bool = True
 
 
-class SyncConfig(_Section):
+class SyncConfig(_Section, frozen=True):
     #: A full read of positions and open orders, compared with what the actors own.
     interval_secs: Annotated[int, _n(ge=1)] = 30
     #: An order of ours younger than this is never taken for a stray or a zombie.
@@ -219,7 +220,7 @@ class SyncConfig(_Section):
     interval_secs_streaming: Annotated[int, _n(ge=1)] = 600
 
 
-class ZombiesConfig(_Section):
+class ZombiesConfig(_Section, frozen=True):
     #: Report zombie orders without cancelling them.
     dry_run: bool = False
     #: Also cancel other people's orders on symbols the bot does not trade.
@@ -231,7 +232,7 @@ class ZombiesConfig(_Section):
     flip_ratio: Annotated[Decimal, _n(gt=1)] = Decimal("1.5")
 
 
-class GuardConfig(_Section):
+class GuardConfig(_Section, frozen=True):
     #: How often every open position is checked against the exchange.
     interval_secs: Annotated[int, _n(ge=1)] = 10
     #: An owner asked to restore protection must answer within this ...
@@ -246,7 +247,7 @@ class GuardConfig(_Section):
     restore_offset_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("0.5")
 
 
-class SignalsConfig(_Section):
+class SignalsConfig(_Section, frozen=True):
     #: "bundled": start the bundled signal server (demo waves) and connect to it over
     #: WebSocket; "url": connect to `url`; "file": the simple file replay of [demo].
     source: Literal["bundled", "url", "file"] = "bundled"
@@ -280,7 +281,7 @@ class SignalsConfig(_Section):
     buffer_size: Annotated[int, _n(ge=10)] = 10000
 
 
-class FeedsConfig(_Section):
+class FeedsConfig(_Section, frozen=True):
     #: How often mark prices are read for the symbols with open positions.
     mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
     #: Take mark prices from the venue's stream where it has one (real venues through
@@ -288,7 +289,7 @@ class FeedsConfig(_Section):
     use_streams: bool = True
 
 
-class DemoConfig(_Section):
+class DemoConfig(_Section, frozen=True):
     #: Bundled demo signals (JSON lines) replayed by the demo intake; "" disables it.
     signals_file: str = "demo/signals.jsonl"
     #: Most positions the demo intake opens per wave.

@@ -114,34 +114,35 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class _Msg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    # Each message repeats frozen=True: msgspec inherits it, mypy does not.
     pass
 
 
-class Hello(_Msg, tag="hello"):
+class Hello(_Msg, frozen=True, tag="hello"):
     protocol: int
     server: str
     server_time_ms: int
 
 
-class Subscribed(_Msg, tag="subscribed"):
+class Subscribed(_Msg, frozen=True, tag="subscribed"):
     since_wave_ts_ms: int | None
     replay_waves: int
 
 
-class SignalMsg(_Msg, tag="signal"):
+class SignalMsg(_Msg, frozen=True, tag="signal"):
     signal: Signal
 
 
-class BatchMsg(_Msg, tag="batch"):
+class BatchMsg(_Msg, frozen=True, tag="batch"):
     wave_ts_ms: int
     signals: tuple[Signal, ...]
 
 
-class Heartbeat(_Msg, tag="heartbeat"):
+class Heartbeat(_Msg, frozen=True, tag="heartbeat"):
     ts_ms: int
 
 
-class Subscribe(_Msg, tag="subscribe"):
+class Subscribe(_Msg, frozen=True, tag="subscribe"):
     since_wave_ts_ms: int | None = None
 
 
@@ -248,7 +249,7 @@ class ProcessingSchedule(msgspec.Struct, frozen=True):
 
     def times_between(self, start_ms: int, end_ms: int) -> list[int]:
         """Processing instants ``t`` with ``start_ms <= t < end_ms``."""
-        out = []
+        out: list[int] = []
         hour = start_ms - start_ms % HOUR_MS
         while hour < end_ms:
             out.extend(t for m in self.minutes if start_ms <= (t := hour + m * 60_000) < end_ms)
@@ -276,16 +277,16 @@ def processing_times(minutes: Iterable[int] = (5, 20, 35, 50)) -> ProcessingSche
 # --------------------------------------------------------------------------- decoding
 
 
-class _SignalEnvelope(_Msg, tag="signal"):
+class _SignalEnvelope(_Msg, frozen=True, tag="signal"):
     signal: Any
 
 
-class _BatchEnvelope(_Msg, tag="batch"):
+class _BatchEnvelope(_Msg, frozen=True, tag="batch"):
     wave_ts_ms: int
     signals: list[Any]
 
 
-_CONTROL: dict[str, type] = {"hello": Hello, "subscribed": Subscribed, "heartbeat": Heartbeat}
+_CONTROL: dict[str, type[Hello | Subscribed | Heartbeat]] = {"hello": Hello, "subscribed": Subscribed, "heartbeat": Heartbeat}
 
 
 def _excerpt(value: Any) -> str:

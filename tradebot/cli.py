@@ -156,7 +156,7 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
         wanted = " ".join(a.upper() for a in positional) or "no arguments"
         print(f"tradebot ctl {args.command}: expected {wanted}, got {len(args.args)} argument(s)", file=sys.stderr)
         return 2
-    cmd_args: dict[str, Any] = dict(zip(positional, args.args))
+    cmd_args: dict[str, Any] = dict(zip(positional, args.args, strict=False))
     if args.dry_run:
         if "?dry_run" not in spec:
             print(f"tradebot ctl {args.command}: --dry-run applies to zombies only", file=sys.stderr)
@@ -201,7 +201,7 @@ def _render(command: str, result: Any) -> str:
         cols = ("symbol", "side", "state", "quantity", "entry_price", "stop_price", "stop_order_id", "position_id")
         rows = [[str(p.get(c, "")) for c in cols] for p in result]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in [list(cols), *rows])
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in [list(cols), *rows])
     if command in ("sync", "zombies") and isinstance(result, dict):
         keys = ("untracked", "phantoms", "mismatches", "strays", "zombies")
         head = f"{'clean' if result.get('ok') and not any(result.get(k) for k in keys) else 'findings'}: {result.get('positions', 0)} positions, {result.get('orders', 0)} open orders read in {result.get('duration_ms')} ms"

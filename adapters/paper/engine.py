@@ -73,7 +73,8 @@ class PaperEngine(HumanActions):
     """
 
     def __init__(self, markets: Markets, config: EngineConfig | None = None, *, not_trading: Iterable[str] = (), restricted: Iterable[str] = (), **knobs: Any) -> None:
-        cfg = config or EngineConfig(**{k: Decimal(str(v)) if k in _DECIMAL_KNOBS else v for k, v in knobs.items()})
+        fields: dict[str, Any] = {k: Decimal(str(v)) if k in _DECIMAL_KNOBS else v for k, v in knobs.items()}
+        cfg = config or EngineConfig(**fields)
         if cfg.flavour not in ("binance", "bybit"):
             raise ValueError(f"flavour must be binance or bybit, not {cfg.flavour!r}")
         self.markets = markets
@@ -94,7 +95,7 @@ class PaperEngine(HumanActions):
         self.next_id = 0
         self.rng = random.Random(cfg.seed)
         self.metrics_state = Measurements()
-        self.totals = {"realized_pnl": D0, "fees": D0, "liquidated_margin": D0, "liquidations": 0}
+        self.totals: dict[str, Decimal | int] = {"realized_pnl": D0, "fees": D0, "liquidated_margin": D0, "liquidations": 0}
         self._listeners: list[Listener] = []
         self._assessment: tuple | None = None
 
@@ -181,7 +182,9 @@ class PaperEngine(HumanActions):
     def _execute_market(self, m: Market, o: Order, t: int, partial_prob: float) -> Order:
         mark = self._mark(m)
         if o.is_closing():
-            o.amount = min(o.amount, self._target(o).size)  # reduce-only: auto-reduced to the position
+            target = self._target(o)
+            assert target is not None  # rules.validate refuses a closing market order with no position to reduce
+            o.amount = min(o.amount, target.size)  # reduce-only: auto-reduced to the position
         qty = o.amount
         if partial_prob > 0 and self.rng.random() < partial_prob and qty > m.step_size:
             part = m.round_qty(qty * Decimal(str(self.rng.random())))
@@ -223,6 +226,7 @@ class PaperEngine(HumanActions):
             return
         released = realized = D0
         if reduce_q:
+            assert pos is not None  # _split reduces only an existing position
             released = pos.margin * reduce_q / pos.size
             realized = (price - pos.entry_price) * reduce_q * (1 if pos.side == "long" else -1)
         lev = pos.leverage if pos is not None and not reduce_q else self.leverage_of(o.symbol)
@@ -237,6 +241,7 @@ class PaperEngine(HumanActions):
         fee = self._fee(qty * price) if clearance_fee is None else clearance_fee.quantize(_FEE_QUANTUM, rounding=ROUND_HALF_UP)
         realized = D0
         if reduce_q:
+            assert pos is not None  # _split reduces only an existing position
             realized = ((price - pos.entry_price) * reduce_q * (1 if pos.side == "long" else -1)).quantize(_FEE_QUANTUM, rounding=ROUND_HALF_UP)
             released = pos.margin if reduce_q == pos.size else pos.margin * reduce_q / pos.size
             pos.margin -= released
@@ -317,10 +322,11 @@ class PaperEngine(HumanActions):
         price = price if isinstance(price, Decimal) else Decimal(str(price))
         prev = self.marks.get(m.symbol)
         self.marks[m.symbol] = price
-        events: list[tuple[Decimal, int, int, Any]] = []
+        events: list[tuple[Decimal, int, int, Order | Position]] = []
         for o in self.open_orders.values():
-            if o.symbol == m.symbol and o.is_stop and ((price <= o.trigger_price) if o.trigger_direction == FALLING else (price >= o.trigger_price)):
-                events.append((o.trigger_price, 0, int(o.id), o))
+            trig = o.trigger_price  # set: o is a stop
+            if o.symbol == m.symbol and trig is not None and ((price <= trig) if o.trigger_direction == FALLING else (price >= trig)):
+                events.append((trig, 0, int(o.id), o))
         for pos in self.positions.values():
             if pos.symbol == m.symbol:
                 liq = self.liquidation_price(pos)
@@ -328,10 +334,11 @@ class PaperEngine(HumanActions):
                     events.append((liq, 1, 0, pos))
         falling = prev is None or price < prev
         events.sort(key=lambda e: (-e[0] if falling else e[0], e[1], e[2]))
-        for _level, kind, _oid, obj in events:
-            if kind == 0 and obj.status == OPEN:
-                self._trigger(m, obj, price, t)
-            elif kind == 1 and self.positions.get(f"{obj.symbol}|{obj.pos_side}") is obj:
+        for _level, _kind, _oid, obj in events:
+            if isinstance(obj, Order):  # kind 0
+                if obj.status == OPEN:
+                    self._trigger(m, obj, price, t)
+            elif self.positions.get(f"{obj.symbol}|{obj.pos_side}") is obj:  # kind 1
                 self._liquidate(m, obj, t)
 
     def _trigger(self, m: Market, o: Order, mark: Decimal, t: int) -> None:

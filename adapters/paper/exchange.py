@@ -53,6 +53,9 @@ class PaperExchange:
     beyond it with the venue's rate-limit error.
     """
 
+    #: Where the price replay started; set by :func:`adapters.paper.hosting.build_paper_exchange` for saving.
+    replay_start_ms: int
+
     def __init__(
         self,
         engine: PaperEngine,
@@ -208,7 +211,9 @@ class PaperExchange:
 
     def _on_tick(self) -> None:
         now = self.clock.now_ms()
-        ticks = self.price_replay.ticks_between(self._last_tick_ms, now)
+        replay, last = self.price_replay, self._last_tick_ms
+        assert replay is not None and last is not None  # ticks run only after start() with a replay
+        ticks = replay.ticks_between(last, now)
         self._last_tick_ms = now
         with self.lock:
             for ts, sym, price in ticks:

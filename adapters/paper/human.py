@@ -8,13 +8,28 @@ pushed on the streams and persisted like any other.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.paper.model import Order, OrderRequest
+
+if TYPE_CHECKING:
+    from adapters.markets import Market
+    from adapters.paper.engine import EngineConfig
+    from adapters.paper.model import Position
 
 
 class HumanActions:
     """Expects the engine's ``place``, ``cancel_order``, ``create_order``, ``positions``, ``config``, ``_begin``, ``_market``."""
+
+    if TYPE_CHECKING:  # what the engine provides (declared for the type checker only)
+        config: EngineConfig
+        positions: dict[str, Position]
+
+        def _begin(self, now_ms: int) -> int: ...
+        def _market(self, symbol: str) -> Market: ...
+        def place(self, req: OrderRequest, *, now_ms: int, partial_fill_prob: float | None = None, origin: str = "api") -> Order: ...
+        def cancel_order(self, order_id: str | None, *, now_ms: int, symbol: str | None = None, client_id: str | None = None, origin: str = "api") -> Order: ...
+        def create_order(self, symbol: str, type: str, side: str, amount: Any, price: Any = None, params: dict | None = None, *, now_ms: int, partial_fill_prob: float | None = None, origin: str = "api") -> Order: ...
 
     def external_close_position(self, symbol: str, now_ms: int, side: str | None = None) -> list[Order]:
         """A human closes the position(s) on ``symbol`` (hedge: only ``side`` if given) at market."""

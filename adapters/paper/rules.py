@@ -49,8 +49,8 @@ def validate(e: PaperEngine, m: Market, o: Order) -> None:
     if not o.close_position:
         check_qty(e, m, o.amount)
     mark = e._mark(m)
-    if o.is_stop:
-        trig = o.trigger_price
+    trig = o.trigger_price  # set: o is a stop
+    if trig is not None:
         if trig <= 0 or m.round_price(trig) != trig:
             raise e._err("price_precision")
         if o.trigger_direction == FALLING and trig >= mark:
