@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from core.messages import Message
+
 #: Calls that need no API key: their success proves the network, not the key.
 PUBLIC_OPS = frozenset({"fetch_ticker", "fetch_tickers", "fetch_mark_price", "fetch_mark_prices", "load_markets", "fetch_markets", "fetch_order_book", "fetch_ohlcv", "fetch_time", "fetch_status", "fetch_funding_rate"})
 
@@ -50,6 +52,12 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Listener = Callable[[HealthReport], None]
+
+
+class VenueHealthChanged(Message, frozen=True, kw_only=True):
+    """To the supervisor (the wiring connects the listener): a venue's health changed state."""
+
+    report: HealthReport
 
 
 class VenueHealth:
