@@ -302,12 +302,15 @@ class SignalIntake(ManagedActor):
     def _recheck_ms(self) -> int:
         return int(self.ctx.config.venue_health.margin_recheck_secs * 1000)
 
+    #: Fees and slippage of an entry, as a share of its notional, on top of its margin.
+    ENTRY_COST_SHARE = Decimal("0.001")
+
     def _needed_free(self, free: Decimal) -> Decimal:
-        """Free balance at which entries resume: one entry's margin (as it would be sized now) plus the reserve."""
-        quote = self.ctx.config.position.quote_amount
-        if self.scfg.size_percent_of_free:
-            quote = free * self.scfg.size_percent_of_free / 100
-        return self.scfg.min_free_balance + quote / self.ctx.config.position.leverage
+        """Free balance at which entries resume: one entry's margin (``quote_amount``, as it would be
+        sized now) and its fees, plus the reserve ``min_free_balance``."""
+        pos = self.ctx.config.position
+        margin = free * self.scfg.size_percent_of_free / 100 if self.scfg.size_percent_of_free else pos.quote_amount
+        return self.scfg.min_free_balance + margin + margin * pos.leverage * self.ENTRY_COST_SHARE
 
     def _pause_for_margin(self, wave: int, msg: PositionOpenFailed) -> None:
         """The venue refused an entry for margin: no more entries until the balance says so."""

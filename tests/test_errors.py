@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 
 import aiohttp
@@ -65,7 +64,6 @@ CASES = [
     (ccxt.InvalidOrder("binanceusdm order amount too small"), Outcome.REJECTED, None, False),
     (ccxt.BadSymbol("binanceusdm does not have market symbol NOPE/USDT:USDT"), Outcome.REJECTED, None, False),
     (TimeoutError("read timed out"), Outcome.UNKNOWN, None, False),
-    (asyncio.TimeoutError(), Outcome.UNKNOWN, None, False),
     (ConnectionResetError("peer reset"), Outcome.RETRYABLE, None, True),
     (OSError(errno.ENETUNREACH, "Network is unreachable"), Outcome.RETRYABLE, None, True),
     (aiohttp.ClientConnectionError("cannot connect"), Outcome.RETRYABLE, None, True),

@@ -9,8 +9,9 @@ executor's records, both moved by the test.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from decimal import Decimal
-from typing import Any, Awaitable
+from typing import Any
 
 import ccxt
 import pytest
