@@ -15,6 +15,16 @@ or ``signals.process_after_secs`` after its first signal (demo mode):
   failure frees its slot for the next candidate; a late success still counts.
   The global cap and the free-balance reserve are checked before each open.
 
+An entry refused for **insufficient margin** pauses new entries: the rest of
+that wave's candidates are dropped (``intake.candidates_dropped``), the
+supervisor blocks intake ("insufficient margin: ...") and the free balance is
+read every ``venue_health.margin_recheck_secs`` until it covers one entry's
+margin plus ``signals.min_free_balance`` (``intake.margin_recovered``). The
+pause is in the actor's events, so a restart resumes it.
+
+An exchange failure of an I/O call is the venue's (:func:`adapters.errors.translate`);
+anything else is our bug and crashes the actor (its supervisor restarts it).
+
 Every decision is an event with the wave and the signal's correlation id; the
 actor's state is a fold over its own events, so a restart in the middle of a
 wave resumes its count (positions that finished while it was down are read
@@ -29,11 +39,18 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from adapters.errors import Outcome, translate
 from core.events import Severity
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 from supervision.actor import ActorContext, ManagedActor, handles
+from supervision.commands import IntakeBlock
+
+#: The supervisor's intake block while entries pause for margin.
+MARGIN_BLOCK = "intake:insufficient-margin"
 
 
 class SignalFrame(Message, frozen=True, kw_only=True):
@@ -44,11 +61,15 @@ class SignalFrame(Message, frozen=True, kw_only=True):
 
 class FeedStateChanged(Message, frozen=True, kw_only=True):
     state: str
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class ProcessWave(Message, frozen=True, kw_only=True):
     wave_ts_ms: int | None = None  # None: the scheduled one (the wave containing now)
+
+
+class CheckMargin(Message, frozen=True, kw_only=True):
+    """Timer: read the free balance, to see whether entries may resume after a margin refusal."""
 
 
 class SignalIntake(ManagedActor):
@@ -68,6 +89,8 @@ class SignalIntake(ManagedActor):
         self.skip_until: dict[str, int] = {}
         self.feed_state = "not connected"
         self._balance: Decimal | None = None
+        #: Set while entries pause after an insufficient-margin refusal: the reason (from the events).
+        self.margin_pause: str | None = None
 
     @property
     def scfg(self):
@@ -80,12 +103,15 @@ class SignalIntake(ManagedActor):
         owned = self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)
         states = {p["position_id"]: p for p in owned}
         self.held = {p["symbol"] for p in owned if p.get("is_open")}
-        for pid, (wave, symbol) in list(self.in_flight.items()):  # decided while we were down
+        for pid, (_wave, symbol) in list(self.in_flight.items()):  # decided while we were down
             row = states.get(pid)
             if row is not None and row.get("state") == "protected":
                 self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row["side"], qty=Decimal(str(row["quantity"])), entry_price=Decimal(str(row["entry_price"])), stop_price=Decimal(str(row["stop_price"])), stop_order_id=row["stop_order_id"]))
             elif row is not None and not row.get("is_open"):
                 self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.get('state')} while the intake was down", outcome=str(row.get("state"))))
+        if self.margin_pause is not None:  # paused before a restart: still paused, still checking
+            self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=self.margin_pause))
+            self.after(self._recheck_ms, CheckMargin())
         self._schedule_next()
 
     def _fold(self, type_: str, d: dict[str, Any]) -> None:
@@ -102,6 +128,10 @@ class SignalIntake(ManagedActor):
             self.in_flight.pop(d["position_id"], None)
         elif type_ == "intake.symbol_skipped_until":
             self.skip_until[d["symbol"]] = int(d["until_ms"])
+        elif type_ == "intake.margin_paused":
+            self.margin_pause = d["reason"]
+        elif type_ == "intake.margin_recovered":
+            self.margin_pause = None
 
     @property
     def process_after_secs(self) -> int:
@@ -169,6 +199,8 @@ class SignalIntake(ManagedActor):
             reason = None
             if not self.intake_open:
                 reason = "intake closed (paused or blocked)"
+            elif self.margin_pause is not None:
+                reason = self.margin_pause
             elif sig.symbol in cfg.stop_list:
                 reason = "symbol is on the stop-list"
             elif sig.symbol in self.held:
@@ -189,10 +221,14 @@ class SignalIntake(ManagedActor):
         self.emit("intake.signal_skipped", {"signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "reason": reason}, correlation_id=sig.id, symbol=sig.symbol)
 
     @handles(IOCompleted)
-    def _on_balance(self, msg: IOCompleted) -> None:
+    def _on_io(self, msg: IOCompleted) -> None:
+        if msg.exception is not None and translate(msg.exception) is None:
+            raise msg.exception  # our bug, not the venue's answer: crash, be restarted
         if msg.purpose == "balance":
             self._balance = None if msg.error else msg.result
             self._fill(int(msg.correlation_id))
+        elif msg.purpose == "margin_check":
+            self._on_margin_check(msg)
 
     def _fill(self, wave: int) -> None:
         """Open the next candidates while confirmed + in flight stays under the limit."""
@@ -208,6 +244,9 @@ class SignalIntake(ManagedActor):
                 continue
             if not self.intake_open:
                 self._skip(sig, "intake closed (paused or blocked)")
+                continue
+            if self.margin_pause is not None:
+                self._skip(sig, self.margin_pause)
                 continue
             if self._balance is not None and self._balance < cfg.min_free_balance:
                 self._skip(sig, f"free balance {self._balance} is below the reserve {cfg.min_free_balance}")
@@ -254,7 +293,61 @@ class SignalIntake(ManagedActor):
             until = self.ctx.clock.now_ms() + msg.skip_symbol_ms
             self.skip_until[symbol] = until
             self.emit("intake.symbol_skipped_until", {"symbol": symbol, "until_ms": until, "reason": msg.reason}, severity=Severity.WARNING, symbol=symbol)
-        self._fill(wave)  # the slot is free: the next candidate of the buffer
+        if msg.outcome == Outcome.INSUFFICIENT_FUNDS.value:
+            self._pause_for_margin(wave, msg)
+        self._fill(wave)  # the slot is free: the next candidate of the buffer (none while paused for margin)
+
+    # ------------------------------------------------------------ margin
+    @property
+    def _recheck_ms(self) -> int:
+        return int(self.ctx.config.venue_health.margin_recheck_secs * 1000)
+
+    #: Fees and slippage of an entry, as a share of its notional, on top of its margin.
+    ENTRY_COST_SHARE = Decimal("0.001")
+
+    def _needed_free(self, free: Decimal) -> Decimal:
+        """Free balance at which entries resume: one entry's margin (``quote_amount``, as it would be
+        sized now) and its fees, plus the reserve ``min_free_balance``."""
+        pos = self.ctx.config.position
+        margin = free * self.scfg.size_percent_of_free / 100 if self.scfg.size_percent_of_free else pos.quote_amount
+        return self.scfg.min_free_balance + margin + margin * pos.leverage * self.ENTRY_COST_SHARE
+
+    def _pause_for_margin(self, wave: int, msg: PositionOpenFailed) -> None:
+        """The venue refused an entry for margin: no more entries until the balance says so."""
+        queue = self.queue.get(wave, [])
+        if queue:
+            dropped, reason = [s.id for s in queue], f"entry {msg.position_id} on {msg.symbol} refused for insufficient margin"
+            for sig in queue:
+                self._skip(sig, reason)
+            queue.clear()
+            self.emit("intake.candidates_dropped", {"wave_ts_ms": wave, "dropped": dropped, "reason": reason}, severity=Severity.WARNING)
+        if self.margin_pause is not None:
+            return
+        self.margin_pause = f"insufficient margin: the entry on {msg.symbol} was refused ({msg.reason}); entries wait until the free balance covers one more"
+        self.emit("intake.margin_paused", {"reason": self.margin_pause, "position_id": msg.position_id, "symbol": msg.symbol, "recheck_secs": self._recheck_ms // 1000}, severity=Severity.WARNING, symbol=msg.symbol)
+        self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=self.margin_pause))
+        self.after(self._recheck_ms, CheckMargin())
+
+    @handles(CheckMargin)
+    def _on_check_margin(self, msg: CheckMargin) -> None:
+        if self.margin_pause is not None:
+            self.io_call("margin_check", self.venue.free_balance())
+
+    def _on_margin_check(self, msg: IOCompleted) -> None:
+        if self.margin_pause is None:
+            return
+        if msg.error is None:
+            free = Decimal(msg.result)
+            needed = self._needed_free(free)
+            if free >= needed:
+                self.margin_pause = None
+                self.emit("intake.margin_recovered", {"free": free, "needed": needed})
+                self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=None))
+                return
+            self.emit("intake.margin_still_short", {"free": free, "needed": needed}, severity=Severity.DEBUG)
+        else:
+            self.emit("intake.margin_check_failed", {"error": msg.error}, severity=Severity.WARNING)
+        self.after(self._recheck_ms, CheckMargin())
 
     @handles(PositionClosed)
     def _on_closed(self, msg: PositionClosed) -> None:

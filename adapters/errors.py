@@ -5,20 +5,34 @@ Everything above the venue layer sees only :class:`VenueError` with an
 table is data: ccxt's class decides unless the venue code says more (the
 code table wins, e.g. Binance -4140 arrives as a plain BadRequest but means
 "this symbol cannot be opened now").
+
+Only failures *of the exchange or of the way to it* are translated: ccxt's
+exceptions (the paper exchange raises ccxt's classes too), network errors
+(aiohttp client errors, socket errors) and timeouts. Anything else raised
+inside an exchange call (a ``KeyError`` while parsing a reply, an
+``AttributeError``) is a bug of ours, not a venue refusal: :func:`translate`
+returns None for it and the caller must let it propagate (the actor crashes,
+its supervisor restarts it, it rebuilds from its events).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import errno
 import json
 import re
+import socket
+import ssl
 from typing import Any
 
+import aiohttp
 import ccxt
 
 
 class Outcome(enum.Enum):
     RETRYABLE = "retryable"  # network trouble, venue busy: safe to retry reads and cancels
+    MAINTENANCE = "maintenance"  # the venue is down for maintenance: the request was not executed; pause, probe
     RATE_LIMITED = "rate_limited"  # back off longer, then retry
     UNKNOWN = "unknown"  # timeout: the request may have been executed; look it up first
     WOULD_TRIGGER = "would_trigger"  # stop price already crossed
@@ -32,15 +46,18 @@ class Outcome(enum.Enum):
 class VenueError(Exception):
     """A classified exchange failure."""
 
-    def __init__(self, outcome: Outcome, message: str, *, code: str | None = None, skip_symbol_ms: int = 0) -> None:
+    def __init__(self, outcome: Outcome, message: str, *, code: str | None = None, skip_symbol_ms: int = 0, transport: bool = False) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.code = code
         self.skip_symbol_ms = skip_symbol_ms
+        #: No answer from the venue: the network, a timeout, the venue's front door (503). What
+        #: "unreachable" counts; a refusal with a venue code proves the venue is reachable.
+        self.transport = transport
 
     @property
     def retryable(self) -> bool:
-        return self.outcome in (Outcome.RETRYABLE, Outcome.RATE_LIMITED)
+        return self.outcome in (Outcome.RETRYABLE, Outcome.RATE_LIMITED, Outcome.MAINTENANCE)
 
     def __str__(self) -> str:
         code = f" [{self.code}]" if self.code else ""
@@ -52,12 +69,13 @@ _BY_CLASS: list[tuple[type[BaseException], Outcome]] = [
     (ccxt.RequestTimeout, Outcome.UNKNOWN),
     (ccxt.RateLimitExceeded, Outcome.RATE_LIMITED),
     (ccxt.DDoSProtection, Outcome.RATE_LIMITED),
-    (ccxt.NetworkError, Outcome.RETRYABLE),  # ExchangeNotAvailable, OnMaintenance, InvalidNonce
+    (ccxt.OnMaintenance, Outcome.MAINTENANCE),  # Binance "System is under maintenance."
+    (ccxt.NetworkError, Outcome.RETRYABLE),  # ExchangeNotAvailable, InvalidNonce
     (ccxt.OrderImmediatelyFillable, Outcome.WOULD_TRIGGER),
     (ccxt.OrderNotFound, Outcome.NOT_FOUND),
     (ccxt.InsufficientFunds, Outcome.INSUFFICIENT_FUNDS),
     (ccxt.RestrictedLocation, Outcome.SYMBOL_UNAVAILABLE),
-    (ccxt.AuthenticationError, Outcome.FATAL),  # PermissionDenied, AccountSuspended
+    (ccxt.AuthenticationError, Outcome.FATAL),  # invalid key, PermissionDenied, AccountSuspended
     (ccxt.InvalidOrder, Outcome.REJECTED),
     (ccxt.BadRequest, Outcome.REJECTED),
     (ccxt.ExchangeError, Outcome.REJECTED),
@@ -71,11 +89,16 @@ _DAY_MS = 86_400_000
 #: Venue codes that say more than ccxt's class: code -> (outcome, skip the symbol for ms).
 CODE_OUTCOMES: dict[str, tuple[Outcome, int]] = {
     # Binance USDⓈ-M
+    "-1002": (Outcome.FATAL, 0),  # unauthorized
     "-1003": (Outcome.RATE_LIMITED, 0),  # too many requests
+    "-1016": (Outcome.MAINTENANCE, 0),  # service shutting down / no longer available (maintenance)
+    "-1022": (Outcome.FATAL, 0),  # signature not valid (wrong secret)
     "-1013": (Outcome.REJECTED, 0),  # filter failure (precision, min notional)
     "-2010": (Outcome.INSUFFICIENT_FUNDS, 0),  # new order rejected: balance (seed 000: old stop still reserves)
     "-2011": (Outcome.NOT_FOUND, 0),  # unknown order sent (cancel)
     "-2013": (Outcome.NOT_FOUND, 0),  # order does not exist (query)
+    "-2014": (Outcome.FATAL, 0),  # API-key format invalid
+    "-2015": (Outcome.FATAL, 0),  # invalid API-key, IP, or permissions for action
     "-2019": (Outcome.INSUFFICIENT_FUNDS, 0),  # margin is insufficient
     "-2021": (Outcome.WOULD_TRIGGER, 0),  # order would immediately trigger
     "-2022": (Outcome.REJECTED, 0),  # reduce-only order rejected
@@ -83,7 +106,14 @@ CODE_OUTCOMES: dict[str, tuple[Outcome, int]] = {
     "-4164": (Outcome.REJECTED, 0),  # notional below minimum
     # Bybit v5
     "10001": (Outcome.REJECTED, 0),  # parameter error (incl. below minimum)
+    "10003": (Outcome.FATAL, 0),  # API key invalid
+    "10004": (Outcome.FATAL, 0),  # signature error
+    "10005": (Outcome.FATAL, 0),  # permission denied (key lacks the permission)
     "10006": (Outcome.RATE_LIMITED, 0),  # too many visits
+    "10007": (Outcome.FATAL, 0),  # user authentication failed
+    "10010": (Outcome.FATAL, 0),  # request IP not bound to the key
+    "10016": (Outcome.RETRYABLE, 0),  # server error (with "maintenance"/"unavailable" in it: MAINTENANCE)
+    "33004": (Outcome.FATAL, 0),  # API key expired
     "110001": (Outcome.NOT_FOUND, 0),  # order does not exist
     "110007": (Outcome.INSUFFICIENT_FUNDS, 0),  # available balance not enough
     "110017": (Outcome.REJECTED, 0),  # reduce-only would increase position
@@ -120,21 +150,64 @@ def venue_code(exc: BaseException) -> str | None:
     return None
 
 
-def classify(exc: BaseException) -> VenueError:
-    """Translate any exception from an exchange call into a :class:`VenueError`."""
+#: Words of a maintenance answer where the class or code alone does not say it: an HTTP 503
+#: with a maintenance body arrives as ExchangeNotAvailable (a bare 503 is only "busy": RETRYABLE);
+#: Bybit's generic 10016 says "service unavailable" while it is down.
+_MAINTENANCE_WORDS = re.compile(r"maintenance|system upgrad", re.IGNORECASE)
+_MAINTENANCE_CODES = {"10016": re.compile(r"maintenance|service unavailable|upgrad", re.IGNORECASE)}
+
+#: OS errors of a socket or a resolver (other OSErrors, e.g. FileNotFoundError, are bugs).
+_NETWORK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EPIPE", "ENETUNREACH", "ENETDOWN", "EHOSTUNREACH", "EHOSTDOWN", "ETIMEDOUT", "ENOTCONN", "EADDRNOTAVAIL", "ESHUTDOWN")
+    if hasattr(errno, name)
+)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """A failure of the way to the venue, not of our code: aiohttp client errors, socket errors."""
+    if isinstance(exc, (aiohttp.ClientError, ConnectionError, socket.gaierror, socket.herror, ssl.SSLError)):
+        return True
+    return type(exc) is OSError and exc.errno in _NETWORK_ERRNOS
+
+
+def translate(exc: BaseException) -> VenueError | None:
+    """The :class:`VenueError` for a failure of the exchange or of the way to it; None for a bug.
+
+    Translated: :class:`VenueError` itself, ccxt's exceptions, network errors
+    (:func:`is_network_error`) and timeouts. Anything else is not the venue's
+    answer but our own bug: the caller must re-raise ``exc`` untouched, e.g.
+    ``err = translate(msg.exception); if err is None: raise msg.exception``."""
     if isinstance(exc, VenueError):
         return exc
+    if isinstance(exc, ccxt.BaseError):
+        return _from_ccxt(exc)
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return VenueError(Outcome.UNKNOWN, _short(exc), transport=True)
+    if is_network_error(exc):
+        return VenueError(Outcome.RETRYABLE, _short(exc), transport=True)
+    return None
+
+
+def classify(exc: BaseException) -> VenueError:
+    """Like :func:`translate`, for callers that only ever see exchange failures: a bug is re-raised."""
+    err = translate(exc)
+    if err is None:
+        raise exc
+    return err
+
+
+def _from_ccxt(exc: ccxt.BaseError) -> VenueError:
     code = venue_code(exc)
-    if code in CODE_OUTCOMES:
-        outcome, skip_ms = CODE_OUTCOMES[code]
-        return VenueError(outcome, _short(exc), code=code, skip_symbol_ms=skip_ms)
-    for klass, outcome in _BY_CLASS:
-        if isinstance(exc, klass):
-            skip = _DAY_MS if outcome is Outcome.SYMBOL_UNAVAILABLE else 0
-            return VenueError(outcome, _short(exc), code=code, skip_symbol_ms=skip)
-    if isinstance(exc, (TimeoutError, ConnectionError, OSError)):
-        return VenueError(Outcome.UNKNOWN if isinstance(exc, TimeoutError) else Outcome.RETRYABLE, _short(exc))
-    return VenueError(Outcome.REJECTED, f"{type(exc).__name__}: {_short(exc)}", code=code)
+    outcome, skip_ms = CODE_OUTCOMES.get(code or "", (None, 0))
+    if outcome is None:
+        outcome = next((o for klass, o in _BY_CLASS if isinstance(exc, klass)), Outcome.REJECTED)  # NotSupported, ...
+        skip_ms = _DAY_MS if outcome is Outcome.SYMBOL_UNAVAILABLE else 0
+    words = _MAINTENANCE_CODES.get(code or "", _MAINTENANCE_WORDS)
+    if outcome in (Outcome.RETRYABLE, Outcome.REJECTED) and isinstance(exc, (ccxt.ExchangeNotAvailable, ccxt.ExchangeError)) and words.search(str(exc)):
+        outcome = Outcome.MAINTENANCE  # an HTTP 503 with a maintenance body, Bybit 10016 "service unavailable"
+    transport = code is None and outcome in (Outcome.RETRYABLE, Outcome.UNKNOWN) and isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.InvalidNonce)
+    return VenueError(outcome, _short(exc), code=code, skip_symbol_ms=skip_ms, transport=transport)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

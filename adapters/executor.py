@@ -1,4 +1,4 @@
-"""One executor for every exchange call: classify, retry where safe, record.
+"""One executor for every exchange call: translate, retry where safe, record.
 
 Runs on the I/O loop, so its backoff sleeps never block an actor. Policy:
 
@@ -7,7 +7,20 @@ Runs on the I/O loop, so its backoff sleeps never block an actor. Policy:
 * UNKNOWN (a timeout: the order may exist): never re-sent blindly; the
   ``lookup`` (by client order id) decides: found -> that is the result; not
   found -> the request did not land and may be sent again;
-* everything else is raised at once as a :class:`VenueError`.
+* MAINTENANCE: a venue-wide hold with probes (:meth:`RateLimiter.maintenance`);
+  reads wait through it (up to ``max_attempts`` probes), an order is raised at
+  once (the venue did not execute it; its owner decides);
+* FATAL (key invalid or revoked, permission missing, IP not allowed): raised
+  at once, never retried; recorded as a critical ``exchange.fatal`` event once
+  per condition while it lasts;
+* everything else the venue says is raised at once as a :class:`VenueError`;
+* an exception that is not the venue's (:func:`~adapters.errors.translate`
+  returns None: a ``KeyError`` parsing a reply is *our* bug) leaves ``run``
+  untouched: not retried, not recorded as a refusal, not counted in health.
+
+Every outcome also goes to the venue's :class:`~adapters.venue_health.VenueHealth`
+(``executor.health``): last answer, transport failures in a row, FATAL and
+maintenance conditions; its listeners hear every change of state.
 
 Every order-affecting request and every failure is recorded as an
 ``exchange.request`` event; successful market-data reads are not (they would
@@ -36,10 +49,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from adapters.errors import Outcome, VenueError, classify
+from adapters.errors import Outcome, VenueError, translate
 from adapters.event_store import EventStore
-from adapters.rate_limit import RateLimiter, on_clock
+from adapters.rate_limit import Permit, RateLimiter, on_clock
 from adapters.rate_tables import STYLE_OF_VENUE, Priority, priority_of, retry_after_ms
+from adapters.venue_health import VenueHealth
 from core.clock import Clock
 from core.events import Event, Severity
 
@@ -51,15 +65,19 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     base_delay_ms: int = 200
     max_delay_ms: int = 5_000
     rate_limit_delay_ms: int = 2_000
+    #: Maintenance: the first probe after this long, then twice as long each time, up to the max.
+    maintenance_probe_ms: int = 5_000
+    maintenance_probe_max_ms: int = 60_000
 
 
 class _LookupCredit:
-    """Set while a look-up runs: the class it inherits, and the one request its caller already paid for."""
+    """Set while a look-up runs: the class it inherits, and the one request its caller already paid for
+    (its permit: a maintenance probe stays a probe when the look-up's own call spends it)."""
 
-    __slots__ = ("priority", "unspent")
+    __slots__ = ("permit", "priority", "unspent")
 
-    def __init__(self, priority: Priority) -> None:
-        self.priority, self.unspent = priority, True
+    def __init__(self, priority: Priority, permit: Permit) -> None:
+        self.priority, self.permit, self.unspent = priority, permit, True
 
 
 _LOOKUP: contextvars.ContextVar[_LookupCredit | None] = contextvars.ContextVar("executor_lookup", default=None)
@@ -71,9 +89,20 @@ class Executor:
     #: ... at most once per class this often (a saturated budget would report every read).
     THROTTLE_EVENT_EVERY_S = 10.0
 
-    def __init__(self, *, venue: str, store: EventStore | None, clock: Clock, policy: RetryPolicy | None = None, seed: int | None = None, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        venue: str,
+        store: EventStore | None,
+        clock: Clock,
+        policy: RetryPolicy | None = None,
+        seed: int | None = None,
+        limiter: RateLimiter | None = None,
+        health: VenueHealth | None = None,
+    ) -> None:
         """``limiter``: the venue's request budget; by default the table of a real venue's
-        name (``binanceusdm`` / ``bybit``) at the default share, none for other names."""
+        name (``binanceusdm`` / ``bybit``) at the default share, none for other names.
+        ``health``: the record of outcomes (a default one if not given)."""
         self.venue = venue
         self._store = store
         self._clock = clock
@@ -81,6 +110,7 @@ class Executor:
         self._rng = random.Random(seed)
         self.limiter = limiter if limiter is not None else RateLimiter.for_style(STYLE_OF_VENUE.get(venue))
         self._slow: dict[Priority, tuple[float, int, float]] = {}  # class -> (last event at, slow calls since, max wait since)
+        self.health = health if health is not None else VenueHealth(venue)
 
     async def run(
         self,
@@ -95,6 +125,7 @@ class Executor:
     ) -> T:
         """Run ``call`` under the policy; returns its result or raises VenueError.
 
+        An exception :func:`translate` does not know (our bug) is raised as it is.
         ``priority`` overrides the class the op name gives (:func:`priority_of`)."""
         ctx = context or {}
         cls = priority if priority is not None else priority_of(op, ctx)
@@ -104,17 +135,26 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
-            granted_at = await self._acquire(op, cls, ctx, credit)
+            permit = await self._acquire(op, cls, ctx, credit)
             started = time.perf_counter()
             try:
                 result = await call()
             except asyncio.CancelledError:
+                self._probe_unanswered(permit)
                 raise
             except Exception as exc:
-                err = classify(exc)
+                err = translate(exc)
+                if err is None:  # not the venue's answer: our bug, for the caller's supervisor
+                    self._probe_unanswered(permit)
+                    raise
                 self._record(op, attempt, err, started, ctx, always=True)
+                self._note_failure(op, err, permit, ctx)
                 if err.outcome is Outcome.RATE_LIMITED:
-                    self._pause(op, err, granted_at, ctx)
+                    self._pause(op, err, permit.granted_at, ctx)
+                if err.outcome is Outcome.MAINTENANCE:
+                    if not idempotent or attempt >= self.policy.max_attempts:
+                        raise err from None  # not executed; the hold keeps the venue from being hammered
+                    continue  # the hold is the wait
                 if err.outcome is Outcome.UNKNOWN or (err.retryable and not idempotent):
                     if lookup is None:
                         if not idempotent:
@@ -130,6 +170,7 @@ class Executor:
                 if err.outcome is not Outcome.RATE_LIMITED:  # a refusal's wait is the venue-wide pause
                     await asyncio.sleep(self._delay_s(attempt, err))
                 continue
+            self._note_success(op, permit, ctx)
             if record:
                 self._record(op, attempt, None, started, ctx, always=False)
             return result
@@ -141,38 +182,103 @@ class Executor:
         inside the look-up spends that payment instead of paying twice."""
         last: VenueError | None = None
         for attempt in range(1, self.policy.max_attempts + 1):
-            granted_at = await self._acquire("fetch_order", cls, ctx, None)
-            token = _LOOKUP.set(_LookupCredit(cls))
+            permit = await self._acquire("fetch_order", cls, ctx, None)
+            credit = _LookupCredit(cls, permit)
+            token = _LOOKUP.set(credit)
             try:
                 found = await lookup()
             except Exception as exc:
-                last = classify(exc)
+                last = translate(exc)
+                if last is None:
+                    raise  # our bug
                 if last.outcome is Outcome.NOT_FOUND:
                     found = None
                 elif last.retryable or last.outcome is Outcome.UNKNOWN:
                     if last.outcome is Outcome.RATE_LIMITED:
-                        self._pause(f"{op}.lookup", last, granted_at, ctx)
-                    else:
+                        self._pause(f"{op}.lookup", last, permit.granted_at, ctx)
+                    elif last.outcome is not Outcome.MAINTENANCE:  # a hold is its own wait
                         await asyncio.sleep(self._delay_s(attempt, last))
                     continue
                 else:
                     raise last from None
             finally:
                 _LOOKUP.reset(token)
+                if credit.unspent:
+                    self._probe_unanswered(permit)
             self._emit("exchange.outcome_resolved", {"op": op, "landed": found is not None}, ctx, Severity.WARNING)
             return found
         raise VenueError(Outcome.UNKNOWN, f"{op}: outcome still unknown after {self.policy.max_attempts} look-ups ({last})")
 
+    # ------------------------------------------------------------ health
+    def _note_success(self, op: str, permit: Permit, ctx: dict[str, Any]) -> None:
+        if permit.probe:
+            self._maintenance_over(op, ctx)
+        ended = self.health.succeeded(op, self._clock.now_ms())
+        self._health_events(op, ended, ctx)
+
+    def _note_failure(self, op: str, err: VenueError, permit: Permit, ctx: dict[str, Any]) -> None:
+        """One attempt's failure, in the venue's health (and the maintenance hold)."""
+        now = self._clock.now_ms()
+        if err.outcome is Outcome.MAINTENANCE:
+            self._maintenance(op, err, permit, ctx)
+            return
+        if permit.probe:
+            self._maintenance_over(op, ctx)  # any other outcome: the venue is back (or says something else)
+        if err.outcome is Outcome.FATAL:
+            condition = err.code or err.args[0].split(" ", 1)[0]
+            if self.health.fatal(condition, str(err), now):
+                data = {"op": op, "code": err.code, "error": str(err.args[0]), "condition": condition, "policy": "not retried; new entries blocked until an authenticated call succeeds; existing stops are left in place"}
+                self._emit("exchange.fatal", data, ctx, Severity.CRITICAL)
+            return
+        if err.transport:
+            ended = self.health.transport_failed(str(err), now)
+        elif err.code is not None:  # the venue answered: it is reachable
+            ended = self.health.refused(now)
+        else:
+            return
+        self._health_events(op, ended, ctx)
+
+    def _health_events(self, op: str, changed: list[str], ctx: dict[str, Any]) -> None:
+        if not changed:
+            return
+        report = self.health.report()
+        for state in changed:
+            if state == "unreachable" and report.unreachable_since_ms is not None:
+                data = {"op": op, "since_ms": report.unreachable_since_ms, "failures": report.consecutive_failures, "last_answer_ms": report.last_answer_ms, "error": report.last_error}
+                self._emit("exchange.unreachable", data, ctx, Severity.ERROR)
+            elif state == "unreachable":
+                self._emit("exchange.reachable", {"op": op, "last_answer_ms": report.last_answer_ms}, ctx, Severity.WARNING)
+            elif state == "fatal":
+                self._emit("exchange.fatal_cleared", {"op": op}, ctx, Severity.WARNING)
+
+    def _maintenance(self, op: str, err: VenueError, permit: Permit, ctx: dict[str, Any]) -> None:
+        p = self.policy
+        pause_s = self.limiter.maintenance(granted_at=permit.granted_at, probe=permit.probe, base_s=p.maintenance_probe_ms / 1000, max_s=p.maintenance_probe_max_ms / 1000)
+        if self.health.maintenance(True, self._clock.now_ms()):
+            self._emit("exchange.maintenance", {"op": op, "code": err.code, "error": str(err.args[0]), "policy": "every call to this venue waits; one probe at a time"}, ctx, Severity.ERROR)
+        if pause_s is not None:
+            data = {"reason": "maintenance", "op": op, "code": err.code, "pause_ms": round(pause_s * 1000), "probe": permit.probe}
+            self._emit("exchange.throttled", data, ctx, Severity.WARNING)
+
+    def _maintenance_over(self, op: str, ctx: dict[str, Any]) -> None:
+        self.limiter.end_hold()
+        if self.health.maintenance(False, self._clock.now_ms()):
+            self._emit("exchange.maintenance_over", {"op": op}, ctx, Severity.WARNING)
+
+    def _probe_unanswered(self, permit: Permit) -> None:
+        if permit.probe:
+            self.limiter.probe_lost()
+
     # ------------------------------------------------------------ budget
-    async def _acquire(self, op: str, cls: Priority, ctx: dict[str, Any], credit: _LookupCredit | None) -> float:
-        """Take ``op``'s weight from the budget (waiting on this loop); returns when it was granted."""
+    async def _acquire(self, op: str, cls: Priority, ctx: dict[str, Any], credit: _LookupCredit | None) -> Permit:
+        """Take ``op``'s weight from the budget (waiting on this loop); returns the permit."""
         if credit is not None and credit.unspent:
             credit.unspent = False
-            return self.limiter.now()
+            return credit.permit
         permit = await self.limiter.acquire(op, cls)
         if permit.waited_s >= self.THROTTLE_EVENT_S:
             self._note_slow(op, cls, permit.waited_s, permit.granted_at, ctx)
-        return permit.granted_at
+        return permit
 
     def _note_slow(self, op: str, cls: Priority, waited_s: float, now: float, ctx: dict[str, Any]) -> None:
         last_at, count, worst = self._slow.get(cls, (-self.THROTTLE_EVENT_EVERY_S, 0, 0.0))
@@ -235,11 +341,19 @@ def executor_for(config: Any, venue: str, clock: Clock, store: EventStore | None
     A real venue's budget runs on the monotonic clock. The paper venue has no
     limits of its own: with ``exchange.paper_rate_limits`` it gets its
     flavour's table on the paper exchange's clock (virtual in tests), else none."""
-    e = config.exchange
-    policy = RetryPolicy(max_attempts=e.max_attempts, base_delay_ms=e.retry_base_delay_ms, max_delay_ms=e.retry_max_delay_ms, rate_limit_delay_ms=e.rate_limit_delay_ms)
+    e, h = config.exchange, config.venue_health
+    policy = RetryPolicy(
+        max_attempts=e.max_attempts,
+        base_delay_ms=e.retry_base_delay_ms,
+        max_delay_ms=e.retry_max_delay_ms,
+        rate_limit_delay_ms=e.rate_limit_delay_ms,
+        maintenance_probe_ms=h.maintenance_probe_secs * 1000,
+        maintenance_probe_max_ms=h.maintenance_probe_max_secs * 1000,
+    )
+    health = VenueHealth(venue, failures=h.unreachable_after_failures, after_ms=h.unreachable_after_secs * 1000)
     budget: dict[str, Any] = {"share": float(e.rate_limit_share), "reserve": float(e.protect_reserve)}
     style = STYLE_OF_VENUE.get(venue)
     if venue == "paper":
         style = config.paper.flavour if e.paper_rate_limits else None
         budget["monotonic_s"], budget["sleep"] = on_clock(clock)
-    return Executor(venue=venue, store=store, clock=clock, policy=policy, limiter=RateLimiter.for_style(style, **budget))
+    return Executor(venue=venue, store=store, clock=clock, policy=policy, limiter=RateLimiter.for_style(style, **budget), health=health)

@@ -23,6 +23,14 @@ the venue's Retry-After / ban time when the message carries one, else for an
 exponential backoff; after the pause the queue is served in class order again,
 protective calls first.
 
+When the venue says "maintenance", :meth:`RateLimiter.maintenance` starts a
+*hold*: the same venue-wide pause, but when it ends a single request goes out
+as a probe (the first waiter by class, or the next caller) while everyone
+else keeps waiting for its answer. The executor reports that answer:
+maintenance again -> the next pause, twice as long (bounded); anything else ->
+:meth:`RateLimiter.end_hold` and the queue is served as usual. So a venue
+under maintenance sees one request per probe interval, not one per caller.
+
 Time is injected: ``monotonic_s`` (seconds) and ``sleep`` (a coroutine
 function), so tests run minutes of budget in milliseconds; :func:`on_clock`
 puts a limiter on a :class:`~core.clock.Clock` (the paper venue's, when
@@ -83,16 +91,17 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class Permit(msgspec.Struct, frozen=True):
-    """A granted request: when (limiter time) and how long it waited."""
+    """A granted request: when (limiter time), how long it waited, whether it is a maintenance probe."""
 
     granted_at: float
     waited_s: float
+    probe: bool = False
 
 
 class _Waiter:
     __slots__ = ("cancelled", "cost", "future", "key", "seq")
 
-    def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[float]) -> None:
+    def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[tuple[float, bool]]) -> None:
         self.seq, self.cost, self.key = seq, cost, frozenset(cost)
         self.future, self.cancelled = future, False
 
@@ -167,6 +176,10 @@ class RateLimiter:
         self._pause_started = -math.inf
         self._strikes = _Strikes()
         self._pauses = 0
+        self._hold = False  # maintenance: after the pause, one probe at a time
+        self._probe_out = False
+        self._hold_started = -math.inf
+        self._hold_strikes = 0
         self._timer: asyncio.Task[None] | None = None
         self._timer_due = math.inf
         self._stats = [{"granted": 0, "waited": 0, "wait_s_total": 0.0, "wait_s_max": 0.0} for _ in Priority]
@@ -182,26 +195,29 @@ class RateLimiter:
         cls = priority_of(op) if priority is None else priority
         cost = self.limits.cost(op)
         now = self.now()
-        if not any(self._queued) and now >= self._paused_until and self._fits(cost, cls, now):
+        if not any(self._queued) and now >= self._paused_until and not self._probe_out and self._fits(cost, cls, now):
             self._take(cost, now)
             self._count(cls, 0.0)
-            return Permit(granted_at=now, waited_s=0.0)
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            probe, self._probe_out = self._hold, self._hold
+            return Permit(granted_at=now, waited_s=0.0, probe=probe)
+        future: asyncio.Future[tuple[float, bool]] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(next(self._seq), cost, future)
         self._queues[cls].setdefault(waiter.key, collections.deque()).append(waiter)
         self._queued[cls] += 1
         self._dispatch()
         try:
-            granted_at = await future
+            granted_at, probe = await future
         except asyncio.CancelledError:
             if not future.done() or future.cancelled():
                 waiter.cancelled = True
                 self._queued[cls] -= 1
                 self._dispatch()  # it may have been blocking others
+            elif future.result()[1]:
+                self.probe_lost()  # granted as the probe, never sent: another waiter probes
             raise
         waited = granted_at - now
         self._count(cls, waited)
-        return Permit(granted_at=granted_at, waited_s=waited)
+        return Permit(granted_at=granted_at, waited_s=waited, probe=probe)
 
     def _fits(self, cost: Mapping[str, int], cls: Priority, now: float) -> bool:
         for name, units in cost.items():
@@ -242,6 +258,8 @@ class RateLimiter:
             if any(self._queued):
                 self._arm(self._paused_until)
             return
+        if self._probe_out:
+            return  # a maintenance probe is out: everyone waits for its answer
         blocked: set[str] = set()
         next_due = math.inf
         for cls in Priority:
@@ -262,7 +280,10 @@ class RateLimiter:
                 queue.popleft()
                 self._queued[cls] -= 1
                 self._take(waiter.cost, now)
-                waiter.future.set_result(now)
+                waiter.future.set_result((now, self._hold))
+                if self._hold:
+                    self._probe_out = True  # the probe: nobody else goes until it is answered
+                    return
                 if self._drop_cancelled(queue):
                     heapq.heappush(heads, (queue[0].seq, key))
             for key in [k for k, q in queues.items() if not q]:
@@ -326,6 +347,39 @@ class RateLimiter:
         if any(self._queued):
             self._arm(self._paused_until)
 
+    def maintenance(self, *, granted_at: float, probe: bool, base_s: float, max_s: float) -> float | None:
+        """The venue answered "maintenance" to a request granted at ``granted_at``: hold every caller.
+
+        The hold pauses for ``base_s``, doubling at each failed probe up to ``max_s``,
+        then lets one probe through (see module doc). Returns the pause started, or
+        None for the answer of a request sent before the hold began (counted once)."""
+        if not probe and self._hold and granted_at <= self._hold_started:
+            return None
+        self._hold_strikes = self._hold_strikes + 1 if self._hold else 1
+        self._hold, self._probe_out = True, False
+        self._hold_started = self.now()
+        pause = min(max_s, base_s * 2 ** (self._hold_strikes - 1))
+        self.pause(pause)
+        self._dispatch()
+        return pause
+
+    def end_hold(self) -> None:
+        """The probe got an answer other than "maintenance": serve the queue as usual."""
+        if self._hold:
+            self._hold, self._probe_out, self._hold_strikes = False, False, 0
+            self._dispatch()
+
+    def probe_lost(self) -> None:
+        """The probe was never answered (cancelled, or our own bug): the next waiter probes."""
+        if self._probe_out:
+            self._probe_out = False
+            self._dispatch()
+
+    @property
+    def holding(self) -> bool:
+        """True while a maintenance hold is on (pausing or probing)."""
+        return self._hold
+
     @property
     def paused_for_s(self) -> float:
         return max(0.0, self._paused_until - self.now())
@@ -348,4 +402,4 @@ class RateLimiter:
                 "wait_ms_max": round(s["wait_s_max"] * 1000, 1),
                 "queued": self._queued[cls],
             }
-        return {"style": self.limits.style, "share": self.share, "reserve": self.reserve, "classes": classes, "windows": windows, "paused_ms": round(self.paused_for_s * 1000, 1), "pauses": self._pauses}
+        return {"style": self.limits.style, "share": self.share, "reserve": self.reserve, "classes": classes, "windows": windows, "paused_ms": round(self.paused_for_s * 1000, 1), "pauses": self._pauses, "maintenance_hold": self._hold}

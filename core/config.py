@@ -289,6 +289,19 @@ class FeedsConfig(_Section, frozen=True):
     use_streams: bool = True
 
 
+class VenueHealthConfig(_Section, frozen=True):
+    #: The exchange is "unreachable" (no new entries) after this many failed calls in a row
+    #: (network, timeouts, 503) that have lasted at least unreachable_after_secs; the next answer reopens.
+    unreachable_after_failures: Annotated[int, _n(ge=1)] = 3
+    unreachable_after_secs: Annotated[int, _n(ge=0)] = 10
+    #: Maintenance: every call to the venue waits; one probe after this long, doubling up to the max.
+    maintenance_probe_secs: Annotated[int, _n(ge=1)] = 5
+    maintenance_probe_max_secs: Annotated[int, _n(ge=1)] = 60
+    #: After an entry is refused for insufficient margin, new entries pause; the free balance
+    #: is read this often until it covers the margin of one entry plus signals.min_free_balance.
+    margin_recheck_secs: Annotated[int, _n(ge=1)] = 60
+
+
 class DemoConfig(_Section, frozen=True):
     #: Bundled demo signals (JSON lines) replayed by the demo intake; "" disables it.
     signals_file: str = "demo/signals.jsonl"
@@ -313,6 +326,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     signals: SignalsConfig = SignalsConfig()
     feeds: FeedsConfig = FeedsConfig()
     demo: DemoConfig = DemoConfig()
+    venue_health: VenueHealthConfig = VenueHealthConfig()
     #: Directory the config was read from; relative paths resolve against it.
     base_dir: str = "."
 

@@ -10,23 +10,37 @@ result comes back as a message, matched by request id.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from adapters.venue_health import HealthReport, VenueHealthChanged
 from core import logs
 from core.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
 from core.events import Severity
-from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, ReconcileNow, Shutdown
+from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Message, ReconcileNow, Shutdown
 from supervision.actor import handles
 
 if TYPE_CHECKING:
     from supervision.supervisor import Supervisor
 
 
+class IntakeBlock(Message, frozen=True, kw_only=True):
+    """From an actor: block new entries for ``reason`` (None: lift that block). ``key`` names the block."""
+
+    key: str
+    reason: str | None = None
+
+
 class CommandsMixin:
     """Mixed into :class:`Supervisor`; kept apart to keep each module small."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        #: The latest health of each venue, as its executor reported it (``VenueHealthChanged``).
+        self.venue_health: dict[str, HealthReport] = {}
+        super().__init__(**kwargs)
 
     @handles(ExecuteCommand)
     def _on_command(self: Supervisor, msg: ExecuteCommand) -> None:
@@ -79,6 +93,7 @@ class CommandsMixin:
             problems.append(f"signal feed {self.feed['state']}")
         problems += [f"{c}: {p}" for c, p in sorted(self.degraded.items())]
         now = self.ctx.clock.now_ms()
+        problems += [p for r in self.venue_health.values() for p in _venue_problems(r, now)]
         return {
             "healthy": not problems,
             "problems": problems,
@@ -90,6 +105,7 @@ class CommandsMixin:
             "children": children,
             "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error},
             "signal_feed": self.feed,
+            "exchanges": {v: _venue_status(r, now) for v, r in sorted(self.venue_health.items())},
             "shutting_down": self.shutting_down,
         }
 
@@ -151,6 +167,35 @@ class CommandsMixin:
             self.publish_intake()
         self.reply(msg, {"paused": False, "changed": changed, "still_blocked_by": dict(self.intake_blocks)})
 
+    @handles(IntakeBlock)
+    def _on_intake_block(self: Supervisor, msg: IntakeBlock) -> None:
+        self._set_blocks({msg.key: msg.reason}, cause=msg.key)
+
+    @handles(VenueHealthChanged)
+    def _on_venue_health(self: Supervisor, msg: VenueHealthChanged) -> None:
+        """A venue's executor says its health changed: FATAL, unreachable or maintenance block intake."""
+        r = msg.report
+        self.venue_health[r.venue] = r
+        blocks = {
+            f"exchange-fatal:{r.venue}": f"exchange {r.venue} refuses our key (FATAL: {'; '.join(r.fatal.values())}); stops stay as they are; clears when an authenticated call succeeds" if r.fatal else None,
+            f"exchange-unreachable:{r.venue}": f"exchange {r.venue} unreachable since {_iso(r.unreachable_since_ms)}; open positions keep their stops" if r.unreachable_since_ms is not None else None,
+            f"exchange-maintenance:{r.venue}": f"exchange {r.venue} in maintenance since {_iso(r.maintenance_since_ms)}; probing" if r.maintenance_since_ms is not None else None,
+        }
+        self._set_blocks(blocks, cause=f"exchange:{r.venue}")
+
+    def _set_blocks(self: Supervisor, blocks: dict[str, str | None], *, cause: str) -> None:
+        """Add (reason) or lift (None) intake blocks; the intake hears of it if that changed anything."""
+        before, changed = self.intake_open, False
+        for key, reason in blocks.items():
+            if reason is None:
+                changed |= self.intake_blocks.pop(key, None) is not None
+            elif self.intake_blocks.get(key) != reason:
+                self.intake_blocks[key] = reason
+                changed = True
+        if changed:
+            self.emit("intake.blocks_changed", {"cause": cause, "open": self.intake_open, "was_open": before, "blocked": dict(self.intake_blocks)}, severity=Severity.INFO if self.intake_open else Severity.WARNING)
+            self.publish_intake()
+
     def publish_intake(self: Supervisor) -> None:
         note = IntakeChanged(open=self.intake_open, reasons=tuple(self.intake_blocks.values()) + (("paused by user",) if self.user_paused else ()))
         for ref in self.children_of("intake").values():
@@ -206,3 +251,35 @@ def _symbol_matches(child_name: str, symbol: str) -> bool:
     plain = symbol.split(":")[0].replace("/", "")
     return len(parts) >= 2 and parts[1] == plain
 
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _venue_problems(r: HealthReport, now_ms: int) -> list[str]:
+    """What ``ctl status`` says of a venue that is not fine (a FATAL one first: it needs a human)."""
+    out = []
+    if r.fatal:
+        out.append(f"CRITICAL: exchange {r.venue} refuses our API key/permissions since {_iso(r.fatal_since_ms)}: {'; '.join(r.fatal.values())} (new entries blocked; stops left in place)")
+    if r.unreachable_since_ms is not None:
+        out.append(
+            f"exchange {r.venue} unreachable for {(now_ms - r.unreachable_since_ms) // 1000} s: last answer at {_iso(r.last_answer_ms)}, "
+            f"{r.consecutive_failures} failed calls in a row ({r.last_error}); no new entries, open positions keep their stops"
+        )
+    if r.maintenance_since_ms is not None:
+        out.append(f"exchange {r.venue} in maintenance for {(now_ms - r.maintenance_since_ms) // 1000} s: calls held, probing; no new entries")
+    return out
+
+
+def _venue_status(r: HealthReport, now_ms: int) -> dict[str, Any]:
+    return {
+        "ok": r.ok,
+        "fatal": dict(r.fatal),
+        "unreachable_for_s": None if r.unreachable_since_ms is None else (now_ms - r.unreachable_since_ms) // 1000,
+        "maintenance_for_s": None if r.maintenance_since_ms is None else (now_ms - r.maintenance_since_ms) // 1000,
+        "consecutive_failures": r.consecutive_failures,
+        "last_answer_at": _iso(r.last_answer_ms),
+        "last_success_at": _iso(r.last_success_ms),
+    }

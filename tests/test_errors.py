@@ -1,11 +1,14 @@
-"""Error translation: each ccxt class and each venue code we rely on -> outcome class."""
+"""Error translation: each ccxt class and each venue code we rely on -> outcome class; our bugs -> None."""
 
 from __future__ import annotations
 
+import errno
+
+import aiohttp
 import ccxt
 import pytest
 
-from adapters.errors import Outcome, VenueError, classify, venue_code
+from adapters.errors import Outcome, VenueError, classify, translate, venue_code
 
 DAY_MS = 86_400_000
 
@@ -41,25 +44,70 @@ CASES = [
     (ccxt.RequestTimeout("binanceusdm POST https://fapi.binance.com/fapi/v1/order request timeout (10000 ms)"), Outcome.UNKNOWN, None, False),
     (ccxt.NetworkError("binanceusdm GET ... ECONNRESET"), Outcome.RETRYABLE, None, True),
     (ccxt.ExchangeNotAvailable("bybit 503 Service Unavailable"), Outcome.RETRYABLE, None, True),
-    (ccxt.OnMaintenance("binanceusdm system maintenance"), Outcome.RETRYABLE, None, True),
+    (ccxt.OnMaintenance("binanceusdm system maintenance"), Outcome.MAINTENANCE, None, True),
+    (ccxt.OnMaintenance(binance(-1, "System is under maintenance.")), Outcome.MAINTENANCE, "-1", True),
+    (ccxt.BadRequest(binance(-1016, "This service is no longer available.")), Outcome.MAINTENANCE, "-1016", True),
+    (ccxt.ExchangeNotAvailable('binanceusdm 503 Service Unavailable {"msg":"System maintenance in progress"}'), Outcome.MAINTENANCE, None, True),
+    (ccxt.ExchangeError(bybit(10016, "service unavailable")), Outcome.MAINTENANCE, "10016", True),
+    (ccxt.ExchangeError(bybit(10016, "Server error")), Outcome.RETRYABLE, "10016", True),
     (ccxt.DDoSProtection("binanceusdm 418 IP banned"), Outcome.RATE_LIMITED, None, True),
     (ccxt.AuthenticationError(binance(-2015, "Invalid API-key, IP, or permissions for action.")), Outcome.FATAL, "-2015", False),
+    (ccxt.AuthenticationError(binance(-2014, "API-key format invalid.")), Outcome.FATAL, "-2014", False),
+    (ccxt.AuthenticationError(binance(-1002, "You are not authorized to execute this request.")), Outcome.FATAL, "-1002", False),
+    (ccxt.ExchangeError(binance(-1002, "You are not authorized to execute this request.")), Outcome.FATAL, "-1002", False),  # the code decides
+    (ccxt.AuthenticationError(bybit(10003, "API key is invalid.")), Outcome.FATAL, "10003", False),
+    (ccxt.AuthenticationError(bybit(10004, "Error sign, please check your signature generation algorithm.")), Outcome.FATAL, "10004", False),
+    (ccxt.PermissionDenied(bybit(10005, "Permission denied, please check your API key permissions.")), Outcome.FATAL, "10005", False),
+    (ccxt.PermissionDenied(bybit(10010, "Unmatched IP, please check your API key's bound IP addresses.")), Outcome.FATAL, "10010", False),
     (ccxt.PermissionDenied("bybit permission denied"), Outcome.FATAL, None, False),
+    (ccxt.AccountSuspended("binanceusdm This action is disabled on this account."), Outcome.FATAL, None, False),
     (ccxt.InvalidOrder("binanceusdm order amount too small"), Outcome.REJECTED, None, False),
     (ccxt.BadSymbol("binanceusdm does not have market symbol NOPE/USDT:USDT"), Outcome.REJECTED, None, False),
     (TimeoutError("read timed out"), Outcome.UNKNOWN, None, False),
     (ConnectionResetError("peer reset"), Outcome.RETRYABLE, None, True),
-    (ValueError("something odd"), Outcome.REJECTED, None, False),
+    (OSError(errno.ENETUNREACH, "Network is unreachable"), Outcome.RETRYABLE, None, True),
+    (aiohttp.ClientConnectionError("cannot connect"), Outcome.RETRYABLE, None, True),
+]
+
+#: Not the venue's answer: our own bugs (and an OS error that is not a socket's). Never translated.
+BUGS = [
+    KeyError("id"),
+    ValueError("something odd"),
+    AttributeError("'NoneType' object has no attribute 'get'"),
+    TypeError("unsupported operand type(s) for -: 'NoneType' and 'int'"),
+    ZeroDivisionError("division by zero"),
+    FileNotFoundError(errno.ENOENT, "No such file or directory"),
 ]
 
 
 @pytest.mark.parametrize(("exc", "outcome", "code", "retryable"), CASES, ids=[f"{type(c[0]).__name__}-{c[2]}" for c in CASES])
 def test_translation_table(exc, outcome, code, retryable):
-    err = classify(exc)
+    err = translate(exc)
     assert isinstance(err, VenueError)
     assert err.outcome is outcome
     assert err.code == code
     assert err.retryable is retryable
+
+
+@pytest.mark.parametrize("exc", BUGS, ids=[type(b).__name__ for b in BUGS])
+def test_our_bugs_are_not_translated(exc):
+    assert translate(exc) is None
+    with pytest.raises(type(exc)) as raised:
+        classify(exc)  # for a caller that only expects venue failures: the bug itself, not a refusal
+    assert raised.value is exc
+
+
+@pytest.mark.parametrize(("exc", "transport"), [
+    (ccxt.NetworkError("binanceusdm GET ... ECONNRESET"), True),
+    (ccxt.RequestTimeout("binanceusdm request timeout (10000 ms)"), True),
+    (ccxt.ExchangeNotAvailable("bybit 503 Service Unavailable"), True),
+    (ConnectionRefusedError(), True),
+    (ccxt.RateLimitExceeded(binance(-1003, "Too many requests.")), False),  # an answer: the venue is there
+    (ccxt.OnMaintenance("binanceusdm System is under maintenance."), False),
+    (ccxt.InvalidOrder(binance(-2022, "ReduceOnly Order is rejected.")), False),
+])
+def test_transport_failures_are_those_without_an_answer(exc, transport):
+    assert translate(exc).transport is transport
 
 
 def test_symbol_refusals_skip_the_symbol_for_a_day():

@@ -16,7 +16,10 @@ bot (even with SIGKILL) leaves the exchange running, as in life.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import pykka
 
 from actors.demo_intake import DemoIntake, load_signals
 from actors.guard import GuardActor
@@ -28,6 +31,7 @@ from actors.sync import SyncActor
 from adapters.executor import executor_for
 from adapters.markets import Markets
 from adapters.venue import Venue
+from adapters.venue_health import HealthReport, VenueHealth, VenueHealthChanged
 from adapters.venue_styles import VenueStyle, style_for
 from supervision.supervisor import ChildSpec
 
@@ -151,11 +155,30 @@ def start_signal_feed(runtime: Runtime) -> None:
         runtime.io.submit(server.run_forever(first_delay_s=1.0))  # publishing starts once the client listens
 
 
+def connect_health(health: VenueHealth, supervisor: Callable[[], Any]) -> Callable[[HealthReport], None]:
+    """Every change of a venue's health is told to the supervisor (``supervisor()``: its ref, or None
+    before it exists); returns the teller, to tell it the state once it is up. Runs on the I/O loop:
+    it only tells."""
+
+    def tell(report: HealthReport) -> None:
+        ref = supervisor()
+        if ref is not None:
+            try:
+                ref.tell(VenueHealthChanged(report=report))
+            except pykka.ActorDeadError:
+                pass
+
+    health.subscribe(tell)
+    return tell
+
+
 def build_children(runtime: Runtime) -> list[ChildSpec]:
     """Child specs for the configured system (the paper exchange is the only venue so far)."""
     config = runtime.config
     venue = build_paper_venue(runtime) if config.exchange.name == "paper" else build_real_venue(runtime)
     runtime.venue = venue
+    tell_health = connect_health(venue.executor.health, lambda: runtime.supervisor)
+    runtime.after_start.append(lambda: tell_health(venue.executor.health.report()))  # what happened before it was up
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
     children = trading_children(config, venue, runtime.directory, open_positions)
     runtime.after_start.append(lambda: start_signal_feed(runtime))  # once "intake" is there to hear it
