@@ -252,7 +252,8 @@ class SyncActor(ManagedActor):
         since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
         recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
         owned = tuple(p for p in rows if p.get("is_open", True))
-        return Snapshot(read_ms=self.ctx.clock.now_ms(), positions=tuple(positions), orders=tuple(orders), owned=owned), recent
+        now = self.ctx.clock.now_ms()
+        return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
