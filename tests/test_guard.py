@@ -11,7 +11,7 @@ import pytest
 
 from actors.account_view import Snapshot
 from actors.guard import GuardActor, covering_stops
-from actors.messages import OpenRequest
+from actors.messages import MarkPrice, OpenRequest, SubscribeMarks, UnsubscribeMarks
 from actors.position import PositionActor
 from adapters.venue import OrderReport, OrderStatus, PositionReport
 from core.events import Severity
@@ -139,9 +139,9 @@ TP = OrderReport(order_id="4", client_id="tb-p1-t1", symbol="BTCUSDT", side="sel
 OWNED = ({"position_id": "p1", "symbol": "BTCUSDT", "side": "long"},)
 
 
-def snapshot(at: int, *orders: OrderReport, mark: str = "40000") -> Snapshot:
+def snapshot(at: int, *orders: OrderReport, mark: str = "40000", marks_ms: int | None = None) -> Snapshot:
     pos = PositionReport(symbol="BTCUSDT", side="long", qty=D("0.025"), entry_price=D(40000), mark_price=D(mark))
-    return Snapshot(read_ms=at, positions=(pos,), orders=orders, owned=OWNED, marks_ms=at)
+    return Snapshot(read_ms=at, positions=(pos,), orders=orders, owned=OWNED, marks_ms=at if marks_ms is None else marks_ms, source="streams" if marks_ms else "read")
 
 
 @pytest.fixture
@@ -344,3 +344,49 @@ def open_probed(world: World) -> str:
     world.sup.tell(StartChild(spec=ChildSpec(name="position:BTCUSDT:q1", factory=lambda n, c: ProbedPosition.start(name=n, ctx=c, venue=venue, position_id="q1", request=req, price_feed=feed), kind="position", restart="transient")))
     opened(world, "q1")
     return "position:BTCUSDT:q1"
+
+
+class Feed(ManagedActor):
+    """Stands in for the price feed: records subscriptions, answers with the mark it is given."""
+
+    def started(self) -> None:
+        self.subscribed: list[str] = []
+        self.unsubscribed: list[str] = []
+
+    @handles(SubscribeMarks)
+    def _sub(self, msg: SubscribeMarks) -> None:
+        self.subscribed.append(msg.symbol)
+
+    @handles(UnsubscribeMarks)
+    def _unsub(self, msg: UnsubscribeMarks) -> None:
+        self.unsubscribed.append(msg.symbol)
+
+
+def test_someone_elses_stop_is_judged_with_a_current_mark(alone):
+    """Our stop gone, a human's at 40500 on a long. The view's mark (40000) is ten minutes old:
+    no judgement on it; with the feed's current marks the human's order is a stop at 41000,
+    a take-profit at 40200."""
+    ctx, sup = alone
+    sup.tell(StartChild(spec=ChildSpec(name="price_feed", factory=lambda n, c: Feed.start(name=n, ctx=c))))
+    feed = eventually(lambda: ctx.directory.lookup("price_feed"), what="feed")
+    guard = ctx.directory.lookup("guard")
+    human = OrderReport(order_id="9", client_id=None, symbol="BTCUSDT", side="sell", status=OrderStatus.OPEN, amount=D("0.025"), filled=D(0), trigger_price=D(40500), reduce_only=True)
+
+    def check() -> list[str]:
+        now = ctx.clock.now_ms()
+        guard.tell(ReconcileFinished(ok=True, findings={}, snapshot=snapshot(now, human, mark="40000", marks_ms=now - 600_000)))
+        settled(ctx)
+        return [e.type for e in ctx.io.run(ctx.store.query(type_prefixes=("guard.unprotected", "guard.protected_again")), 5)]
+
+    assert check() == ["guard.unprotected"]  # no current mark: the human's order cannot be told from a take-profit
+    assert feed.proxy().subscribed.get() == ["BTCUSDT"]
+    guard.tell(MarkPrice(symbol="BTCUSDT", price=D(41000), ts_ms=ctx.clock.now_ms()))
+    assert check() == ["guard.unprotected", "guard.protected_again"]
+    guard.tell(MarkPrice(symbol="BTCUSDT", price=D(40200), ts_ms=ctx.clock.now_ms()))
+    assert check()[-1] == "guard.unprotected"  # 40500 above a 40200 mark: a take-profit
+    ctx.clock.advance(11_000)  # the pushed mark ages past a check interval: no judgement on it
+    guard.tell(MarkPrice(symbol="ETHUSDT", price=D(1), ts_ms=ctx.clock.now_ms()))  # not subscribed: ignored
+    now = ctx.clock.now_ms()
+    guard.tell(ReconcileFinished(ok=True, findings={}, snapshot=snapshot(now, human, STOP, mark="40000", marks_ms=now - 600_000)))  # our stop is back
+    settled(ctx)
+    assert feed.proxy().unsubscribed.get() == ["BTCUSDT"] and guard.proxy().marks.get() == {}
