@@ -13,8 +13,8 @@ from actors.messages import ExchangeView, OpenRequest
 from actors.position import PositionActor
 from actors.sync import zombie_reason
 from adapters.venue import OrderReport, OrderStatus, PositionReport
-from supervision.actor import handles
 from core.messages import Message, ReconcileNow, StartChild
+from supervision.actor import handles
 from supervision.supervisor import ChildSpec
 from tests.conftest import eventually
 from tests.world import BTC, World, advance_until, opened
