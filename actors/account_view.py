@@ -30,6 +30,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     orders: tuple[OrderReport, ...]
     owned: tuple[dict[str, Any], ...]  # open positions of the projection
     source: str = "read"  # read: a full read; streams: the last read plus every push since
+    #: When the positions' mark prices were read (the last full read; pushes carry no mark).
+    marks_ms: int | None = None
 
 
 class AccountView:
@@ -79,4 +81,6 @@ class AccountView:
             self.positions[key] = PositionReport(symbol=symbol, side=side, qty=qty, entry_price=Decimal(0))
 
     def snapshot(self, now_ms: int, owned: tuple[dict[str, Any], ...]) -> Snapshot:
-        return Snapshot(read_ms=now_ms, positions=tuple(self.positions.values()), orders=tuple(self.orders.values()), owned=owned, source="streams")
+        """The account now: positions and live orders as of the last push; the positions'
+        marks (and entry prices) are the last full read's, at ``marks_ms``."""
+        return Snapshot(read_ms=now_ms, positions=tuple(self.positions.values()), orders=tuple(self.orders.values()), owned=owned, source="streams", marks_ms=self.read_ms)

@@ -32,8 +32,8 @@ guard's own interval); when it comes back, a full read covers what was missed.
 
 from __future__ import annotations
 
+import functools
 import time
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -46,6 +46,7 @@ from actors.messages import EnsureProtected, ExchangeView, OpenRequest
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from core.events import Severity
+from core.ids import POSITION_PREFIX, PositionName, new_position_id, owner_of, position_actor_name
 from core.messages import HealthChanged, IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
 
@@ -70,13 +71,6 @@ class StreamState(Message, frozen=True, kw_only=True):
     kind: str
     state: str
     error: str | None = None
-
-
-def owner_of(order: OrderReport) -> str | None:
-    """The position id our client order ids carry: ``tb-<pid>-<kind><seq>``."""
-    cid = order.client_id or ""
-    parts = cid.split("-")
-    return parts[1] if len(parts) >= 3 and parts[0] == "tb" else None
 
 
 def references(row: dict[str, Any]) -> set[str]:
@@ -139,16 +133,24 @@ class SyncActor(ManagedActor):
         self._pumps: list[StreamPump] = []
         if self.ctx.config.sync.use_streams and self.venue.streams_supported():  # else: polling only
             ref = self.actor_ref
-            for kind, watch in (("orders", self.venue.watch_orders), ("positions", self.venue.watch_positions)):
-                pump = StreamPump(
-                    kind,
-                    watch,
-                    lambda b, k=kind: ref.tell(StreamBatch(kind=k, items=tuple(b))),
-                    lambda st, err, k=kind: ref.tell(StreamState(kind=k, state=st, error=err)),
-                    connected=lambda k=kind: self.venue.stream_connected(k),  # up again on reconnect, not at the next order
-                )
+            watches: tuple[tuple[str, Callable[[], Any]], ...] = (("orders", self.venue.watch_orders), ("positions", self.venue.watch_positions))
+            for kind, watch in watches:
+                on_batch, on_state = self._stream_callbacks(ref, kind)
+                # connected: up again on reconnect, not at the next order
+                pump = StreamPump(kind, watch, on_batch, on_state, connected=functools.partial(self.venue.stream_connected, kind))
                 pump.start(self.ctx.io.loop)
                 self._pumps.append(pump)
+
+    def _stream_callbacks(self, ref: Any, kind: str) -> tuple[Callable[[Any], None], Callable[[str, str | None], None]]:
+        """The pump's batch and state callbacks (run on the I/O loop: they only tell)."""
+
+        def on_batch(batch: Any) -> None:
+            ref.tell(StreamBatch(kind=kind, items=tuple(batch)))
+
+        def on_state(state: str, error: str | None) -> None:
+            ref.tell(StreamState(kind=kind, state=state, error=error))
+
+        return on_batch, on_state
 
     def stopping(self) -> None:
         for pump in self._pumps:
@@ -178,11 +180,11 @@ class SyncActor(ManagedActor):
     def _on_stream(self, msg: StreamBatch) -> None:
         """Exchange updates as they happen: owners verify at once, no need to wait for a read."""
         self.view.on_stream(msg.kind, msg.items, self.ctx.clock.now_ms())
-        names = self.ctx.directory.names("position:") if self.ctx.directory else []
+        owned = [p for n in (self.ctx.directory.names(POSITION_PREFIX) if self.ctx.directory else []) if (p := PositionName.parse(n)) is not None]
         if msg.kind == "orders":
             for o in msg.items:
-                pid = owner_of(o)
-                owner = next((n for n in names if n.endswith(f":{pid}")), None) if pid else None
+                pid = owner_of(o.client_id)
+                owner = next((position_actor_name(p.symbol, p.position_id) for p in owned if p.position_id == pid), None) if pid else None
                 if pid:
                     self.traded.add(o.symbol)
                 if owner and o.status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
@@ -191,7 +193,7 @@ class SyncActor(ManagedActor):
                     self._zombie_check_soon()  # someone else's order on a symbol we trade: a leftover?
             return
         for symbol, side, qty in msg.items:
-            owners = [n for n in names if n.startswith(f"position:{symbol}:")]
+            owners = [position_actor_name(p.symbol, p.position_id) for p in owned if p.symbol == symbol]
             if not owners and qty > 0:
                 self._on_reconcile(ReconcileNow())  # a position nobody owns: adopt it now, not in 30 s
             if qty == 0 and symbol in self.traded:
@@ -252,7 +254,8 @@ class SyncActor(ManagedActor):
         since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
         recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
         owned = tuple(p for p in rows if p.get("is_open", True))
-        return Snapshot(read_ms=self.ctx.clock.now_ms(), positions=tuple(positions), orders=tuple(orders), owned=owned), recent
+        now = self.ctx.clock.now_ms()
+        return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
@@ -293,7 +296,7 @@ class SyncActor(ManagedActor):
         by_key = {(p.symbol, p.side): p for p in snap.positions}
         owners = {(r["symbol"], r["side"]): r for r in snap.owned}
         by_pid = {r["position_id"]: r for r in snap.owned}
-        alive = {n.rsplit(":", 1)[-1] for n in self.ctx.directory.names("position:")} if self.ctx.directory else set()
+        alive = {p.position_id for n in (self.ctx.directory.names(POSITION_PREFIX) if self.ctx.directory else []) if (p := PositionName.parse(n)) is not None}
         strays: dict[str, list[str]] = {}
         for key, pos in by_key.items():
             row = owners.get(key)
@@ -307,11 +310,11 @@ class SyncActor(ManagedActor):
                 f["phantoms"].append({"position_id": row["position_id"], "symbol": row["symbol"], "owner_alive": row["position_id"] in alive})
         zombies: list[tuple[OrderReport, str]] = []
         held = {p.symbol for p in snap.positions}
-        self.traded |= {r["symbol"] for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o)}
+        self.traded |= {r["symbol"] for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o.client_id)}
         traded = self.traded
         for o in snap.orders:
             young = o.ts_ms is not None and now - o.ts_ms < cfg.sync.grace_secs * 1000
-            pid = owner_of(o)
+            pid = owner_of(o.client_id)
             if pid is not None:
                 row = by_pid.get(pid)
                 if row is not None and (o.order_id in references(row) or o.client_id in references(row)):
@@ -344,14 +347,14 @@ class SyncActor(ManagedActor):
             pos = by_key.get(key)
             mismatch = pos is None or Decimal(str(row.get("quantity", "0"))) != pos.qty
             if mismatch or pid in strays:
-                self.ctx.directory.tell(f"position:{row['symbol']}:{pid}", ExchangeView(position=pos, stray_orders=tuple(strays.get(pid, ())), read_ms=snap.read_ms))
+                self.ctx.directory.tell(position_actor_name(row["symbol"], pid), ExchangeView(position=pos, stray_orders=tuple(strays.get(pid, ())), read_ms=snap.read_ms))
 
     def _adopt(self, pos: PositionReport, now: int) -> None:
         key = (pos.symbol, pos.side)
         if not self.ctx.config.sync.adopt_untracked or now - self._adopting.get(key, -10**12) < self.ctx.config.sync.grace_secs * 1000:
             return
         self._adopting[key] = now
-        pid = uuid.uuid4().hex[:10]
+        pid = new_position_id()
         req = OpenRequest(position_id=pid, exchange=self.venue.name, symbol=pos.symbol, side=pos.side, quote_amount=Decimal(0), leverage=0, correlation_id=f"adopt-{pid}", adopt=pos)
         self.emit("sync.untracked_adopted", {"position_id": pid, "side": pos.side, "qty": pos.qty, "entry_price": pos.entry_price}, severity=Severity.WARNING, symbol=pos.symbol, exchange=self.venue.name, position_id=pid)
         self.ctx.supervisor.tell(StartChild(spec=self.position_spec(req)))

@@ -239,6 +239,9 @@ class GuardConfig(_Section, frozen=True):
     reply_deadline_secs: Annotated[int, _n(ge=1)] = 15
     #: ... and after this many missed deadlines or failed restores in a row it is restarted.
     max_failures: Annotated[int, _n(ge=1)] = 3
+    #: Every position actor, protected or not, is probed this often; one that does not
+    #: answer within reply_deadline_secs is stuck and restarted.
+    probe_interval_secs: Annotated[int, _n(ge=1)] = 10
     #: A position unprotected for longer than this raises an alert.
     unprotected_alert_secs: Annotated[int, _n(ge=1)] = 60
     #: Unprotected and this far in loss from entry: closed.
@@ -405,6 +408,7 @@ LIVE_SAFE_KEYS = frozenset(
         "guard.interval_secs",
         "guard.reply_deadline_secs",
         "guard.unprotected_alert_secs",
+        "guard.probe_interval_secs",
     }
 )
 

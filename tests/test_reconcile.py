@@ -13,8 +13,8 @@ from actors.messages import ExchangeView, OpenRequest
 from actors.position import PositionActor
 from actors.sync import zombie_reason
 from adapters.venue import OrderReport, OrderStatus, PositionReport
-from supervision.actor import handles
 from core.messages import Message, ReconcileNow, StartChild
+from supervision.actor import handles
 from supervision.supervisor import ChildSpec
 from tests.conftest import eventually
 from tests.world import BTC, World, advance_until, opened
@@ -330,8 +330,8 @@ def test_polling_reads_every_guard_interval(world: World):
     world.exchange.requests.clear()
     run_for(world, 60_000)
     per_read = 1 + len(world.venue.style.open_order_queries())
-    # a full read per guard check (10 s) unless one is fresher than that (sync's own every 30 s;
-    # with 5 s steps a read can land just after a check): one every 10 to 20 s
+    # a full read per guard check (10 s); sync's own (every 30 s) counts as a check and the next
+    # is due an interval after it. Exact cadence: tests/test_guard.py
     assert 3 * per_read <= reads(world) <= 7 * per_read
 
 
