@@ -33,7 +33,7 @@ from actors import position_events as pe
 from actors.messages import EnsureProtected, ExchangeView, MarkPrice, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_state import P, PositionState, apply, rebuild
 from actors.trailing import TrailState
-from adapters.errors import Outcome, VenueError, classify
+from adapters.errors import Outcome, VenueError, translate
 from adapters.venue import Venue
 from core.events import Event
 from core.ids import Side, position_actor_name
@@ -251,7 +251,9 @@ class PositionActor(ManagedActor):
         self._op = None
         error: VenueError | None = None
         if msg.exception is not None:
-            error = classify(msg.exception)
+            error = translate(msg.exception)
+            if error is None:
+                raise msg.exception  # our bug, not a venue refusal: crash, restart, rebuild from events
         plan = AFTER[cmd.step](self.s, cmd, None if error else msg.result, error, self._env())
         self._run(plan)
         self._continue()
