@@ -54,7 +54,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(_Section, frozen=True):
     #: Directory for the database, logs and the control socket (relative to the config file).
     data_dir: str = "var"
     #: How long a Python thread may hold the GIL before another gets it. With one
@@ -63,24 +63,28 @@ class RuntimeConfig(_Section):
     gil_switch_interval_us: Annotated[int, _n(ge=100, le=100_000)] = 1000
 
 
-class StoreConfig(_Section):
+class StoreConfig(_Section, frozen=True):
     path: str = "tradebot.db"
     batch_max: Annotated[int, _n(ge=1, le=100_000)] = 1000
     busy_timeout_ms: Annotated[int, _n(ge=0)] = 1000
     critical_after_ms: Annotated[int, _n(ge=0)] = 3000
     retention_days: Annotated[int, _n(ge=1)] = 90
     prune_interval_secs: Annotated[int, _n(ge=60)] = 3600
+    #: An actor waits this long for a durable write (a write-ahead intent, or the
+    #: start of its incarnation) to commit before it fails. Must be below
+    #: guard.reply_deadline_secs, or the guard restarts an owner that is only waiting.
+    durable_wait_secs: Annotated[int, _n(ge=1, le=300)] = 10
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True):
     dir: str = "logs"
     level: LogLevel = "DEBUG"
-    console_level: LogLevel = "INFO"
+    console_level: LogLevel = "WARNING"
     rotation_mb: Annotated[int, _n(ge=1)] = 100
     retention_files: Annotated[int, _n(ge=1, le=1000)] = 10
 
 
-class SupervisorConfig(_Section):
+class SupervisorConfig(_Section, frozen=True):
     max_restarts: Annotated[int, _n(ge=1)] = 5
     restart_window_secs: Annotated[int, _n(ge=1)] = 60
     shutdown_timeout_secs: Annotated[int, _n(ge=1, le=600)] = 15
@@ -88,12 +92,12 @@ class SupervisorConfig(_Section):
     restart_backoff_ms: Annotated[int, _n(ge=0)] = 200
 
 
-class ControlConfig(_Section):
+class ControlConfig(_Section, frozen=True):
     socket: str = "control.sock"
     command_ttl_secs: Annotated[int, _n(ge=1, le=3600)] = 30
 
 
-class ExchangeConfig(_Section):
+class ExchangeConfig(_Section, frozen=True):
     #: Which venue the bot trades on: the built-in paper exchange, or a real one through ccxt.
     name: Literal["paper", "binanceusdm", "bybit"] = "paper"
     #: Real venues only: use the exchange's testnet / sandbox.
@@ -121,7 +125,7 @@ class ExchangeConfig(_Section):
     paper_rate_limits: bool = False
 
 
-class PaperConfig(_Section):
+class PaperConfig(_Section, frozen=True):
     #: "in_process": the paper exchange runs inside the bot (one command);
     #: "process": the bot talks to `tradebot paper serve` over a local socket,
     #: so killing the bot leaves the exchange running, as in life.
@@ -144,7 +148,7 @@ class PaperConfig(_Section):
     seed: int = 7
 
 
-class PositionConfig(_Section):
+class PositionConfig(_Section, frozen=True):
     #: Margin per position in USDT; the position is this times leverage.
     quote_amount: Annotated[Decimal, _n(gt=0)] = Decimal(100)
     leverage: Annotated[int, _n(ge=1, le=125)] = 10
@@ -164,7 +168,7 @@ class PositionConfig(_Section):
     entry_lookups: Annotated[int, _n(ge=1, le=100)] = 8
 
 
-class TrailingConfig(_Section):
+class TrailingConfig(_Section, frozen=True):
     enabled: bool = True
     #: The stop starts trailing once the position is this far in profit (mark price).
     activation_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("1.5")
@@ -190,7 +194,7 @@ class TrailingConfig(_Section):
     best_persist_interval_secs: Annotated[int, _n(ge=1)] = 30
 
 
-class TakeProfitConfig(_Section):
+class TakeProfitConfig(_Section, frozen=True):
     #: Partial take-profits as reduce-only orders; off by default.
     enabled: bool = False
     #: TP1 and TP2: distance from entry (percent) and share of the opened quantity.
@@ -202,7 +206,7 @@ class TakeProfitConfig(_Section):
     breakeven_after_tp1: bool = True
 
 
-class SyncConfig(_Section):
+class SyncConfig(_Section, frozen=True):
     #: A full read of positions and open orders, compared with what the actors own.
     interval_secs: Annotated[int, _n(ge=1)] = 30
     #: An order of ours younger than this is never taken for a stray or a zombie.
@@ -216,7 +220,7 @@ class SyncConfig(_Section):
     interval_secs_streaming: Annotated[int, _n(ge=1)] = 600
 
 
-class ZombiesConfig(_Section):
+class ZombiesConfig(_Section, frozen=True):
     #: Report zombie orders without cancelling them.
     dry_run: bool = False
     #: Also cancel other people's orders on symbols the bot does not trade.
@@ -228,7 +232,7 @@ class ZombiesConfig(_Section):
     flip_ratio: Annotated[Decimal, _n(gt=1)] = Decimal("1.5")
 
 
-class GuardConfig(_Section):
+class GuardConfig(_Section, frozen=True):
     #: How often every open position is checked against the exchange.
     interval_secs: Annotated[int, _n(ge=1)] = 10
     #: An owner asked to restore protection must answer within this ...
@@ -243,7 +247,7 @@ class GuardConfig(_Section):
     restore_offset_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal("0.5")
 
 
-class SignalsConfig(_Section):
+class SignalsConfig(_Section, frozen=True):
     #: "bundled": start the bundled signal server (demo waves) and connect to it over
     #: WebSocket; "url": connect to `url`; "file": the simple file replay of [demo].
     source: Literal["bundled", "url", "file"] = "bundled"
@@ -277,7 +281,7 @@ class SignalsConfig(_Section):
     buffer_size: Annotated[int, _n(ge=10)] = 10000
 
 
-class FeedsConfig(_Section):
+class FeedsConfig(_Section, frozen=True):
     #: How often mark prices are read for the symbols with open positions.
     mark_interval_ms: Annotated[int, _n(ge=50)] = 1000
     #: Take mark prices from the venue's stream where it has one (real venues through
@@ -285,7 +289,7 @@ class FeedsConfig(_Section):
     use_streams: bool = True
 
 
-class DemoConfig(_Section):
+class DemoConfig(_Section, frozen=True):
     #: Bundled demo signals (JSON lines) replayed by the demo intake; "" disables it.
     signals_file: str = "demo/signals.jsonl"
     #: Most positions the demo intake opens per wave.
@@ -422,10 +426,20 @@ def parse_config(text: str, *, label: str = "config.toml", base_dir: Path | None
         cfg = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{label}: {_explain(str(exc), raw)}") from None
-    problem = _first_violation(cfg, "")
+    problem = _first_violation(cfg, "") or _cross_violation(cfg)
     if problem:
         raise ConfigError(f"{label}: {problem}")
     return cfg
+
+
+def _cross_violation(cfg: Config) -> str | None:
+    """Rules that tie two keys together."""
+    if cfg.guard.reply_deadline_secs <= cfg.store.durable_wait_secs:
+        return (
+            f"guard.reply_deadline_secs ({cfg.guard.reply_deadline_secs}) must be greater than "
+            f"store.durable_wait_secs ({cfg.store.durable_wait_secs}): an owner waiting on a durable write would be restarted"
+        )
+    return None
 
 
 def merge_live(current: Config, new: Config, keys: list[str]) -> Config:
@@ -435,7 +449,10 @@ def merge_live(current: Config, new: Config, keys: list[str]) -> Config:
     for key in keys:
         section, name = key.split(".", 1)
         merged[section][name] = fresh[section][name]
-    return msgspec.convert(merged, Config)
+    out = msgspec.convert(merged, Config)
+    if problem := _cross_violation(out):
+        raise ConfigError(f"not applied live: {problem}")
+    return out
 
 
 def config_diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

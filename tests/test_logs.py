@@ -224,9 +224,11 @@ def test_list_logs(tmp_path: Path):
     assert list_logs(tmp_path) == []
     _make_logs(tmp_path)
     found = list_logs(tmp_path)
+    # the names status shows, not the file stems (a file name cannot keep ':')
     assert [f.actor for f in found] == sorted(
-        ["combined", "exchange-binance", "position-BTCUSDT-7f3a", "position-ETHUSDT-0001",
+        ["combined", "exchange:binance", "position:BTCUSDT:7f3a", "position:ETHUSDT:0001",
          "watchdog"])
+    assert {f.path.name for f in found} >= {"position-BTCUSDT-7f3a.log", "exchange-binance.log"}
     by = {f.actor: f for f in found}
     assert by["combined"].path == tmp_path / "combined.log"
     assert by["watchdog"].size_bytes == (tmp_path / "actors" / "watchdog.log").stat().st_size
@@ -247,7 +249,7 @@ def test_resolve_log(tmp_path: Path):
     assert resolve_log(tmp_path, "position:ETH") == actors / "position-ETHUSDT-0001.log"
     with pytest.raises(LookupError) as ei:
         resolve_log(tmp_path, "position")
-    assert "position-BTCUSDT-7f3a" in str(ei.value) and "position-ETHUSDT-0001" in str(ei.value)
+    assert "position:BTCUSDT:7f3a" in str(ei.value) and "position:ETHUSDT:0001" in str(ei.value)
     with pytest.raises(LookupError) as ei:
         resolve_log(tmp_path, "watchdgo")
     assert "watchdog" in str(ei.value)
