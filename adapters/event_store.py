@@ -10,14 +10,15 @@ One bot process owns a database at a time (an ``flock`` on ``<db>.lock``);
 readers such as ``tradebot events`` open it read-only.
 
 Fencing. Each incarnation of a named actor takes an epoch
-(:meth:`EventStore.begin_incarnation`), recorded in ``incarnations`` by the
-writer task, in queue order. An append carrying a :class:`Fence` whose epoch is
-no longer the current one for its name is refused *by the writer* (never
-written; an ``actor.fenced`` event is written instead), and
-:meth:`EventStore.fenced` refuses an I/O coroutine on the loop thread, where
-the epochs change. So an old incarnation that wakes up after its replacement
-started cannot write or act: whatever it wrote before the new epoch was
-recorded is committed before it, and the new incarnation's rebuild sees it.
+(:meth:`EventStore.begin_incarnation`: numbered at once, above every epoch this
+database ever had, and recorded in ``incarnations`` by the writer, in queue
+order). An append carrying a :class:`Fence` older than its name's current epoch
+is refused *by the writer* (never written; an ``actor.fenced`` event is written
+instead), and :meth:`EventStore.fenced` refuses an I/O coroutine on the loop
+thread, the thread where epochs change. So an incarnation that wakes up after
+its replacement started cannot write or act once the new epoch is in effect,
+and whatever it wrote before that is committed first, where the new
+incarnation's rebuild reads it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _POSITION_UPSERT = (
     "exchange=excluded.exchange, symbol=excluded.symbol, state=excluded.state, is_open=excluded.is_open, "
     "data=excluded.data, updated_ts_ms=excluded.updated_ts_ms, last_event_id=excluded.last_event_id"
 )
-_INCARNATION_INSERT = "INSERT INTO incarnations (name, started_ms, urn) VALUES (?, ?, ?)"
+_INCARNATION_INSERT = "INSERT INTO incarnations (epoch, name, started_ms, urn) VALUES (?, ?, ?, ?)"
 _COLUMNS = "id, ts_ms, type, actor, position_id, correlation_id, symbol, exchange, severity, data"
 
 
@@ -101,13 +102,11 @@ class _Barrier:
 
 
 class _Incarnate:
-    __slots__ = ("future", "name", "started_ms", "urn")
+    __slots__ = ("fence", "started_ms")
 
-    def __init__(self, name: str, urn: str, started_ms: int, future: concurrent.futures.Future[Fence]) -> None:
-        self.name = name
-        self.urn = urn
+    def __init__(self, fence: Fence, started_ms: int) -> None:
+        self.fence = fence
         self.started_ms = started_ms
-        self.future = future
 
 
 class _Retire:
@@ -159,9 +158,13 @@ class EventStore:
         self._last_error: str | None = None
         self._lock_fd: int | None = None
         self._closed = False
-        # name -> current epoch, of the incarnations begun by this process. Written
-        # only by the writer task (I/O loop thread); read anywhere (a dict get is atomic).
+        # name -> its newest epoch in effect, and names whose newest incarnation
+        # retired. Written only on the I/O loop thread; read anywhere (a dict get is atomic).
         self._epochs: dict[str, int] = {}
+        self._retired: dict[str, int] = {}
+        self._last_epoch = 0
+        self._first_epoch = 1  # epochs below it belong to earlier processes: always refused
+        self._epoch_lock = threading.Lock()
 
     # ----------------------------------------------------------- lifecycle
     def open(self, timeout: float = 10.0) -> EventStore:
@@ -212,6 +215,11 @@ class EventStore:
         ) as cur:
             (max_id,) = await _one(cur)
         self._next_id = max_id + 1
+        async with self._db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(epoch) FROM incarnations), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'incarnations'), 0))"
+        ) as cur:
+            (self._last_epoch,) = await _one(cur)
+        self._first_epoch = self._last_epoch + 1
         self._wake = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="event-store-writer")
 
@@ -282,35 +290,56 @@ class EventStore:
         return future
 
     # ------------------------------------------------------------- fencing
-    def begin_incarnation(self, name: str, urn: str, started_ms: int) -> concurrent.futures.Future[Fence]:
-        """Record a new incarnation of ``name``; resolves to its :class:`Fence` once committed.
+    def begin_incarnation(self, name: str, urn: str, started_ms: int) -> Fence:
+        """A new incarnation of ``name``: its :class:`Fence`, at once (never blocks).
 
-        From then on, fenced appends and :meth:`fenced` calls of any older
-        incarnation of ``name`` are refused. Everything appended before this
-        call is committed before the new epoch takes effect.
+        The epoch is above every epoch this database has had, across restarts.
+        It is recorded by the writer in queue order: everything appended before
+        this call is committed first, and from then on (or from this fence's
+        first I/O call, if sooner) older incarnations of ``name`` are refused.
         """
-        future: concurrent.futures.Future[Fence] = concurrent.futures.Future()
-        self._enqueue(_Incarnate(name, urn, started_ms, future))
-        return future
+        with self._epoch_lock:
+            self._last_epoch += 1
+            fence = Fence(name=name, epoch=self._last_epoch, urn=urn)
+        self._enqueue(_Incarnate(fence, started_ms))
+        return fence
 
     def retire(self, fence: Fence) -> None:
-        """The incarnation stopped on purpose: forget its epoch (if still current); its late writes are refused."""
+        """The incarnation stopped on purpose: from now on its late writes and calls are refused."""
         self._enqueue(_Retire(fence))
 
     def current_epoch(self, name: str) -> int | None:
-        return self._epochs.get(name)
+        """The newest epoch of ``name`` in effect (None if none yet, or it retired)."""
+        epoch = self._epochs.get(name)
+        return None if epoch is None or self._retired.get(name) == epoch else epoch
 
     def admits(self, fence: Fence) -> bool:
-        """Is ``fence`` the current incarnation of its name?
+        """Is ``fence`` not older than the newest epoch of its name in effect (and not retired)?
 
-        Authoritative on the I/O loop thread (where epochs change); elsewhere an
-        early answer that the writer and :meth:`fenced` confirm.
+        A newer fence whose record the writer has not reached yet is admitted.
+        Authoritative on the I/O loop thread, where epochs change (see
+        :meth:`_claim`); elsewhere an early answer that the writer and
+        :meth:`fenced` confirm.
         """
-        return self._epochs.get(fence.name) == fence.epoch
+        if fence.epoch < self._first_epoch:
+            return False
+        epoch = self._epochs.get(fence.name)
+        if epoch is None or fence.epoch > epoch:
+            return True
+        return fence.epoch == epoch and self._retired.get(fence.name) != epoch
+
+    def _claim(self, fence: Fence) -> bool:
+        """On the loop thread: admit ``fence``, putting a newer epoch in effect at once."""
+        if not self.admits(fence):
+            return False
+        if fence.epoch > self._epochs.get(fence.name, 0):
+            self._epochs[fence.name] = fence.epoch
+            self._retired.pop(fence.name, None)
+        return True
 
     def refuse(self, fence: Fence, operation: str, ts_ms: int) -> Fenced:
         """Record that ``operation`` of a fenced incarnation was refused; the exception to raise."""
-        exc = Fenced(fence, self._epochs.get(fence.name), operation)
+        exc = Fenced(fence, self.current_epoch(fence.name), operation)
         self.append(_fenced_event(exc, ts_ms))
         return exc
 
@@ -320,7 +349,7 @@ class EventStore:
         The check runs on the I/O loop thread, the thread that records new
         epochs, so it cannot interleave with one.
         """
-        if not self.admits(fence):
+        if not self._claim(fence):
             coro.close()
             raise self.refuse(fence, operation, ts_ms)
         return await coro
@@ -359,7 +388,7 @@ class EventStore:
             if not isinstance(head, _Prepared):
                 break
             item = queue.popleft()
-            batch.append(item if item.fence is None or self.admits(item.fence) else self._refused(item))
+            batch.append(item if item.fence is None or self._claim(item.fence) else self._refused(item))
         if batch:
             await self._with_retry(f"write of {len(batch)} events", lambda: self._commit(batch))
             return
@@ -369,8 +398,8 @@ class EventStore:
         elif isinstance(head, _Incarnate):
             await self._incarnate(head)
         elif isinstance(head, _Retire):
-            if self.admits(head.fence):
-                del self._epochs[head.fence.name]
+            if self._epochs.get(head.fence.name) == head.fence.epoch:
+                self._retired[head.fence.name] = head.fence.epoch
         else:
             try:
                 head.future.set_result(await head.fn(self._db))
@@ -380,7 +409,7 @@ class EventStore:
     def _refused(self, item: _Prepared) -> _Prepared:
         """A fenced event: tell its writer, and store the refusal in its place."""
         assert item.fence is not None
-        exc = Fenced(item.fence, self._epochs.get(item.fence.name), f"event {item.row[1]}")
+        exc = Fenced(item.fence, self.current_epoch(item.fence.name), f"event {item.row[1]}")
         logger.bind(actor=item.fence.name).debug("event store: {}", exc)
         if item.future is not None:
             item.future.set_exception(exc)
@@ -392,20 +421,16 @@ class EventStore:
         return _prepare(_fenced_event(exc, item.row[0]), None, None, None)
 
     async def _incarnate(self, item: _Incarnate) -> None:
-        epoch = 0
+        fence = item.fence
 
         async def record() -> None:
-            nonlocal epoch
             db = self._db
             assert db is not None
-            cur = await db.execute(_INCARNATION_INSERT, (item.name, item.started_ms, item.urn))
+            await db.execute(_INCARNATION_INSERT, (fence.epoch, fence.name, item.started_ms, fence.urn))
             await db.commit()
-            assert cur.lastrowid is not None
-            epoch = cur.lastrowid
 
-        await self._with_retry(f"record of incarnation {item.name}", record)
-        self._epochs[item.name] = epoch
-        item.future.set_result(Fence(name=item.name, epoch=epoch, urn=item.urn))
+        self._claim(fence)  # in effect from here: what is queued behind it is checked against it
+        await self._with_retry(f"record of incarnation {fence.name} {fence.epoch}", record)
 
     async def _with_retry(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         delay_s = 0.02

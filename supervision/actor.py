@@ -58,7 +58,7 @@ def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[...
 
 
 class DurableWriteTimeout(TimeoutError):
-    """A durable write (or the start of an incarnation) was not committed within ``store.durable_wait_secs``."""
+    """A durable write was not committed within ``store.durable_wait_secs``."""
 
 
 class _FencedOut(Message, frozen=True, kw_only=True):
@@ -125,13 +125,12 @@ class ManagedActor(pykka.ThreadingActor):
             raise
 
     def _begin_incarnation(self) -> Fence:
-        """Take this incarnation's epoch from the store, before ``started()`` reads or writes anything."""
-        wait_s = self.ctx.config.store.durable_wait_secs
-        future = self.ctx.store.begin_incarnation(self.name, self.actor_urn, self.ctx.clock.now_ms())
-        try:
-            return future.result(timeout=wait_s)
-        except concurrent.futures.TimeoutError:
-            raise DurableWriteTimeout(f"{self.name}: the store did not record the new incarnation within {wait_s} s") from None
+        """Take this incarnation's epoch from the store (no wait), before ``started()`` reads or writes.
+
+        Its record is queued ahead of everything ``started()`` appends or reads,
+        so a rebuild sees every write of the older incarnations that was admitted.
+        """
+        return self.ctx.store.begin_incarnation(self.name, self.actor_urn, self.ctx.clock.now_ms())
 
     @property
     def epoch(self) -> int | None:

@@ -165,7 +165,7 @@ def test_a_replaced_incarnation_that_wakes_is_refused_and_the_new_one_acts(sup, 
     sup.tell(RestartChild(name="worker", reason="no answer within the deadline"))
     new = eventually(lambda: replaced(sup, old, sup_ctx), what="replacement")
     new_epoch = new.proxy().epoch.get()
-    assert new_epoch == sup_ctx.store.current_epoch("worker")
+    eventually(lambda: sup_ctx.store.current_epoch("worker") == new_epoch, what="the new epoch in effect")
 
     release.set()
     assert old.actor_stopped.wait(5), "the fenced incarnation did not stop"
@@ -219,7 +219,7 @@ def test_a_durable_write_waits_at_most_durable_wait_secs(tmp_path: Path, ctx: Ac
     worker = Worker.start(name="w", ctx=dataclasses.replace(ctx, config=cfg))
     gate = held_writer(ctx.store)
     try:
-        with pytest.raises(DurableWriteTimeout, match="test.durable was not committed within 1 s"):
+        with pytest.raises(DurableWriteTimeout, match=r"test\.durable was not committed within 1 s"):
             worker.ask(DurableWrite(), timeout=10)
     finally:
         gate.set()
@@ -234,16 +234,17 @@ def test_epochs_come_from_the_store_and_grow_across_a_restart(tmp_path: Path, io
     and refuses a fence of the previous process."""
     path = tmp_path / "events.db"
     store = EventStore(path, io_loop).open()
-    first = store.begin_incarnation("sync", "urn:1", T0).result(5)
-    second = store.begin_incarnation("sync", "urn:2", T0 + 1).result(5)
-    other = store.begin_incarnation("guard", "urn:3", T0 + 2).result(5)
+    first = store.begin_incarnation("sync", "urn:1", T0)
+    second = store.begin_incarnation("sync", "urn:2", T0 + 1)
+    other = store.begin_incarnation("guard", "urn:3", T0 + 2)
     assert first.epoch < second.epoch < other.epoch
+    store.flush()
     assert not store.admits(first) and store.admits(second) and store.admits(other)
     store.close()
 
     store = EventStore(path, io_loop).open()
     try:
-        again = store.begin_incarnation("sync", "urn:4", T0 + 3).result(5)
+        again = store.begin_incarnation("sync", "urn:4", T0 + 3)
         assert again.epoch > other.epoch
         assert not store.admits(second), "a fence of the previous process"
         with pytest.raises(Fenced):
@@ -258,18 +259,17 @@ def test_epochs_come_from_the_store_and_grow_across_a_restart(tmp_path: Path, io
 def test_the_writer_orders_fenced_appends_against_the_new_epoch(store: EventStore, io_loop: IOLoop):
     """What the old incarnation appended before the new epoch was queued is committed; what it
     appended after is refused (durable: the future raises; not durable: on_refused is called)."""
-    old = store.begin_incarnation("position:BTCUSDT:p1", "urn:old", T0).result(5)
+    old = store.begin_incarnation("position:BTCUSDT:p1", "urn:old", T0)
     gate = held_writer(store)
     try:
         store.append(Event(type="before", ts_ms=T0, actor=old.name), fence=old)
-        new_future = store.begin_incarnation(old.name, "urn:new", T0 + 1)
+        new = store.begin_incarnation(old.name, "urn:new", T0 + 1)
         told: list[Fenced] = []
         store.append(Event(type="after", ts_ms=T0 + 2, actor=old.name), fence=old, on_refused=told.append)
         durable = store.append_durable(Event(type="after_durable", ts_ms=T0 + 3, actor=old.name), fence=old)
         assert store.admits(old)  # the actor thread's early check would still pass here
     finally:
         gate.set()
-    new = new_future.result(5)
     mine = store.append_durable(Event(type="new", ts_ms=T0 + 4, actor=old.name), fence=new).result(5)
     with pytest.raises(Fenced, match="refused event after_durable"):
         durable.result(5)
@@ -283,7 +283,7 @@ def test_the_writer_orders_fenced_appends_against_the_new_epoch(store: EventStor
 
 def test_a_retired_incarnation_is_refused(store: EventStore):
     """An actor that stopped on purpose retires its epoch: a late write of it is refused."""
-    fence = store.begin_incarnation("position:ETHUSDT:p2", "urn:1", T0).result(5)
+    fence = store.begin_incarnation("position:ETHUSDT:p2", "urn:1", T0)
     store.retire(fence)
     with pytest.raises(Fenced):
         store.append_durable(Event(type="late", ts_ms=T0, actor=fence.name), fence=fence).result(5)
