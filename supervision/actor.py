@@ -105,6 +105,7 @@ class ManagedActor(pykka.ThreadingActor):
         self._fence: Fence | None = None
         self._fenced = False
         self._refused_teller: Callable[[Fenced], None] | None = None
+        self._drain_requested = False  # (the supervisor keeps its own _draining: the children it waits for)
 
     # --------------------------------------------------------- lifecycle
     def started(self) -> None:
@@ -186,12 +187,12 @@ class ManagedActor(pykka.ThreadingActor):
 
     @handles(Drain)
     def _on_drain(self, msg: Drain) -> None:
-        self._draining = True
+        self._drain_requested = True
         self.finish_drain_if_idle()
 
     def finish_drain_if_idle(self) -> None:
         """Call after an in-flight operation ends: stops the actor if draining."""
-        if getattr(self, "_draining", False) and not self.busy():
+        if self._drain_requested and not self.busy():
             self.stop()
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
