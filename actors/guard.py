@@ -277,7 +277,7 @@ class GuardActor(ManagedActor):
         current: set[str] = set()
         for name in names:
             ref = self.ctx.directory.lookup(name)
-            if ref is None or PositionName.parse(name) is None or not _answers_probes(ref):
+            if ref is None or PositionName.parse(name) is None:
                 continue
             current.add(ref.actor_urn)
             if self.replacing.get(name) == ref.actor_urn:
@@ -323,8 +323,3 @@ class GuardActor(ManagedActor):
         self.waiting.pop(msg.name, None)
         self._restart(msg.name, probe.actor_urn, reason)
 
-
-def _answers_probes(ref: object) -> bool:
-    """Does this actor's class answer ``Probe``? (The base class does once it handles it;
-    until then, probing an actor that cannot answer would only restart it for nothing.)"""
-    return Probe in getattr(getattr(ref, "actor_class", None), "_dispatch", {})

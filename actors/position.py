@@ -197,15 +197,11 @@ class PositionActor(ManagedActor):
             symbol=s.symbol, exchange=s.exchange, data=pe.to_record(event), projection=new.projection(),
         )
         _crash_if("before", type_)
-        if event.WRITE_AHEAD:
-            self.ctx.store.append_durable(ev).result(timeout=30)
-        else:
-            self.ctx.store.append(ev)
+        self.append_event(ev, durable=event.WRITE_AHEAD)
         if _CRASH_POINT:
             self.ctx.store.flush()
             _crash_if("after", type_)
         self.state = new
-        self.log.log(event.severity.name, "{} -> {} {}", type_, new.state.value, ev.data)
 
     def _start(self, cmd: pc.Command) -> None:
         assert self._op is None, f"{self.pid}: {cmd.step.value} started while {self._op[1].step.value if self._op else ''} is in flight"

@@ -8,6 +8,17 @@ failing the store reports itself critical (see :meth:`EventStore.health`).
 
 One bot process owns a database at a time (an ``flock`` on ``<db>.lock``);
 readers such as ``tradebot events`` open it read-only.
+
+Fencing. Each incarnation of a named actor takes an epoch
+(:meth:`EventStore.begin_incarnation`: numbered at once, above every epoch this
+database ever had, and recorded in ``incarnations`` by the writer, in queue
+order). An append carrying a :class:`Fence` older than its name's current epoch
+is refused *by the writer* (never written; an ``actor.fenced`` event is written
+instead), and :meth:`EventStore.fenced` refuses an I/O coroutine on the loop
+thread, the thread where epochs change. So an incarnation that wakes up after
+its replacement started cannot write or act once the new epoch is in effect,
+and whatever it wrote before that is committed first, where the new
+incarnation's rebuild reads it.
 """
 
 from __future__ import annotations
@@ -19,9 +30,9 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -44,11 +55,35 @@ _POSITION_UPSERT = (
     "exchange=excluded.exchange, symbol=excluded.symbol, state=excluded.state, is_open=excluded.is_open, "
     "data=excluded.data, updated_ts_ms=excluded.updated_ts_ms, last_event_id=excluded.last_event_id"
 )
+_INCARNATION_INSERT = "INSERT INTO incarnations (epoch, name, started_ms, urn) VALUES (?, ?, ?, ?)"
 _COLUMNS = "id, ts_ms, type, actor, position_id, correlation_id, symbol, exchange, severity, data"
+
+
+T = TypeVar("T")
+FENCED_EVENT = "actor.fenced"
 
 
 class StoreLocked(RuntimeError):
     """Another process already owns this database."""
+
+
+class Fence(msgspec.Struct, frozen=True, kw_only=True):
+    """One incarnation of a named actor: its writes and exchange calls are checked against it."""
+
+    name: str
+    epoch: int
+    urn: str
+
+
+class Fenced(Exception):
+    """Refused: the operation came from an incarnation that is no longer current for its name."""
+
+    def __init__(self, fence: Fence, current: int | None, operation: str) -> None:
+        now = f"epoch {current} is current" if current is not None else "no incarnation is current"
+        super().__init__(f"{fence.name} epoch {fence.epoch} is fenced ({now}); refused {operation}")
+        self.fence = fence
+        self.current = current
+        self.operation = operation
 
 
 class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +99,21 @@ class _Barrier:
 
     def __init__(self, future: concurrent.futures.Future[None]) -> None:
         self.future = future
+
+
+class _Incarnate:
+    __slots__ = ("fence", "started_ms")
+
+    def __init__(self, fence: Fence, started_ms: int) -> None:
+        self.fence = fence
+        self.started_ms = started_ms
+
+
+class _Retire:
+    __slots__ = ("fence",)
+
+    def __init__(self, fence: Fence) -> None:
+        self.fence = fence
 
 
 class _Job:
@@ -108,6 +158,13 @@ class EventStore:
         self._last_error: str | None = None
         self._lock_fd: int | None = None
         self._closed = False
+        # name -> its newest epoch in effect, and names whose newest incarnation
+        # retired. Written only on the I/O loop thread; read anywhere (a dict get is atomic).
+        self._epochs: dict[str, int] = {}
+        self._retired: dict[str, int] = {}
+        self._last_epoch = 0
+        self._first_epoch = 1  # epochs below it belong to earlier processes: always refused
+        self._epoch_lock = threading.Lock()
 
     # ----------------------------------------------------------- lifecycle
     def open(self, timeout: float = 10.0) -> EventStore:
@@ -156,8 +213,13 @@ class EventStore:
         async with self._db.execute(
             "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
         ) as cur:
-            (max_id,) = await cur.fetchone()
+            (max_id,) = await _one(cur)
         self._next_id = max_id + 1
+        async with self._db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(epoch) FROM incarnations), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'incarnations'), 0))"
+        ) as cur:
+            (self._last_epoch,) = await _one(cur)
+        self._first_epoch = self._last_epoch + 1
         self._wake = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="event-store-writer")
 
@@ -166,7 +228,7 @@ class EventStore:
         assert db is not None
         await db.executescript(BOOTSTRAP)
         async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-            (current,) = await cur.fetchone()
+            (current,) = await _one(cur)
         for version, description, sql in MIGRATIONS:
             if version <= current:
                 continue
@@ -176,7 +238,7 @@ class EventStore:
     def schema_version(self, timeout: float = 5.0) -> int:
         async def _q(db: aiosqlite.Connection) -> int:
             async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-                return (await cur.fetchone())[0]
+                return int((await _one(cur))[0])
 
         return self._io.run(self._read(_q), timeout)
 
@@ -206,23 +268,91 @@ class EventStore:
             self._db = None
 
     # ------------------------------------------------------------- writing
-    def append(self, event: Event) -> None:
+    def append(self, event: Event, *, fence: Fence | None = None, on_refused: Callable[[Fenced], None] | None = None) -> None:
         """Queue ``event`` for the next batch. Thread-safe, never blocks.
 
         Encoding happens here, on the caller's thread, so an event that cannot
         be stored raises in the code that made it instead of wedging the writer.
+        With a ``fence``, the writer drops the event if that incarnation has been
+        superseded and calls ``on_refused`` (on the I/O loop thread: it may only
+        ``tell``).
         """
-        self._enqueue(_prepare(event, None))
+        self._enqueue(_prepare(event, None, fence, on_refused))
         with self._count_lock:
             self._uncommitted += 1
 
-    def append_durable(self, event: Event) -> concurrent.futures.Future[int]:
-        """Queue ``event``; the future resolves to its id once committed."""
+    def append_durable(self, event: Event, *, fence: Fence | None = None) -> concurrent.futures.Future[int]:
+        """Queue ``event``; the future resolves to its id once committed (or raises :class:`Fenced`)."""
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._enqueue(_prepare(event, future))
+        self._enqueue(_prepare(event, future, fence, None))
         with self._count_lock:
             self._uncommitted += 1
         return future
+
+    # ------------------------------------------------------------- fencing
+    def begin_incarnation(self, name: str, urn: str, started_ms: int) -> Fence:
+        """A new incarnation of ``name``: its :class:`Fence`, at once (never blocks).
+
+        The epoch is above every epoch this database has had, across restarts.
+        It is recorded by the writer in queue order: everything appended before
+        this call is committed first, and from then on (or from this fence's
+        first I/O call, if sooner) older incarnations of ``name`` are refused.
+        """
+        with self._epoch_lock:
+            self._last_epoch += 1
+            fence = Fence(name=name, epoch=self._last_epoch, urn=urn)
+        self._enqueue(_Incarnate(fence, started_ms))
+        return fence
+
+    def retire(self, fence: Fence) -> None:
+        """The incarnation stopped on purpose: from now on its late writes and calls are refused."""
+        self._enqueue(_Retire(fence))
+
+    def current_epoch(self, name: str) -> int | None:
+        """The newest epoch of ``name`` in effect (None if none yet, or it retired)."""
+        epoch = self._epochs.get(name)
+        return None if epoch is None or self._retired.get(name) == epoch else epoch
+
+    def admits(self, fence: Fence) -> bool:
+        """Is ``fence`` not older than the newest epoch of its name in effect (and not retired)?
+
+        A newer fence whose record the writer has not reached yet is admitted.
+        Authoritative on the I/O loop thread, where epochs change (see
+        :meth:`_claim`); elsewhere an early answer that the writer and
+        :meth:`fenced` confirm.
+        """
+        if fence.epoch < self._first_epoch:
+            return False
+        epoch = self._epochs.get(fence.name)
+        if epoch is None or fence.epoch > epoch:
+            return True
+        return fence.epoch == epoch and self._retired.get(fence.name) != epoch
+
+    def _claim(self, fence: Fence) -> bool:
+        """On the loop thread: admit ``fence``, putting a newer epoch in effect at once."""
+        if not self.admits(fence):
+            return False
+        if fence.epoch > self._epochs.get(fence.name, 0):
+            self._epochs[fence.name] = fence.epoch
+            self._retired.pop(fence.name, None)
+        return True
+
+    def refuse(self, fence: Fence, operation: str, ts_ms: int) -> Fenced:
+        """Record that ``operation`` of a fenced incarnation was refused; the exception to raise."""
+        exc = Fenced(fence, self.current_epoch(fence.name), operation)
+        self.append(_fenced_event(exc, ts_ms))
+        return exc
+
+    async def fenced(self, fence: Fence, coro: Coroutine[Any, Any, T], operation: str, ts_ms: int) -> T:
+        """Run ``coro`` only if ``fence`` is current when it starts on the loop; else raise :class:`Fenced`.
+
+        The check runs on the I/O loop thread, the thread that records new
+        epochs, so it cannot interleave with one.
+        """
+        if not self._claim(fence):
+            coro.close()
+            raise self.refuse(fence, operation, ts_ms)
+        return await coro
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until every event appended before this call is committed."""
@@ -257,24 +387,56 @@ class EventStore:
             head = queue[0]
             if not isinstance(head, _Prepared):
                 break
-            batch.append(queue.popleft())
+            item = queue.popleft()
+            batch.append(item if item.fence is None or self._claim(item.fence) else self._refused(item))
         if batch:
-            await self._commit_with_retry(batch)
+            await self._with_retry(f"write of {len(batch)} events", lambda: self._commit(batch))
             return
         head = queue.popleft()
         if isinstance(head, _Barrier):
             head.future.set_result(None)
+        elif isinstance(head, _Incarnate):
+            await self._incarnate(head)
+        elif isinstance(head, _Retire):
+            if self._epochs.get(head.fence.name) == head.fence.epoch:
+                self._retired[head.fence.name] = head.fence.epoch
         else:
             try:
                 head.future.set_result(await head.fn(self._db))
             except Exception as exc:
                 head.future.set_exception(exc)
 
-    async def _commit_with_retry(self, batch: list[_Prepared]) -> None:
+    def _refused(self, item: _Prepared) -> _Prepared:
+        """A fenced event: tell its writer, and store the refusal in its place."""
+        assert item.fence is not None
+        exc = Fenced(item.fence, self.current_epoch(item.fence.name), f"event {item.row[1]}")
+        logger.bind(actor=item.fence.name).debug("event store: {}", exc)
+        if item.future is not None:
+            item.future.set_exception(exc)
+        elif item.on_refused is not None:
+            try:
+                item.on_refused(exc)
+            except Exception as err:
+                logger.error("event store: on_refused callback failed: {}", err)
+        return _prepare(_fenced_event(exc, item.row[0]), None, None, None)
+
+    async def _incarnate(self, item: _Incarnate) -> None:
+        fence = item.fence
+
+        async def record() -> None:
+            db = self._db
+            assert db is not None
+            await db.execute(_INCARNATION_INSERT, (fence.epoch, fence.name, item.started_ms, fence.urn))
+            await db.commit()
+
+        self._claim(fence)  # in effect from here: what is queued behind it is checked against it
+        await self._with_retry(f"record of incarnation {fence.name} {fence.epoch}", record)
+
+    async def _with_retry(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         delay_s = 0.02
         while True:
             try:
-                await self._commit(batch)
+                await attempt()
             except Exception as exc:
                 await self._rollback()
                 now = time.monotonic()
@@ -282,7 +444,7 @@ class EventStore:
                     self._failing_since = now
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 level = "CRITICAL" if not self._healthy_now(now) else "WARNING"
-                logger.log(level, "event store: write of {} events failed ({}); retrying in {:.0f} ms", len(batch), self._last_error, delay_s * 1000)
+                logger.log(level, "event store: {} failed ({}); retrying in {:.0f} ms", what, self._last_error, delay_s * 1000)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._retry_max_ms / 1000)
                 continue
@@ -343,6 +505,7 @@ class EventStore:
 
     async def _read(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]) -> Any:
         if self._readonly or self._writer is None:
+            assert self._db is not None, "event store is not open"
             return await fn(self._db)
         return await asyncio.wrap_future(self.run_job(fn))
 
@@ -360,7 +523,8 @@ class EventStore:
         newest_first: bool = False,
     ) -> list[Event]:
         """Events matching every given filter, oldest first (sees all prior appends)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("position_id", position_id), ("actor", actor), ("correlation_id", correlation_id)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -389,7 +553,7 @@ class EventStore:
 
         async def _q(db: aiosqlite.Connection) -> list[Event]:
             async with db.execute(sql, args) as cur:
-                return [_row_to_event(r) for r in await cur.fetchall()]
+                return [_row_to_event(tuple(r)) for r in await cur.fetchall()]
 
         rows = await self._read(_q)
         return rows[::-1] if newest_first else rows
@@ -417,6 +581,9 @@ class EventStore:
                 (older_than_ms,),
             )
             await db.execute("DELETE FROM positions WHERE is_open = 0 AND updated_ts_ms < ?", (older_than_ms,))
+            # The history of incarnations; current epochs live in memory, and
+            # AUTOINCREMENT never hands out a deleted epoch again.
+            await db.execute("DELETE FROM incarnations WHERE started_ms < ?", (older_than_ms,))
             await db.commit()
             return cur.rowcount
 
@@ -426,15 +593,40 @@ class EventStore:
 class _Prepared:
     """An event encoded for insertion (id and last_event_id added by the writer)."""
 
-    __slots__ = ("future", "row", "upsert")
+    __slots__ = ("fence", "future", "on_refused", "row", "upsert")
 
-    def __init__(self, row: tuple[Any, ...], upsert: tuple[Any, ...] | None, future: concurrent.futures.Future[int] | None) -> None:
+    def __init__(
+        self,
+        row: tuple[Any, ...],
+        upsert: tuple[Any, ...] | None,
+        future: concurrent.futures.Future[int] | None,
+        fence: Fence | None,
+        on_refused: Callable[[Fenced], None] | None,
+    ) -> None:
         self.row = row
         self.upsert = upsert
         self.future = future
+        self.fence = fence
+        self.on_refused = on_refused
 
 
-def _prepare(ev: Event, future: concurrent.futures.Future[int] | None) -> _Prepared:
+def _fenced_event(exc: Fenced, ts_ms: int) -> Event:
+    fence = exc.fence
+    return Event(
+        type=FENCED_EVENT,
+        ts_ms=ts_ms,
+        actor=fence.name,
+        severity=Severity.WARNING,
+        data={"epoch": fence.epoch, "current_epoch": exc.current, "urn": fence.urn, "refused": exc.operation},
+    )
+
+
+def _prepare(
+    ev: Event,
+    future: concurrent.futures.Future[int] | None,
+    fence: Fence | None = None,
+    on_refused: Callable[[Fenced], None] | None = None,
+) -> _Prepared:
     row = (ev.ts_ms, ev.type, ev.actor, ev.position_id, ev.correlation_id, ev.symbol, ev.exchange, int(ev.severity), _encode(ev.data).decode())
     upsert = None
     if ev.projection is not None:
@@ -446,7 +638,13 @@ def _prepare(ev: Event, future: concurrent.futures.Future[int] | None) -> _Prepa
         if bad or not isinstance(proj["is_open"], bool):
             raise ValueError(f"event {ev.type}: projection {', '.join(bad) or 'is_open'} must be {'a non-empty string' if bad else 'true or false'}")
         upsert = (ev.position_id, proj["exchange"], proj["symbol"], proj["state"], int(bool(proj["is_open"])), _encode(proj).decode(), ev.ts_ms)
-    return _Prepared(row, upsert, future)
+    return _Prepared(row, upsert, future, fence, on_refused)
+
+
+async def _one(cur: aiosqlite.Cursor) -> tuple[Any, ...]:
+    row = await cur.fetchone()
+    assert row is not None, "an aggregate query returns one row"
+    return tuple(row)
 
 
 def _row_to_event(row: tuple[Any, ...]) -> Event:

@@ -42,6 +42,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX ix_positions_open ON positions(is_open, exchange, symbol);
         """,
     ),
+    (
+        2,
+        "incarnations: fencing epochs of named actors",
+        # One row per incarnation. AUTOINCREMENT: an epoch is never reused, even
+        # after retention deleted old rows, so epochs only grow across restarts.
+        """
+        CREATE TABLE incarnations (
+            epoch       INTEGER PRIMARY KEY AUTOINCREMENT,
+            name        TEXT    NOT NULL,
+            started_ms  INTEGER NOT NULL,
+            urn         TEXT    NOT NULL
+        );
+        CREATE INDEX ix_incarnations_name ON incarnations(name, epoch);
+        """,
+    ),
 ]
 
 BOOTSTRAP = """

@@ -71,12 +71,16 @@ class StoreConfig(_Section, frozen=True):
     critical_after_ms: Annotated[int, _n(ge=0)] = 3000
     retention_days: Annotated[int, _n(ge=1)] = 90
     prune_interval_secs: Annotated[int, _n(ge=60)] = 3600
+    #: An actor waits this long for a durable write (a write-ahead intent) to
+    #: commit before it fails. Must be below
+    #: guard.reply_deadline_secs, or the guard restarts an owner that is only waiting.
+    durable_wait_secs: Annotated[int, _n(ge=1, le=300)] = 10
 
 
 class LoggingConfig(_Section, frozen=True):
     dir: str = "logs"
     level: LogLevel = "DEBUG"
-    console_level: LogLevel = "INFO"
+    console_level: LogLevel = "WARNING"
     rotation_mb: Annotated[int, _n(ge=1)] = 100
     retention_files: Annotated[int, _n(ge=1, le=1000)] = 10
 
@@ -444,10 +448,20 @@ def parse_config(text: str, *, label: str = "config.toml", base_dir: Path | None
         cfg = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{label}: {_explain(str(exc), raw)}") from None
-    problem = _first_violation(cfg, "")
+    problem = _first_violation(cfg, "") or _cross_violation(cfg)
     if problem:
         raise ConfigError(f"{label}: {problem}")
     return cfg
+
+
+def _cross_violation(cfg: Config) -> str | None:
+    """Rules that tie two keys together."""
+    if cfg.guard.reply_deadline_secs <= cfg.store.durable_wait_secs:
+        return (
+            f"guard.reply_deadline_secs ({cfg.guard.reply_deadline_secs}) must be greater than "
+            f"store.durable_wait_secs ({cfg.store.durable_wait_secs}): an owner waiting on a durable write would be restarted"
+        )
+    return None
 
 
 def merge_live(current: Config, new: Config, keys: list[str]) -> Config:
@@ -457,7 +471,10 @@ def merge_live(current: Config, new: Config, keys: list[str]) -> Config:
     for key in keys:
         section, name = key.split(".", 1)
         merged[section][name] = fresh[section][name]
-    return msgspec.convert(merged, Config)
+    out = msgspec.convert(merged, Config)
+    if problem := _cross_violation(out):
+        raise ConfigError(f"not applied live: {problem}")
+    return out
 
 
 def config_diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

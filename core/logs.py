@@ -9,6 +9,10 @@ Layout under ``log_dir``::
 Actors log through ``actor_logger(name)`` (i.e. ``logger.bind(actor=name)``).  All
 per-actor files are written by ONE loguru handler (:class:`ActorFileSink`), which
 routes on ``record["extra"]["actor"]`` and keeps an LRU cache of open file handles.
+Every ``ManagedActor`` logs its start and every event it writes (at the event's
+severity), so every actor has its file. The console shows WARNING and above
+(``logging.console_level``), plus records bound with ``console=True`` (the
+process's own start and stop lines).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "LogFile",
     "actor_log_filename",
     "actor_logger",
+    "console_logger",
     "follow",
     "list_logs",
     "resolve_log",
@@ -179,6 +184,18 @@ def _file_filter(record: Any) -> bool:
     return record["level"].no >= _state.level_no
 
 
+def _console_filter(level_no: int) -> Any:
+    def accept(record: Any) -> bool:
+        return record["level"].no >= level_no or bool(record["extra"].get("console"))
+
+    return accept
+
+
+def console_logger() -> Any:
+    """A logger whose records reach the console whatever its level (start/stop of the process)."""
+    return logger.bind(console=True)
+
+
 def set_level(level: str) -> None:
     """Change the level of the file logs (combined + per-actor) live; console is unaffected."""
     _state.level_no = logger.level(level.upper()).no
@@ -187,7 +204,7 @@ def set_level(level: str) -> None:
 _LIBRARY_LEVELS = {"pykka": logging.INFO, "asyncio": logging.INFO, "aiosqlite": logging.WARNING}
 
 
-def setup_logging(log_dir: Path, *, level: str = "DEBUG", console_level: str | None = "INFO",
+def setup_logging(log_dir: Path, *, level: str = "DEBUG", console_level: str | None = "WARNING",
                   rotation_bytes: int = 100 * 1024 * 1024, retention_files: int = 10,
                   max_open_files: int = 128) -> None:
     """Install combined + per-actor file sinks, optional stderr console, stdlib interception.
@@ -213,7 +230,8 @@ def setup_logging(log_dir: Path, *, level: str = "DEBUG", console_level: str | N
                    retention=retention_files, encoding="utf-8", **common),
     ]
     if console_level:
-        _state.handler_ids.append(logger.add(sys.stderr, level=console_level.upper(),
+        console_no = logger.level(console_level.upper()).no
+        _state.handler_ids.append(logger.add(sys.stderr, level=0, filter=_console_filter(console_no),
                                              format=_format, enqueue=False))
     _state.intercept = InterceptHandler()
     root = logging.getLogger()
@@ -248,7 +266,11 @@ def shutdown_logging() -> None:
 
 @dataclass(frozen=True, slots=True)
 class LogFile:
-    """A current (non-rotated) log file: ``actor`` is the file stem (or ``combined``)."""
+    """A current (non-rotated) log file.
+
+    ``actor`` is the actor's name as status shows it (``position:BTCUSDT:7f3a``),
+    read from the file's first line; ``combined`` for the combined log.
+    """
 
     actor: str
     path: Path
@@ -264,10 +286,21 @@ def list_logs(log_dir: Path) -> list[LogFile]:
     for p in paths:
         try:
             st = p.stat()
+            actor = COMBINED if p.parent == log_dir else _actor_in(p)
         except FileNotFoundError:
             continue
-        out.append(LogFile(p.stem, p, st.st_size, st.st_mtime_ns // 1_000_000))
+        out.append(LogFile(actor, p, st.st_size, st.st_mtime_ns // 1_000_000))
     return sorted(out, key=lambda f: (f.actor, str(f.path)))
+
+
+def _actor_in(path: Path) -> str:
+    """The actor named on the first line of a per-actor file (file names lose ``:``); else the stem."""
+    with open(path, "rb") as fh:
+        head = fh.readline(4096).decode("utf-8", errors="replace")
+    fields = head.split(" | ", 3)
+    if len(fields) == 4 and fields[2] and actor_log_filename(fields[2]) == path.name:
+        return fields[2]
+    return path.stem
 
 
 def resolve_log(log_dir: Path, actor: str) -> Path:
@@ -286,7 +319,7 @@ def resolve_log(log_dir: Path, actor: str) -> Path:
     if not logs:
         raise LookupError(f"no logs yet (looked in {log_dir} and {log_dir / 'actors'})")
     stem = actor_log_filename(actor)[:-4] if actor else ""
-    matches = [f for f in logs if f.actor.startswith(stem)]
+    matches = [f for f in logs if f.path.stem.startswith(stem) or f.actor.startswith(actor)]
     if len(matches) == 1:
         return matches[0].path
     if matches:
@@ -331,9 +364,10 @@ def follow(path: Path, *, poll_s: float = 0.25,
     is waited for. Stops once ``stop`` is set (checked at least every ``poll_s``).
     """
     path = Path(path)
+    fh: BinaryIO | None
     try:
-        fh: BinaryIO | None = open(path, "rb")
-        fh.seek(0, os.SEEK_END)
+        fh = opened = open(path, "rb")
+        opened.seek(0, os.SEEK_END)
     except FileNotFoundError:
         fh = None
     return _follow(path, fh, poll_s, stop or threading.Event())

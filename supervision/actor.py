@@ -7,7 +7,14 @@ A :class:`ManagedActor` is a pykka ThreadingActor that
   failure in start-up, where pykka runs no hook at all;
 * schedules timers through the injected clock (a timer only *tells* a
   message; nothing sleeps in a handler) and cancels them when it stops;
-* writes events to the store with its name and a bound logger.
+* writes events to the store with its name (:meth:`ManagedActor.append_event`),
+  each also logged at its severity on the actor's bound logger;
+* is fenced: on start it takes a new epoch for its name from the store, and
+  once a newer incarnation has started, its event appends and I/O calls are
+  refused (decided by the store's writer and on the I/O loop, where epochs
+  change). A fenced actor logs it once and stops itself quietly;
+* answers a liveness :class:`~core.messages.Probe` from its mailbox, so an
+  actor stuck in a handler does not answer.
 
 Inside an actor, only ``tell``. Work on the I/O loop comes back as a message
 (:meth:`ManagedActor.io_call`).
@@ -15,21 +22,27 @@ Inside an actor, only ``tell``. Work on the I/O loop comes back as a message
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
+import msgspec
 import pykka
 from loguru import logger
 
-from adapters.event_store import EventStore
+from adapters.event_store import EventStore, Fence, Fenced
 from adapters.io_loop import IOLoop
 from core.clock import Clock, TimerHandle
 from core.config import Config
 from core.events import Event, Severity
-from core.messages import ChildFailed, ChildStopped, ConfigChanged, Drain, IOCompleted, Tick
+from core.messages import ChildFailed, ChildStopped, ConfigChanged, Drain, IOCompleted, Message, Probe, ProbeAnswered, Tick
+
+__all__ = ["ActorContext", "DurableWriteTimeout", "Fenced", "ManagedActor", "handles"]
+
+_encode = msgspec.json.Encoder().encode
 
 _HANDLES_ATTR = "__handles__"
 
@@ -42,6 +55,16 @@ def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[...
         return fn
 
     return mark
+
+
+class DurableWriteTimeout(TimeoutError):
+    """A durable write was not committed within ``store.durable_wait_secs``."""
+
+
+class _FencedOut(Message, frozen=True, kw_only=True):
+    """Internal: the writer or the I/O loop refused one of our operations after the fact."""
+
+    error: Any  # the Fenced exception
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,31 +102,76 @@ class ManagedActor(pykka.ThreadingActor):
         self.ctx = ctx
         self.log = logger.bind(actor=name)
         self._timers: list[TimerHandle] = []
+        self._fence: Fence | None = None
+        self._fenced = False
+        self._refused_teller: Callable[[Fenced], None] | None = None
+        self._drain_requested = False  # (the supervisor keeps its own _draining: the children it waits for)
 
     # --------------------------------------------------------- lifecycle
     def started(self) -> None:
         """Start-up work (runs in the actor's thread). Rebuild state here."""
 
     def stopping(self) -> None:
-        """Clean-up on a normal stop (not called after a failure)."""
+        """Clean-up on a normal stop (not called after a failure, nor once fenced)."""
 
     def on_start(self) -> None:
         try:
+            self._fence = self._begin_incarnation()
+            self.log.info("started (epoch {})", self._fence.epoch)
             self.started()
+        except Fenced as exc:
+            self._fence_out(exc)
         except Exception as exc:
             self._report_failure(exc, during_start=True)
             raise
 
+    def _begin_incarnation(self) -> Fence:
+        """Take this incarnation's epoch from the store (no wait), before ``started()`` reads or writes.
+
+        Its record is queued ahead of everything ``started()`` appends or reads,
+        so a rebuild sees every write of the older incarnations that was admitted.
+        """
+        return self.ctx.store.begin_incarnation(self.name, self.actor_urn, self.ctx.clock.now_ms())
+
+    @property
+    def epoch(self) -> int | None:
+        """This incarnation's epoch (None before ``on_start``)."""
+        return self._fence.epoch if self._fence else None
+
     def on_stop(self) -> None:
         self._cancel_timers()
+        if self._fenced:
+            return  # a newer incarnation owns the name: no clean-up, no report
         try:
             self.stopping()
         finally:
+            if self._fence is not None:
+                self.ctx.store.retire(self._fence)
             if self.ctx.supervisor is not None:
                 try:
                     self.ctx.supervisor.tell(ChildStopped(name=self.name, actor_urn=self.actor_urn))
                 except pykka.ActorDeadError:
                     pass
+
+    def _fence_out(self, exc: Fenced) -> None:
+        """A newer incarnation owns our name: log it once, drop what is queued, stop."""
+        if self._fenced:
+            return
+        self._fenced = True
+        self._cancel_timers()
+        self.log.warning("fenced: {}; a newer incarnation owns {}, this one stops", exc, self.name)
+        self.stop()
+
+    @handles(_FencedOut)
+    def _on_fenced_out(self, msg: _FencedOut) -> None:
+        self._fence_out(msg.error)
+
+    @handles(Probe)
+    def _on_probe(self, msg: Probe) -> None:
+        try:
+            msg.reply_to.tell(ProbeAnswered(name=self.name, probe_id=msg.probe_id, actor_urn=self.actor_urn, correlation_id=msg.correlation_id))
+        except pykka.ActorDeadError:
+            pass
 
     def busy(self) -> bool:
         """True while an operation is in flight that a drain should wait for."""
@@ -119,12 +187,12 @@ class ManagedActor(pykka.ThreadingActor):
 
     @handles(Drain)
     def _on_drain(self, msg: Drain) -> None:
-        self._draining = True
+        self._drain_requested = True
         self.finish_drain_if_idle()
 
     def finish_drain_if_idle(self) -> None:
         """Call after an in-flight operation ends: stops the actor if draining."""
-        if getattr(self, "_draining", False) and not self.busy():
+        if self._drain_requested and not self.busy():
             self.stop()
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -143,11 +211,17 @@ class ManagedActor(pykka.ThreadingActor):
 
     # ---------------------------------------------------------- dispatch
     def on_receive(self, message: Any) -> Any:
+        if self._fenced:
+            return None  # superseded: what is still queued is the new incarnation's business
         handler = self._dispatch.get(type(message))
         if handler is None:
             self.log.warning("ignored unexpected message {}", type(message).__name__)
             return None
-        return handler(self, message)
+        try:
+            return handler(self, message)
+        except Fenced as exc:
+            self._fence_out(exc)
+            return None
 
     # ------------------------------------------------------------ timers
     def after(self, delay_ms: int, message: Any) -> TimerHandle:
@@ -190,13 +264,34 @@ class ManagedActor(pykka.ThreadingActor):
 
     # ---------------------------------------------------------------- I/O
     def io_call(self, purpose: str, coro: Coroutine[Any, Any, Any], *, correlation_id: str = "") -> None:
-        """Run ``coro`` on the I/O loop; its outcome comes back as ``IOCompleted``."""
+        """Run ``coro`` on the I/O loop; its outcome comes back as ``IOCompleted``.
+
+        Fenced: raises :class:`Fenced` at once if a newer incarnation is known,
+        and the I/O loop refuses to start ``coro`` if one has begun meanwhile
+        (then no ``IOCompleted`` comes back; this actor stops).
+        """
+        fence, store = self._current_fence(), self.ctx.store
+        operation = f"io_call {purpose}"
+        if not store.admits(fence):
+            coro.close()
+            raise store.refuse(fence, operation, self.ctx.clock.now_ms())
+
+        def on_error(exc: BaseException) -> Message:
+            if isinstance(exc, Fenced):
+                return _FencedOut(error=exc)
+            return IOCompleted(purpose=purpose, error=f"{type(exc).__name__}: {exc}", exception=exc, correlation_id=correlation_id)
+
         self.ctx.io.call_and_tell(
-            coro,
+            store.fenced(fence, coro, operation, self.ctx.clock.now_ms()),
             self.actor_ref,
             lambda result: IOCompleted(purpose=purpose, result=result, correlation_id=correlation_id),
-            lambda exc: IOCompleted(purpose=purpose, error=f"{type(exc).__name__}: {exc}", exception=exc, correlation_id=correlation_id),
+            on_error,
         )
+
+    def _current_fence(self) -> Fence:
+        if self._fence is None:
+            raise RuntimeError(f"{self.name}: no incarnation yet (events and I/O start in on_start)")
+        return self._fence
 
     def load_events(self, timeout_s: float = 10.0, **filters: Any) -> list[Event]:
         """Read events (for rebuilding state in ``started()``); sees every prior append."""
@@ -216,11 +311,7 @@ class ManagedActor(pykka.ThreadingActor):
         projection: dict[str, Any] | None = None,
         durable: bool = False,
     ) -> Event:
-        """Record an event; with ``durable=True`` wait until it is committed.
-
-        Durable emits are for write-ahead intents (record, then act on the
-        exchange), so a crash never leaves an action without its record.
-        """
+        """Build an event from the actor's name and clock and :meth:`append_event` it."""
         event = Event(
             type=type_,
             ts_ms=self.ctx.clock.now_ms(),
@@ -233,8 +324,55 @@ class ManagedActor(pykka.ThreadingActor):
             data=data or {},
             projection=projection,
         )
-        if durable:
-            self.ctx.store.append_durable(event).result(timeout=30)
-        else:
-            self.ctx.store.append(event)
+        self.append_event(event, durable=durable)
         return event
+
+    def append_event(self, event: Event, *, durable: bool = False) -> None:
+        """Write ``event`` to the store (fenced) and log it at its severity.
+
+        ``durable=True`` waits until it is committed, at most
+        ``store.durable_wait_secs`` (then :class:`DurableWriteTimeout`): for
+        write-ahead intents (record, then act on the exchange), so a crash never
+        leaves an action without its record. Raises :class:`Fenced` if a newer
+        incarnation owns the name (let it propagate: the actor stops quietly).
+        """
+        fence, store = self._current_fence(), self.ctx.store
+        if not store.admits(fence):
+            raise store.refuse(fence, f"event {event.type}", event.ts_ms)
+        if durable:
+            wait_s = self.ctx.config.store.durable_wait_secs
+            future = store.append_durable(event, fence=fence)
+            try:
+                future.result(timeout=wait_s)
+            except concurrent.futures.TimeoutError:
+                raise DurableWriteTimeout(f"{self.name}: event {event.type} was not committed within {wait_s} s") from None
+        else:
+            store.append(event, fence=fence, on_refused=self._refused_teller or self._teller_of_refusal())
+        self.log.log(event.severity.name, "{}", _describe(event))
+
+    def _teller_of_refusal(self) -> Callable[[Fenced], None]:
+        """Called by the writer (on the I/O loop) when it refused one of our appends: only tells."""
+        ref = self.actor_ref
+
+        def refused(exc: Fenced) -> None:
+            try:
+                ref.tell(_FencedOut(error=exc))
+            except pykka.ActorDeadError:
+                pass
+
+        self._refused_teller = refused
+        return refused
+
+
+def _describe(event: Event) -> str:
+    """One log line for an event: its type, whose it is, its data as JSON."""
+    parts = [event.type]
+    if event.symbol:
+        parts.append(event.symbol)
+    if event.position_id:
+        parts.append(f"position={event.position_id}")
+    if event.correlation_id:
+        parts.append(f"corr={event.correlation_id}")
+    if event.data:
+        parts.append(_encode(event.data).decode())
+    return " ".join(parts)

@@ -110,7 +110,7 @@ class Runtime:
         except BaseException:
             self.stop()
             raise
-        logger.info("tradebot running (pid {}); data in {}", os.getpid(), cfg.data_dir)
+        logs.console_logger().info("tradebot running (pid {}); data in {}", os.getpid(), cfg.data_dir)
         return self
 
     def live_config(self) -> Config:
@@ -133,7 +133,7 @@ class Runtime:
     def request_shutdown(self, reason: str) -> None:
         if self._shutdown_requested is None:
             self._shutdown_requested = reason
-            logger.info("shutdown requested: {}", reason)
+            logs.console_logger().info("shutdown requested: {}", reason)
         if self.supervisor is not None:
             try:
                 self.supervisor.tell(Shutdown(reason=reason))
@@ -197,6 +197,6 @@ class Runtime:
                 code = code or EXIT_SHUTDOWN_INCOMPLETE
         self.io.stop()
         self.clock.close()
-        logger.info("tradebot stopped (exit code {})", code)
+        logs.console_logger().info("tradebot stopped (exit code {})", code)
         logs.shutdown_logging()
         return code

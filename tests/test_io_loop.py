@@ -142,3 +142,55 @@ def test_stop_joins_the_thread_cancels_tasks_and_refuses_new_work():
     with pytest.raises(IOLoopClosed):
         io.call_soon(print)
     io.stop()  # idempotent
+
+
+# ------------------------------------------------------------ fencing (bug 5)
+def test_a_fenced_call_is_decided_when_it_starts_on_the_loop(io_loop: IOLoop, store):
+    """The check runs on the loop when the coroutine starts, not when the actor made it: a call
+    made while its incarnation was current, started after a newer one began, never runs."""
+    from adapters.event_store import FENCED_EVENT, Fenced
+
+    ran: list[str] = []
+
+    async def body(tag: str) -> str:
+        ran.append(tag)
+        return tag
+
+    old = store.begin_incarnation("sync", "urn:old", 1)
+    store.flush()
+    made = store.fenced(old, body("old"), "io_call read", 1)
+    assert store.admits(old)
+    new = store.begin_incarnation("sync", "urn:new", 2)
+    store.flush()
+    with pytest.raises(Fenced, match="refused io_call read"):
+        io_loop.run(made, 5)
+    assert io_loop.run(store.fenced(new, body("new"), "io_call read", 3), 5) == "new"
+    assert ran == ["new"]
+    store.flush()
+    refused = io_loop.run(store.query(types=(FENCED_EVENT,)), 5)
+    assert [(e.actor, e.data["refused"], e.data["epoch"], e.data["current_epoch"]) for e in refused] == [("sync", "io_call read", old.epoch, new.epoch)]
+
+
+def test_a_newer_incarnations_first_call_fences_the_old_one_at_once(io_loop: IOLoop, store):
+    """While the writer has not reached the new epoch's record, the new incarnation's first call
+    puts it in effect on the loop: the old incarnation's next call is refused."""
+    from adapters.event_store import Fenced
+    from tests.test_fencing import held_writer
+
+    old = store.begin_incarnation("guard", "urn:old", 1)
+    store.flush()
+    gate = held_writer(store)
+    try:
+        new = store.begin_incarnation("guard", "urn:new", 2)
+        assert store.admits(old)  # nothing has put the new epoch in effect yet
+
+        async def act() -> str:
+            return "acted"
+
+        assert io_loop.run(store.fenced(new, act(), "io_call place", 3), 5) == "acted"
+        with pytest.raises(Fenced):
+            io_loop.run(store.fenced(old, act(), "io_call place", 4), 5)
+    finally:
+        gate.set()
+    store.flush()
+    assert store.current_epoch("guard") == new.epoch

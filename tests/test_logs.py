@@ -224,9 +224,11 @@ def test_list_logs(tmp_path: Path):
     assert list_logs(tmp_path) == []
     _make_logs(tmp_path)
     found = list_logs(tmp_path)
+    # the names status shows, not the file stems (a file name cannot keep ':')
     assert [f.actor for f in found] == sorted(
-        ["combined", "exchange-binance", "position-BTCUSDT-7f3a", "position-ETHUSDT-0001",
+        ["combined", "exchange:binance", "position:BTCUSDT:7f3a", "position:ETHUSDT:0001",
          "watchdog"])
+    assert {f.path.name for f in found} >= {"position-BTCUSDT-7f3a.log", "exchange-binance.log"}
     by = {f.actor: f for f in found}
     assert by["combined"].path == tmp_path / "combined.log"
     assert by["watchdog"].size_bytes == (tmp_path / "actors" / "watchdog.log").stat().st_size
@@ -247,7 +249,7 @@ def test_resolve_log(tmp_path: Path):
     assert resolve_log(tmp_path, "position:ETH") == actors / "position-ETHUSDT-0001.log"
     with pytest.raises(LookupError) as ei:
         resolve_log(tmp_path, "position")
-    assert "position-BTCUSDT-7f3a" in str(ei.value) and "position-ETHUSDT-0001" in str(ei.value)
+    assert "position:BTCUSDT:7f3a" in str(ei.value) and "position:ETHUSDT:0001" in str(ei.value)
     with pytest.raises(LookupError) as ei:
         resolve_log(tmp_path, "watchdgo")
     assert "watchdog" in str(ei.value)
@@ -372,3 +374,93 @@ def test_follow_waits_for_missing_file(tmp_path: Path):
     stop.set()
     t.join(5)
     assert got == ["x", "y"]
+
+
+# ------------------------------------------------- events at their severity (bug 10)
+from core.events import Severity  # noqa: E402
+from core.messages import Message  # noqa: E402
+from supervision.actor import ActorContext, ManagedActor, handles  # noqa: E402
+from tests.conftest import eventually  # noqa: E402
+
+
+class Say(Message, frozen=True, kw_only=True):
+    event: str
+    severity: Severity
+
+
+class Speaker(ManagedActor):
+    @handles(Say)
+    def _say(self, msg: Say) -> None:
+        self.emit(msg.event, {"covered": 0}, severity=msg.severity, symbol="TRXUSDT")
+
+
+def _lines(path: Path) -> list[tuple[str, str]]:
+    """(level, rest) of every record line."""
+    out = []
+    for line in read(path).splitlines():
+        fields = line.split(" | ", 3)
+        if len(fields) == 4:
+            out.append((fields[1].strip(), f"{fields[2]} | {fields[3]}"))
+    return out
+
+
+def test_events_are_logged_at_their_severity(tmp_path: Path, ctx: ActorContext, capsys: pytest.CaptureFixture[str]):
+    """A warning event is a WARNING line in the actor's file and in combined.log, a critical one
+    a CRITICAL line; the console shows both and not the INFO event."""
+    setup_logging(tmp_path / "logs", console_level="WARNING")
+    ref = Speaker.start(name="position:TRXUSDT:p1", ctx=ctx)
+    try:
+        ref.tell(Say(event="position.moved", severity=Severity.INFO))
+        ref.tell(Say(event="guard.unprotected", severity=Severity.WARNING))
+        ref.ask(Say(event="alert.position_unprotected", severity=Severity.CRITICAL), timeout=5)
+    finally:
+        ref.stop()
+    shutdown_logging()
+    actor_file = tmp_path / "logs" / "actors" / "position-TRXUSDT-p1.log"
+    for path in (actor_file, tmp_path / "logs" / "combined.log"):
+        lines = _lines(path)
+        assert ("INFO", 'position:TRXUSDT:p1 | position.moved TRXUSDT {"covered":0}') in lines
+        assert ("WARNING", 'position:TRXUSDT:p1 | guard.unprotected TRXUSDT {"covered":0}') in lines
+        assert ("CRITICAL", 'position:TRXUSDT:p1 | alert.position_unprotected TRXUSDT {"covered":0}') in lines
+    err = capsys.readouterr().err
+    assert "WARNING  | position:TRXUSDT:p1 | guard.unprotected" in err
+    assert "CRITICAL | position:TRXUSDT:p1 | alert.position_unprotected" in err
+    assert "position.moved" not in err and "started (epoch" not in err
+
+
+def test_console_shows_warnings_not_info_but_the_process_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """The default console level is WARNING; lines bound with console=True still show."""
+    setup_logging(tmp_path)
+    actor_logger("sync").info("read 3 positions")
+    actor_logger("sync").warning("exchange unreachable: retrying")
+    logger.error("store slow")
+    logs.console_logger().info("tradebot running")
+    shutdown_logging()
+    err = capsys.readouterr().err
+    assert "exchange unreachable" in err and "store slow" in err and "tradebot running" in err
+    assert "read 3 positions" not in err
+    assert "read 3 positions" in read(tmp_path / "actors" / "sync.log")
+
+
+@pytest.fixture
+def logs_on(tmp_path: Path):
+    """File logs under tmp_path/logs, set up before the world starts."""
+    setup_logging(tmp_path / "logs", console_level=None)
+    yield tmp_path / "logs"
+    shutdown_logging()
+
+
+def test_every_actor_of_the_tree_has_its_file_named_as_status_names_it(logs_on: Path, world):
+    """guard, sync, intake and the price feed log through the base class (their start, their
+    events), so each has a file; `tradebot logs --list` shows the names status shows."""
+    pos = world.open()
+    eventually(lambda: world.sup.proxy().refs.get().get(pos), what="position started")
+    names = {c["name"] for c in world.sup.proxy().status().get()["children"]}
+    assert {"guard", "sync", "intake", "price_feed", pos} <= names
+
+    def listed() -> set[str]:
+        return {f.actor for f in list_logs(logs_on)}
+
+    eventually(lambda: names | {"supervisor", "combined"} <= listed(), what=f"a log for every child of {sorted(names)}; have {sorted(listed())}")
+    assert (logs_on / "actors" / "price_feed.log").stat().st_size > 0
+    assert resolve_log(logs_on, pos) == logs_on / "actors" / actor_log_filename(pos)

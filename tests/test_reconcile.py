@@ -252,7 +252,7 @@ def open_fragile(world: World) -> str:
     return "position:BTCUSDT:f1"
 
 
-@pytest.mark.parametrize("extra_toml", ["[guard]\ninterval_secs = 2\nreply_deadline_secs = 3\nmax_failures = 2\n"])
+@pytest.mark.parametrize("extra_toml", ["[guard]\ninterval_secs = 2\nreply_deadline_secs = 3\nmax_failures = 2\n[store]\ndurable_wait_secs = 2\n"])
 def test_hung_position_actor_is_restarted_and_protection_restored(world: World):
     name = open_fragile(world)
     stop = world.state("f1").stop_order_id

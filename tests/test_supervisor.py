@@ -308,3 +308,37 @@ def test_liveness_check_does_not_mistake_a_normal_stop_for_a_death(start_sup, su
     sup_ctx.clock.advance(2_000)
     assert not events(sup_ctx, "supervisor.child_failed")
     assert not events(sup_ctx, "supervisor.child_restarted")
+
+
+class Answers:
+    """A reply_to for probes: collects what it is told."""
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    def tell(self, message: Any) -> None:
+        self.got.append(message)
+
+
+def test_every_managed_actor_answers_a_probe_from_its_mailbox(sup_ctx):
+    """Bug 6: the base class answers Probe itself (subclasses inherit it); an actor stuck in a
+    handler answers only once it is back at its mailbox."""
+    from core.messages import Probe, ProbeAnswered
+
+    assert Probe in Counter._dispatch and Probe in SlowToDrain._dispatch
+    ref = Counter.start(name="position:BTCUSDT:p9", ctx=sup_ctx)
+    try:
+        answers = Answers()
+        ref.tell(Probe(probe_id=1, reply_to=answers, correlation_id="probe-1"))
+        eventually(lambda: answers.got, what="probe answered")
+        assert answers.got == [ProbeAnswered(name="position:BTCUSDT:p9", probe_id=1, actor_urn=ref.actor_urn, correlation_id="probe-1", msg_id=answers.got[0].msg_id)]
+        release = threading.Event()
+        ref.tell(Block(release=release))
+        ref.tell(Probe(probe_id=2, reply_to=answers))
+        ref.tell(Bump())
+        assert [a.probe_id for a in answers.got] == [1], "a stuck actor answered"
+        release.set()
+        assert ref.ask(GetCount(), timeout=5) == 1  # the probe was handled before the Bump and this ask
+        assert [a.probe_id for a in answers.got] == [1, 2]
+    finally:
+        ref.stop()

@@ -33,7 +33,9 @@ BTC = "BTC/USDT:USDT"
 class Collector(ManagedActor):
     """Stands in for the intake: records what position actors report."""
 
-    def started(self) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        # Set before start: a proxy may read it while on_start is still taking the epoch.
+        super().__init__(**kwargs)
         self.got: list[Any] = []
         self.cond = threading.Condition()
 
