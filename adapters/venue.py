@@ -89,6 +89,8 @@ class PositionReport(msgspec.Struct, frozen=True, kw_only=True):
     mark_price: Decimal | None = None
     liquidation_price: Decimal | None = None
     unrealized_pnl: Decimal | None = None
+    #: When the venue says the position was opened (Bybit ``createdTime``); None where it does not (Binance).
+    opened_ms: int | None = None
 
 
 #: Bybit ``stopOrderType`` values of TP/SL that belong to the position (trading-stop), not to an order.
@@ -109,6 +111,14 @@ def _d(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
+
+
+def _ms(value: Any) -> int | None:
+    try:
+        ms = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return ms if ms > 0 else None
 
 
 class Venue(StreamingVenue):
@@ -345,6 +355,7 @@ class Venue(StreamingVenue):
                     mark_price=_d(p.get("markPrice")),
                     liquidation_price=_d(p.get("liquidationPrice")),
                     unrealized_pnl=_d(p.get("unrealizedPnl")),
+                    opened_ms=_ms((p.get("info") or {}).get("createdTime")),
                 )
             )
         return out

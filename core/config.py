@@ -224,7 +224,7 @@ class AgedConfig(_Section, frozen=True):
     #: At the cap: keep the exit at the cap price ("hold") or close at market ("market").
     at_cap: Literal["hold", "market"] = "hold"
     #: How often the exit price is recomputed (a timer message); it moves only by >= one tick.
-    recompute_interval_secs: Annotated[int, _n(ge=1, le=86400)] = 60
+    recompute_interval_secs: Annotated[int, _n(ge=1, le=86400)] = 300
     #: Taker fee per side for breakeven where the market data has none (percent).
     fallback_fee_percent: Annotated[Decimal, _n(ge=0, lt=10)] = Decimal("0.05")
     #: Failed exit attempts in a row before the exit is split into chunks ...
