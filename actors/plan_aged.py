@@ -149,6 +149,8 @@ def exit_price(market: Market, side: Side, target: Decimal, mark: Decimal | None
         if price < low:
             return None, f"buy price {price} below the venue's minimum {low}: any higher price accepts more loss"
         if high is not None and price > high:
+            if high < low:
+                return None, f"the venue's price band leaves no buy price between {low} and {high}"
             price, note = high, f"lowered to the venue's highest buy price {high} (less loss; fills at once)"
     return price, note
 
