@@ -253,7 +253,12 @@ def _wanted(s: PositionState, phase: Phase, age: int, env: Env, qty: Decimal) ->
     price, note = exit_price(env.market, s.side, target, env.mark)
     if price is None:
         return note
-    size = chunk_qty(env.market, qty, s.aged_chunks, price) if s.aged_chunks else qty
+    size = qty
+    if s.aged_chunk_qty is not None and s.aged_chunk_qty < qty:
+        rest = qty - s.aged_chunk_qty
+        m = env.market
+        if rest >= s.aged_chunk_qty and rest * price * m.contract_size >= m.min_notional:  # else the last takes the rest
+            size = s.aged_chunk_qty
     return price, size, loss, reason_of(phase, loss), note
 
 
@@ -338,7 +343,11 @@ def failure(s: PositionState, reason: str, outcome: str, env: Env, *, known: str
         notes.append(Note(type="alert.aged_gave_up", data={"attempts": n, "last_error": reason}, severity=Severity.CRITICAL))
         return Plan(events=tuple(events), notes=tuple(notes))
     if n >= cfg.chunk_after_failures and not s.aged_chunks and cfg.chunks > 1:
-        events.append(pe.AgedFallback(kind="chunks", failures=n, chunks=cfg.chunks, widen_percent=s.aged_widen))
+        part = chunk_qty(env.market, s.qty, cfg.chunks, price or s.entry_price or Decimal(0))
+        if part < s.qty:
+            events.append(pe.AgedFallback(kind="chunks", failures=n, chunks=cfg.chunks, chunk_qty=part, widen_percent=s.aged_widen))
+        else:
+            notes.append(Note(type="position.aged_no_chunks", data={"qty": s.qty, "note": "chunks would fall below the minimum quantity or notional"}, severity=Severity.WARNING))
     if n >= cfg.widen_after_failures:
         widened = s.aged_widen + cfg.widen_step_percent
         age = age_of(s, env.now_ms) or 0

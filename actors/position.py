@@ -110,6 +110,7 @@ class PositionActor(ManagedActor):
         self._ensure_waiters: list[Any] = []
         self._ensure_check_due = False
         self._verify_round = 0
+        self._aged_due = False  # the aged timer fired while an operation was in flight
 
     @property
     def cfg(self) -> Any:
@@ -282,6 +283,11 @@ class PositionActor(ManagedActor):
             return self._run(plan_exit.begin_close(s, s.close_requested, self._env()))
         if plan_aged.wants_leave(s) and s.move_client_id is None:
             return self._run(plan_aged.review(s, self._env()))  # trailing took over: the exit goes
+        if self._aged_due and s.state is P.PROTECTED:
+            self._aged_due = False
+            plan = plan_aged.review(s, self._env())
+            if plan.next is not None or plan.events or plan.retry is not None:
+                return self._run(plan)
         if self._ensure_check_due and s.state is P.PROTECTED:
             self._ensure_check_due = False
             return self._run(plan_truth.check_stop(s))
@@ -374,11 +380,10 @@ class PositionActor(ManagedActor):
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
         s = self.state
-        if s is None or s.state is not P.PROTECTED or self._op is not None:
-            return
         if msg.name == "aged":
-            return self._run(plan_aged.review(s, self._env()))
-        if msg.name != "verify":
+            self._aged_due = True  # reviewed as soon as no operation is in flight (never dropped)
+            return self._continue()
+        if msg.name != "verify" or s is None or s.state is not P.PROTECTED or self._op is not None:
             return
         self._verify_round += 1
         open_tps = s.open_tps

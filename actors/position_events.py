@@ -305,6 +305,7 @@ class AgedFallback(PositionEvent, frozen=True, kw_only=True, tag="position.aged_
     failures: int
     widen_percent: Decimal = Decimal(0)
     chunks: int = 0
+    chunk_qty: Decimal | None = None  # each chunk's size (the last one takes the rest)
 
 
 AnyPositionEvent = (

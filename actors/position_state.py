@@ -165,7 +165,8 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     aged_pending_loss: Decimal | None = None
     aged_failures: int = 0
     aged_retry_at_ms: int | None = None
-    aged_chunks: int = 0  # > 0: the exit is split into this many chunks (fallback)
+    aged_chunks: int = 0  # > 0: the exit is split into this many chunks (fallback) ...
+    aged_chunk_qty: Decimal | None = None  # ... of this size (the last takes the rest)
     aged_widen: Decimal = Decimal(0)  # extra accepted loss from the fallback (within the cap)
 
     # --------------------------------------------------------- read model
@@ -285,7 +286,8 @@ def _fold(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> dict[str, Any]:
             old = {"aged_old_order_id": None} if e.order_id == s.aged_old_order_id else {}
             return {"qty": s.qty - e.qty, "realized_pnl": (s.realized_pnl or Decimal(0)) + (e.pnl or Decimal(0)), **done, **old}
         case pe.AgedFallback():
-            return {"aged_chunks": e.chunks or s.aged_chunks, "aged_widen": e.widen_percent if e.kind == "widen" else s.aged_widen}
+            chunk = {"aged_chunks": e.chunks, "aged_chunk_qty": e.chunk_qty} if e.kind == "chunks" else {}
+            return {**chunk, "aged_widen": e.widen_percent if e.kind == "widen" else s.aged_widen}
         case pe.TpPlaced():
             return {"tps": e.levels}
         case pe.TpFilled():
