@@ -10,6 +10,7 @@ import ccxt
 import pytest
 
 from actors.position_state import P
+from core.clock import VirtualClock
 from core.ids import ClientOrderId
 from tests.world import BTC, World, opened
 
@@ -43,7 +44,9 @@ def run_until(world: World, predicate, what: str, step_ms: int = 1000, timeout: 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        world.ctx.clock.advance(step_ms)
+        clock = world.ctx.clock
+        assert isinstance(clock, VirtualClock)
+        clock.advance(step_ms)
         time.sleep(0.003)
 
 
@@ -177,7 +180,7 @@ def test_trailing_activation_cancels_the_exit_and_says_so(world: World):
     run_until(world, lambda: of(world, "position.aged_exit_placed"), "the grace exit")
     world.exchange.set_mark(BTC, D("40030"))  # +0.075 %: trailing activates, below the exit at 40040.1
     run_until(world, lambda: world.state().aged_phase == "left" and world.state().aged_order_id is None, "left the aged path")
-    left = [e for e in of(world, "position.aged_phase") if e.data["phase"] == "left"][0]
+    left = next(e for e in of(world, "position.aged_phase") if e.data["phase"] == "left")
     assert "trailing" in left.data["reason"]
     assert exit_orders(world) == []
     run_until(world, lambda: world.ctx.clock.now_ms() > 200_000, "later", step_ms=5000)
