@@ -168,6 +168,8 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     aged_chunks: int = 0  # > 0: the exit is split into this many chunks (fallback) ...
     aged_chunk_qty: Decimal | None = None  # ... of this size (the last takes the rest)
     aged_widen: Decimal = Decimal(0)  # extra accepted loss from the fallback (within the cap)
+    aged_mark: Decimal | None = None  # the mark the last exit was priced at (ctl aged: distance)
+    aged_mark_ms: int | None = None
 
     # --------------------------------------------------------- read model
     @property
@@ -262,7 +264,7 @@ def _fold(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> dict[str, Any]:
         case pe.AgedExitSent():
             return {
                 "aged_pending_client_id": e.client_id, "aged_pending_price": e.price, "aged_pending_qty": e.qty, "aged_pending_reason": e.reason,
-                "aged_pending_loss": e.loss_percent,
+                "aged_pending_loss": e.loss_percent, "aged_mark": e.mark or s.aged_mark, "aged_mark_ms": ts_ms if e.mark is not None else s.aged_mark_ms,
             }
         case pe.AgedExitPlaced():
             return {
