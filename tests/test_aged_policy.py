@@ -163,3 +163,21 @@ def test_any_exit_is_on_the_grid_positive_and_never_beyond_the_cap(market, side,
     assert price > 0 and price >= market.tick_size
     assert price == market.round_price(price)
     assert price >= target if side is Side.LONG else price <= target  # never more loss than allowed
+
+
+def test_ctl_aged_rows_show_phase_age_loss_exit_and_distance_to_the_mark():
+    from supervision.commands import aged_rows, with_age
+    from tradebot.cli import _render
+
+    now = 1_700_000_000_000
+    row = {
+        "position_id": "p1", "symbol": "BTCUSDT", "side": "long", "aged_from_ms": now - 12 * H, "aged_phase": "progressive", "aged_loss": "0.6",
+        "aged_price": "39784.0", "aged_qty": "0.025", "aged_order_id": "9", "aged_mark": "39600", "aged_mark_ms": now - 30_000, "aged_since": "entry fill",
+    }
+    plain = {"position_id": "p2", "symbol": "ETHUSDT", "opened_ts_ms": now - H}
+    [aged] = aged_rows([row, plain], now)
+    assert (aged["phase"], aged["age_h"], aged["loss_percent"], aged["exit_price"], aged["distance_percent"], aged["mark_age_s"]) == ("progressive", 12.0, "0.6", "39784.0", "0.46", 30)
+    assert [r["age_h"] for r in with_age([row, plain], now)] == [12.0, 1.0]
+    text = _render("aged", [aged])
+    assert "progressive" in text and "39784.0" in text and "0.46" in text
+    assert _render("aged", []) == "no aged positions"
