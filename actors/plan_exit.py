@@ -133,7 +133,8 @@ def record_exit(
     else:
         report = PositionClosed(position_id=s.position_id, symbol=s.symbol, reason=reason, exit_price=price, pnl=pnl)
     filled_id = fill.order_id if fill is not None else None
-    ids = [i for i in dict.fromkeys((s.stop_order_id, s.move_order_id, *(tp.order_id for tp in s.tps if not tp.filled), *leftovers)) if i and i != filled_id]
+    ours = (s.stop_order_id, s.move_order_id, s.aged_order_id, s.aged_old_order_id, *(tp.order_id for tp in s.tps if not tp.filled), *leftovers)
+    ids = [i for i in dict.fromkeys(ours) if i and i != filled_id]
     return Plan(events=(exit_,), tell=(report,)).then(_cancel_leftovers(tuple(ids)))
 
 

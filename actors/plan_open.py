@@ -183,7 +183,8 @@ def protected(s: PositionState, kind: str, env: Env) -> Plan:
 
 # -------------------------------------------------------------- adoption
 def begin_adoption(s: PositionState, found: PositionReport) -> Plan:
-    events = (pe.OpenRequested(side=found.side, adopted=True), pe.Adopted(qty=found.qty, entry_price=found.entry_price, side=found.side))
+    adopted = pe.Adopted(qty=found.qty, entry_price=found.entry_price, side=found.side, opened_ms=found.opened_ms)
+    events = (pe.OpenRequested(side=found.side, adopted=True), adopted)
     return Plan(events=events, next=ReadMark(step=Step.ADOPT_MARK))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pykka
 
-from actors import plan_exit, plan_moves, plan_open, plan_tps, plan_truth
+from actors import plan_aged, plan_exit, plan_moves, plan_open, plan_tps, plan_truth
 from actors import position_commands as pc
 from actors import position_events as pe
 from actors.messages import EnsureProtected, ExchangeView, MarkPrice, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
@@ -81,6 +81,14 @@ AFTER: dict[pc.Step, Callable[[PositionState, Any, Any, VenueError | None, pc.En
     S.VERIFY_VIEW: plan_truth.after_verify_view,
     S.VIEW_TPS: plan_truth.after_view_tps,
     S.STRAY: lambda s, c, r, e, env: plan_truth.after_stray(s, c, r, e),
+    S.AGED_READ: plan_aged.after_read,
+    S.AGED_PLACE: plan_aged.after_place,
+    S.AGED_CANCEL_OLD: plan_aged.after_cancel_old,
+    S.AGED_CHECK_OLD: plan_aged.after_check_old,
+    S.AGED_CHECK: plan_aged.after_check,
+    S.AGED_FILL_READ: plan_aged.after_fill_read,
+    S.AGED_LOOKUP: plan_aged.after_lookup,
+    S.AGED_LEAVE: plan_aged.after_leave,
 }
 
 
@@ -102,6 +110,7 @@ class PositionActor(ManagedActor):
         self._ensure_waiters: list[Any] = []
         self._ensure_check_due = False
         self._verify_round = 0
+        self._aged_due = False  # the aged timer fired while an operation was in flight
 
     @property
     def cfg(self) -> Any:
@@ -131,6 +140,8 @@ class PositionActor(ManagedActor):
         else:
             raise RuntimeError(f"position {self.pid}: no events and nothing to open")
         self.every(self.cfg.verify_interval_secs * 1000, "verify")
+        if self.ctx.config.aged.enabled:
+            self.every(self.ctx.config.aged.recompute_interval_secs * 1000, "aged")
 
     def _resume(self) -> pc.Plan:
         s = self.s
@@ -148,6 +159,10 @@ class PositionActor(ManagedActor):
             head = pc.Plan(subscribe=True)
             if s.move_client_id is not None:
                 return head.then(plan_moves.resume(s))
+            if s.aged_pending_client_id is not None or s.aged_old_order_id is not None:
+                return head.then(plan_aged.review(s, self._env()))  # the same exit, looked up by client id: never a second one
+            if s.aged_order_id is not None:
+                return head.then(plan_aged.check(s))
             tps = plan_tps.start(s, self._env())
             if tps.next is not None:
                 return head.then(tps)  # looked up by client id first: never doubled
@@ -224,6 +239,8 @@ class PositionActor(ManagedActor):
                 return v.place_stop(s.symbol, s.closing_side, cmd.qty, cmd.price, cmd.client_id, ctx=ctx)
             case pc.PlaceTakeProfit():
                 return v.place_take_profit(s.symbol, s.closing_side, cmd.qty, cmd.price, cmd.client_id, ctx=ctx)
+            case pc.PlaceExit():
+                return v.place_exit_limit(s.symbol, s.closing_side, cmd.qty, cmd.price, cmd.client_id, ctx=ctx)
             case pc.SendClose():
                 return v.close_market(s.symbol, s.closing_side, cmd.qty, cmd.client_id, ctx=ctx)
             case pc.CancelOrder():
@@ -262,6 +279,13 @@ class PositionActor(ManagedActor):
             return
         if s.state is P.PROTECTED and s.close_requested and s.move_client_id is None:
             return self._run(plan_exit.begin_close(s, s.close_requested, self._env()))
+        if plan_aged.wants_leave(s) and s.move_client_id is None:
+            return self._run(plan_aged.review(s, self._env()))  # trailing took over: the exit goes
+        if self._aged_due and s.state is P.PROTECTED:
+            self._aged_due = False
+            plan = plan_aged.review(s, self._env())
+            if plan.next is not None or plan.events or plan.retry is not None:
+                return self._run(plan)
         if self._ensure_check_due and s.state is P.PROTECTED:
             self._ensure_check_due = False
             return self._run(plan_truth.check_stop(s))
@@ -322,6 +346,12 @@ class PositionActor(ManagedActor):
             return pc.Plan(next=pc.CancelOrder(step=S.MOVE_CANCEL_OLD, order_id=s.stop_order_id, attempt=r.attempt))
         if r.step is A.RESUME and s.move_client_id is not None:
             return pc.Plan(next=pc.LookUpOrder(step=S.MOVE_LOOKUP, client_id=s.move_client_id, attempt=r.attempt))
+        if r.step is A.AGED_LOOKUP and s.aged_pending_client_id is not None:
+            return pc.Plan(next=pc.LookUpOrder(step=S.AGED_LOOKUP, client_id=s.aged_pending_client_id, attempt=r.attempt))
+        if r.step is A.AGED_CANCEL and s.aged_old_order_id is not None:
+            return pc.Plan(next=pc.CancelOrder(step=S.AGED_CANCEL_OLD, order_id=s.aged_old_order_id, attempt=r.attempt))
+        if r.step is A.AGED:
+            return plan_aged.review(s, self._env())
         return pc.NOTHING
 
     @handles(MarkPrice)
@@ -334,6 +364,8 @@ class PositionActor(ManagedActor):
             return self._run(plan_truth.check_stop(s))
         if (tp := plan_tps.due(s, msg.price)) is not None:
             return self._run(pc.Plan(next=plan_tps.check(tp)))
+        if plan_aged.due(s, msg.price) and s.aged_pending_client_id is None:
+            return self._run(plan_aged.check(s))
         if s.move_client_id is not None or s.close_requested:
             return
         env = self._env()
@@ -346,6 +378,9 @@ class PositionActor(ManagedActor):
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
         s = self.state
+        if msg.name == "aged":
+            self._aged_due = True  # reviewed as soon as no operation is in flight (never dropped)
+            return self._continue()
         if msg.name != "verify" or s is None or s.state is not P.PROTECTED or self._op is not None:
             return
         self._verify_round += 1

@@ -59,6 +59,14 @@ class Step(enum.Enum):
     VERIFY_VIEW = "verify_view"
     VIEW_TPS = "view_tps"
     STRAY = "stray"
+    AGED_READ = "aged_read"  # the position, read before an exit is placed or moved
+    AGED_PLACE = "aged_place"
+    AGED_CANCEL_OLD = "aged_cancel_old"  # the replaced exit
+    AGED_CHECK_OLD = "aged_check_old"
+    AGED_CHECK = "aged_check"  # the live exit: filled? gone?
+    AGED_FILL_READ = "aged_fill_read"  # the position after an exit fill
+    AGED_LOOKUP = "aged_lookup"  # an exit sent before a restart, by client id
+    AGED_LEAVE = "aged_leave"  # cancelling the exit when the position leaves the aged path
 
 
 # ------------------------------------------------------------- commands
@@ -107,6 +115,14 @@ class PlaceTakeProfit(Command, frozen=True, kw_only=True):
     client_id: str
 
 
+class PlaceExit(Command, frozen=True, kw_only=True):
+    """The aged exit: a reduce-only GTC limit order."""
+
+    client_id: str
+    price: Decimal
+    qty: Decimal
+
+
 class SendClose(Command, frozen=True, kw_only=True):
     client_id: str
     qty: Decimal
@@ -139,6 +155,9 @@ class Again(enum.Enum):
     MOVE_CANCEL = "move_cancel"
     RESUME = "resume"
     CLOSE = "close"
+    AGED = "aged"  # review the aged exit (after a refusal's delay)
+    AGED_LOOKUP = "aged_lookup"  # look up an exit whose placement outcome is unknown
+    AGED_CANCEL = "aged_cancel"  # cancel the replaced exit again
 
 
 class Retry(msgspec.Struct, frozen=True, kw_only=True):

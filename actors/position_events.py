@@ -54,6 +54,8 @@ class Adopted(PositionEvent, frozen=True, kw_only=True, tag="position.adopted"):
     qty: Decimal
     entry_price: Decimal
     side: str
+    #: The exchange's own open time where the venue reports it (the aged rule counts from it).
+    opened_ms: int | None = None
 
 
 class EntrySent(PositionEvent, frozen=True, kw_only=True, tag="position.entry_sent"):
@@ -233,11 +235,85 @@ class RolledBack(_Exit, frozen=True, kw_only=True, tag="position.rolled_back"):
     pass
 
 
+# ---------------------------------------------------------------- aged positions
+class AgedPhase(PositionEvent, frozen=True, kw_only=True, tag="position.aged_phase"):
+    """The aged path's phase changed: aged / grace / progressive / cap / left / gave_up."""
+
+    phase: str
+    age_ms: int
+    loss_percent: Decimal  # the accepted loss now (net of fees, percent of the entry notional)
+    reason: str = ""
+    since: str | None = None  # what the age counts from: entry fill / exchange open time / adoption
+    from_ms: int | None = None
+
+    @property
+    def severity(self) -> Severity:
+        return Severity.CRITICAL if self.phase in ("cap", "gave_up") else Severity.WARNING if self.phase == "aged" else Severity.INFO
+
+
+class AgedExitSent(PositionEvent, frozen=True, kw_only=True, tag="position.aged_exit_sent"):
+    WRITE_AHEAD = True
+    client_id: str
+    price: Decimal
+    qty: Decimal
+    loss_percent: Decimal
+    reason: str  # the close reason it would record: "aged: grace", "aged: progressive 2.5%"
+    mark: Decimal | None = None
+    replaces: str | None = None  # the live exit it replaces (cancelled once the new one is live)
+    seq: int
+
+
+class AgedExitPlaced(PositionEvent, frozen=True, kw_only=True, tag="position.aged_exit_placed"):
+    order_id: str
+    client_id: str
+    price: Decimal
+    qty: Decimal
+    loss_percent: Decimal
+    reason: str
+    replaces: str | None = None  # still live for one replacement step
+
+
+class AgedExitFailed(PositionEvent, frozen=True, kw_only=True, tag="position.aged_exit_failed"):
+    SEVERITY = Severity.WARNING
+    reason: str
+    outcome: str
+    attempt: int
+    retry_at_ms: int | None = None
+    known: str | None = None  # a refusal with a known meaning (symbol not trading, region, reduce-only)
+    price: Decimal | None = None
+
+
+class AgedExitCancelled(PositionEvent, frozen=True, kw_only=True, tag="position.aged_exit_cancelled"):
+    order_id: str
+    reason: str
+    left: bool = False  # could not be cancelled: left for reconciliation
+
+
+class AgedExitFilled(PositionEvent, frozen=True, kw_only=True, tag="position.aged_exit_filled"):
+    """Part of the position left by an aged exit (a chunk); the whole of it is a ``position.closed``."""
+
+    order_id: str
+    qty: Decimal
+    price: Decimal | None
+    pnl: Decimal | None
+    reason: str
+
+
+class AgedFallback(PositionEvent, frozen=True, kw_only=True, tag="position.aged_fallback"):
+    SEVERITY = Severity.WARNING
+    kind: str  # chunks / widen
+    failures: int
+    widen_percent: Decimal = Decimal(0)
+    chunks: int = 0
+    chunk_qty: Decimal | None = None  # each chunk's size (the last one takes the rest)
+
+
 AnyPositionEvent = (
     OpenRequested | Adopted | EntrySent | EntryFilled | EntryFailed | StopSent | StopFailed | StopPlaced | StopLost
     | StopMoveSent | StopMovePlaced | StopMoved | StopMoveFailed | MovesDisabled | TrailingActivated | TrailBest
     | TpPlaced | TpFilled | QtyCorrected | CloseRequested | CloseSent | CloseFailed | RollbackFailed | StopCancelled
     | Closed | StopFilled | RolledBack
+    | AgedPhase | AgedExitSent | AgedExitPlaced | AgedExitFailed | AgedExitCancelled | AgedExitFilled | AgedFallback
 )
 
 EXITS = (Closed, StopFilled, RolledBack)

@@ -75,6 +75,15 @@ TRANSITIONS: dict[tuple[PState, type[pe.PositionEvent]], PState] = {
     (P.PROTECTED, pe.MovesDisabled): P.PROTECTED,
     (P.PROTECTED, pe.TpFilled): P.PROTECTED,
     (P.PROTECTED, pe.QtyCorrected): P.PROTECTED,  # the exchange says otherwise: it is the truth
+    # Aged positions: one reduce-only exit order beside the stop (actors.plan_aged).
+    (P.PROTECTED, pe.AgedPhase): P.PROTECTED,
+    (P.PROTECTED, pe.AgedExitSent): P.PROTECTED,
+    (P.PROTECTED, pe.AgedExitPlaced): P.PROTECTED,  # the replaced exit is live for one replacement step
+    (P.PROTECTED, pe.AgedExitFailed): P.PROTECTED,  # the previous exit (if any) stays
+    (P.PROTECTED, pe.AgedExitCancelled): P.PROTECTED,
+    (P.PROTECTED, pe.AgedExitFilled): P.PROTECTED,  # a chunk: the rest stays protected
+    (P.PROTECTED, pe.AgedFallback): P.PROTECTED,
+    (P.PENDING_STOP, pe.AgedExitCancelled): P.PENDING_STOP,  # a human cancelled it while the stop is restored
     # Adoption: a position found on the exchange that no actor owned.
     (P.PENDING_ENTRY, pe.Adopted): P.PENDING_STOP,
 }
@@ -138,6 +147,29 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     trail_activated_ms: int | None = None
     breakeven_reached: bool = False
     tps: tuple[pe.TpLevel, ...] = ()
+    # aged (actors.plan_aged): the phase, the one exit order, a replacement in flight
+    aged_from_ms: int | None = None  # what the age counts from (entry fill / exchange open time / adoption)
+    aged_since: str | None = None
+    aged_phase: str | None = None  # None / grace / progressive / cap / left / gave_up
+    aged_loss: Decimal | None = None  # the accepted loss of the live exit (percent)
+    aged_order_id: str | None = None
+    aged_client_id: str | None = None
+    aged_price: Decimal | None = None
+    aged_qty: Decimal | None = None
+    aged_reason: str | None = None  # the close reason the live exit records when it fills
+    aged_old_order_id: str | None = None  # the replaced exit, until its cancel is verified
+    aged_pending_client_id: str | None = None  # an exit sent, not yet confirmed live
+    aged_pending_price: Decimal | None = None
+    aged_pending_qty: Decimal | None = None
+    aged_pending_reason: str | None = None
+    aged_pending_loss: Decimal | None = None
+    aged_failures: int = 0
+    aged_retry_at_ms: int | None = None
+    aged_chunks: int = 0  # > 0: the exit is split into this many chunks (fallback) ...
+    aged_chunk_qty: Decimal | None = None  # ... of this size (the last takes the rest)
+    aged_widen: Decimal = Decimal(0)  # extra accepted loss from the fallback (within the cap)
+    aged_mark: Decimal | None = None  # the mark the last exit was priced at (ctl aged: distance)
+    aged_mark_ms: int | None = None
 
     # --------------------------------------------------------- read model
     @property
@@ -158,12 +190,15 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
 
     def order_refs(self) -> set[str]:
         """Every order id of ours this position still references (stop, a move's new stop, take-profits)."""
-        ids = {self.stop_order_id, self.move_order_id, *(tp.order_id for tp in self.tps if not tp.filled)}
+        ids = {self.stop_order_id, self.move_order_id, self.aged_order_id, self.aged_old_order_id, *(tp.order_id for tp in self.tps if not tp.filled)}
         return {i for i in ids if i}
 
     def client_refs(self) -> set[str]:
         """Client ids of orders that may be live for this position (an interrupted step's too)."""
-        ids = {self.stop_client_id, self.pending_stop_client_id, self.move_client_id, self.close_client_id, *(tp.client_id for tp in self.tps if not tp.filled)}
+        ids = {
+            self.stop_client_id, self.pending_stop_client_id, self.move_client_id, self.close_client_id, self.aged_client_id, self.aged_pending_client_id,
+            *(tp.client_id for tp in self.tps if not tp.filled),
+        }
         return {i for i in ids if i}
 
     def projection(self) -> dict[str, Any]:
@@ -193,7 +228,7 @@ def _fold(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> dict[str, Any]:
         case pe.EntrySent():
             return {"entry_client_id": e.client_id, "requested_qty": e.qty, "entry_ref_price": e.ref_price}
         case pe.EntryFilled():
-            return {"qty": e.qty, "entry_price": e.price, "entry_order_id": e.order_id, "opened_ts_ms": ts_ms}
+            return {"qty": e.qty, "entry_price": e.price, "entry_order_id": e.order_id, "opened_ts_ms": ts_ms, "aged_from_ms": ts_ms, "aged_since": "entry fill"}
         case pe.StopSent():
             return {"pending_stop_client_id": e.client_id, "pending_stop_kind": e.kind, "stop_attempts": e.attempt}
         case pe.StopPlaced():
@@ -222,7 +257,39 @@ def _fold(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> dict[str, Any]:
         case pe.QtyCorrected():
             return {"qty": e.qty}
         case pe.Adopted():
-            return {"qty": e.qty, "entry_price": e.entry_price, "opened_ts_ms": ts_ms, "adopted": True}
+            since = "exchange open time" if e.opened_ms else "adoption"
+            return {"qty": e.qty, "entry_price": e.entry_price, "opened_ts_ms": ts_ms, "adopted": True, "aged_from_ms": e.opened_ms or ts_ms, "aged_since": since}
+        case pe.AgedPhase():
+            return {} if e.phase == "aged" else {"aged_phase": e.phase}
+        case pe.AgedExitSent():
+            return {
+                "aged_pending_client_id": e.client_id, "aged_pending_price": e.price, "aged_pending_qty": e.qty, "aged_pending_reason": e.reason,
+                "aged_pending_loss": e.loss_percent, "aged_mark": e.mark or s.aged_mark, "aged_mark_ms": ts_ms if e.mark is not None else s.aged_mark_ms,
+            }
+        case pe.AgedExitPlaced():
+            return {
+                "aged_order_id": e.order_id, "aged_client_id": e.client_id, "aged_price": e.price, "aged_qty": e.qty, "aged_reason": e.reason,
+                "aged_loss": e.loss_percent, "aged_old_order_id": e.replaces, "aged_pending_client_id": None, "aged_pending_price": None,
+                "aged_pending_qty": None, "aged_pending_reason": None, "aged_pending_loss": None, "aged_failures": 0, "aged_retry_at_ms": None,
+            }
+        case pe.AgedExitFailed():
+            return {
+                "aged_pending_client_id": None, "aged_pending_price": None, "aged_pending_qty": None, "aged_pending_reason": None, "aged_pending_loss": None,
+                "aged_failures": e.attempt, "aged_retry_at_ms": e.retry_at_ms,
+            }
+        case pe.AgedExitCancelled():
+            if e.order_id == s.aged_old_order_id:
+                return {"aged_old_order_id": None}
+            if e.order_id == s.aged_order_id:
+                return {"aged_order_id": None, "aged_client_id": None, "aged_price": None, "aged_qty": None}
+            return {}
+        case pe.AgedExitFilled():
+            done = {"aged_order_id": None, "aged_client_id": None, "aged_price": None, "aged_qty": None} if e.order_id == s.aged_order_id else {}
+            old = {"aged_old_order_id": None} if e.order_id == s.aged_old_order_id else {}
+            return {"qty": s.qty - e.qty, "realized_pnl": (s.realized_pnl or Decimal(0)) + (e.pnl or Decimal(0)), **done, **old}
+        case pe.AgedFallback():
+            chunk = {"aged_chunks": e.chunks, "aged_chunk_qty": e.chunk_qty} if e.kind == "chunks" else {}
+            return {**chunk, "aged_widen": e.widen_percent if e.kind == "widen" else s.aged_widen}
         case pe.TpPlaced():
             return {"tps": e.levels}
         case pe.TpFilled():
@@ -241,6 +308,8 @@ def _fold(s: PositionState, e: pe.PositionEvent, ts_ms: int) -> dict[str, Any]:
         case pe.Closed() | pe.StopFilled() | pe.RolledBack():
             return {"exit_price": e.exit_price, "realized_pnl": e.pnl, "closed_ts_ms": ts_ms, "close_reason": e.reason}
         case pe.StopCancelled():
+            if e.order_id == s.aged_order_id:
+                return {"aged_order_id": None}
             return {"stop_order_id": None} if e.order_id == s.stop_order_id else {}
     return {}
 

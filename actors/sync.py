@@ -76,6 +76,7 @@ class StreamState(Message, frozen=True, kw_only=True):
 def references(row: dict[str, Any]) -> set[str]:
     """Every order id and client id a position's projection still stands behind."""
     refs = {row.get(k) for k in ("stop_order_id", "move_order_id", "entry_order_id", "stop_client_id", "pending_stop_client_id", "move_client_id", "close_client_id", "entry_client_id")}
+    refs |= {row.get(k) for k in ("aged_order_id", "aged_old_order_id", "aged_client_id", "aged_pending_client_id")}  # the aged exit
     for tp in row.get("tps") or ():
         refs |= {tp.get("order_id"), tp.get("client_id")}
     refs.discard(None)

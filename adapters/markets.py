@@ -41,6 +41,15 @@ class Market(msgspec.Struct, frozen=True, kw_only=True):
     min_notional: Decimal = Decimal(0)
     contract_size: Decimal = Decimal(1)
     max_leverage: int | None = None
+    #: The venue's taker fee rate (0.0005 = 0.05 %) where the market data has it.
+    taker_fee: Decimal | None = None
+    #: The lowest / highest price the venue accepts at all (Binance PRICE_FILTER, Bybit priceFilter).
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    #: The venue's price band around the mark for limit orders, as multipliers (down, up):
+    #: Binance PERCENT_PRICE multiplierDown/Up (0.95, 1.05); Bybit riskParameters
+    #: priceLimitRatioX (1 - X, 1 + X). None where the market data carries none.
+    price_band: tuple[Decimal, Decimal] | None = None
 
     def round_price(self, price: Decimal, rounding: Rounding = Rounding.NEAREST) -> Decimal:
         """``price`` on the tick grid; never below one tick."""
@@ -52,6 +61,24 @@ class Market(msgspec.Struct, frozen=True, kw_only=True):
     def stop_price(self, price: Decimal, *, closing_side: str) -> Decimal:
         """A stop price rounded away from the market: a sell stop down, a buy stop up."""
         return self.round_price(price, Rounding.DOWN if closing_side == "sell" else Rounding.UP)
+
+    def limit_bounds(self, side: str, mark: Decimal | None) -> tuple[Decimal, Decimal | None]:
+        """The lowest and highest limit price (on the grid) the venue accepts now for ``side``.
+
+        The percent-price band only bounds the aggressive side, as on both venues: a
+        sell may not be priced below ``mark x down``, a buy not above ``mark x up``
+        (Binance PERCENT_PRICE, Bybit priceLimitRatioX); the passive side is bounded
+        by the market's min/max price only. Never below one tick."""
+        low = max(self.min_price or self.tick_size, self.tick_size)
+        high = self.max_price
+        if self.price_band is not None and mark is not None and mark > 0:
+            down, up = self.price_band
+            if side == "sell":
+                low = max(low, self.round_price(mark * down, Rounding.UP))
+            else:
+                cap = (mark * up / self.tick_size).to_integral_value(rounding=ROUND_FLOOR) * self.tick_size
+                high = cap if high is None else min(high, cap)
+        return low, high
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """``qty`` rounded down to the step (never more than asked)."""
@@ -99,6 +126,7 @@ def market_from_ccxt(m: dict[str, Any]) -> Market:
     min_qty = _dec(lot_f.get("minQty") or lot_f.get("minOrderQty")) or _dec((limits.get("amount") or {}).get("min")) or step
     min_notional = _dec(notional_f.get("notional") or lot_f.get("minNotionalValue")) or _dec((limits.get("cost") or {}).get("min")) or Decimal(0)
     lev = (limits.get("leverage") or {}).get("max")
+    taker = _dec(m.get("taker"))
     if tick is None or step is None or tick <= 0 or step <= 0:
         raise ValueError(f"market {m.get('symbol')}: no usable tick/step size")
     assert min_qty is not None  # it falls back to step, checked just above
@@ -115,7 +143,28 @@ def market_from_ccxt(m: dict[str, Any]) -> Market:
         min_notional=min_notional,
         contract_size=_dec(m.get("contractSize")) or Decimal(1),
         max_leverage=int(lev) if lev else None,
+        taker_fee=taker,
+        min_price=_positive(price_f.get("minPrice")),
+        max_price=_positive(price_f.get("maxPrice")),
+        price_band=_price_band(filters, info),
     )
+
+
+def _positive(value: Any) -> Decimal | None:
+    d = _dec(value)
+    return d.normalize() if d is not None and d > 0 else None
+
+
+def _price_band(filters: dict[Any, dict[str, Any]], info: dict[str, Any]) -> tuple[Decimal, Decimal] | None:
+    """Binance PERCENT_PRICE (multipliers around the mark) or Bybit's price limit ratio X."""
+    pct = filters.get("PERCENT_PRICE") or {}
+    down, up = _dec(pct.get("multiplierDown")), _dec(pct.get("multiplierUp"))
+    if down is not None and up is not None and 0 < down < 1 < up:
+        return down.normalize(), up.normalize()
+    ratio = _dec((info.get("riskParameters") or {}).get("priceLimitRatioX"))
+    if ratio is not None and 0 < ratio < 1:
+        return (1 - ratio).normalize(), (1 + ratio).normalize()
+    return None
 
 
 class Markets:

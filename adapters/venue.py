@@ -52,6 +52,7 @@ class OrderReport(msgspec.Struct, frozen=True, kw_only=True):
     filled: Decimal
     average: Decimal | None = None
     trigger_price: Decimal | None = None
+    limit_price: Decimal | None = None  # a limit order's price (the aged exit)
     reduce_only: bool = False
     ts_ms: int | None = None
     #: Hedge mode: the position side the order acts on (long / short); None in one-way mode.
@@ -88,6 +89,8 @@ class PositionReport(msgspec.Struct, frozen=True, kw_only=True):
     mark_price: Decimal | None = None
     liquidation_price: Decimal | None = None
     unrealized_pnl: Decimal | None = None
+    #: When the venue says the position was opened (Bybit ``createdTime``); None where it does not (Binance).
+    opened_ms: int | None = None
 
 
 #: Bybit ``stopOrderType`` values of TP/SL that belong to the position (trading-stop), not to an order.
@@ -108,6 +111,14 @@ def _d(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
+
+
+def _ms(value: Any) -> int | None:
+    try:
+        ms = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return ms if ms > 0 else None
 
 
 class Venue(StreamingVenue):
@@ -159,6 +170,21 @@ class Venue(StreamingVenue):
         kind, params = self.style.take_profit_order(closing_side, price, client_id)
         return await self._place("create_order.take_profit", m, kind, closing_side, qty, params, client_id, conditional=True, price=price, ctx=ctx)
 
+    async def place_exit_limit(self, symbol: str, closing_side: str, qty: Decimal, price: Decimal, client_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport:
+        """A reduce-only GTC limit order at ``price`` (the aged exit, client id ``tb-<pid>-x<n>``).
+
+        The caller rounds the price in its safe direction; one off the grid or below
+        one tick is refused here, never silently re-rounded (seed 004: prices
+        rounded to 0 or below one tick)."""
+        m = self.market(symbol)
+        qty = m.round_qty(qty)
+        if qty <= 0:
+            raise VenueError(Outcome.REJECTED, f"{m.id}: exit quantity {qty} rounds to zero")
+        if not price.is_finite() or price < m.tick_size or m.round_price(price) != price:
+            raise VenueError(Outcome.REJECTED, f"{m.id}: exit price {price} is not on the tick grid {m.tick_size} (at least one tick)")
+        kind, params = self.style.exit_limit_order(closing_side, client_id)
+        return await self._place("create_order.exit", m, kind, closing_side, qty, params, client_id, conditional=False, limit=price, ctx=ctx)
+
     async def close_market(self, symbol: str, closing_side: str, qty: Decimal, client_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport:
         """Reduce-only market close of ``qty`` (the caller verifies the result)."""
         m = self.market(symbol)
@@ -167,11 +193,14 @@ class Venue(StreamingVenue):
         report = await self._place("create_order.close", m, kind, closing_side, qty, params, client_id, conditional=False, ctx=ctx)
         return await self._read_back(symbol, report, ctx)
 
-    async def _place(self, op: str, m: Market, kind: str, side: str, qty: Decimal, params: dict[str, Any], client_id: str, *, conditional: bool, price: Decimal | None = None, ctx: dict[str, Any] | None) -> OrderReport:
+    async def _place(
+        self, op: str, m: Market, kind: str, side: str, qty: Decimal, params: dict[str, Any], client_id: str, *, conditional: bool, price: Decimal | None = None,
+        limit: Decimal | None = None, ctx: dict[str, Any] | None,
+    ) -> OrderReport:
         """Every order goes out once: after an ambiguous failure it is looked up by its client id."""
         return await self.executor.run(
             op,
-            lambda: self._create(m, kind, side, qty, params, price),
+            lambda: self._create(m, kind, side, qty, params, price, limit),
             idempotent=False,
             lookup=lambda: self.fetch_order(m.id, client_id=client_id, conditional=conditional),
             context=ctx,
@@ -216,8 +245,8 @@ class Venue(StreamingVenue):
             return report
         return found if found is not None else report
 
-    async def _create(self, m: Market, kind: str, side: str, qty: Decimal, params: dict[str, Any], trigger: Decimal | None = None) -> OrderReport:
-        raw = await self.exchange.create_order(m.symbol, kind, side, float(qty), None, params)
+    async def _create(self, m: Market, kind: str, side: str, qty: Decimal, params: dict[str, Any], trigger: Decimal | None = None, limit: Decimal | None = None) -> OrderReport:
+        raw = await self.exchange.create_order(m.symbol, kind, side, float(qty), float(limit) if limit is not None else None, params)
         report = self._order(raw, m)
         # An acknowledgement with ids only (Bybit) is completed with what was sent; its status stays unknown.
         return msgspec.structs.replace(report, side=report.side or side, amount=report.amount or qty, trigger_price=report.trigger_price or trigger)
@@ -326,6 +355,7 @@ class Venue(StreamingVenue):
                     mark_price=_d(p.get("markPrice")),
                     liquidation_price=_d(p.get("liquidationPrice")),
                     unrealized_pnl=_d(p.get("unrealizedPnl")),
+                    opened_ms=_ms((p.get("info") or {}).get("createdTime")),
                 )
             )
         return out
@@ -403,6 +433,7 @@ class Venue(StreamingVenue):
             filled=_d(raw.get("filled")) or Decimal(0),
             average=_d(raw.get("average")),
             trigger_price=trigger if trigger else None,
+            limit_price=_d(raw.get("price")) if str(raw.get("type") or "").lower() == "limit" else None,
             reduce_only=reduce_only,
             ts_ms=raw.get("timestamp"),
             position_side=_position_side(info),

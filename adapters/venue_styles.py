@@ -93,6 +93,10 @@ class VenueStyle:
         """(ccxt order type, params) of a reduce-only take-profit-market on the mark price."""
         return "TAKE_PROFIT_MARKET", {"stopPrice": self._num(price), "workingType": "MARK_PRICE", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
 
+    def exit_limit_order(self, closing_side: str, client_id: str) -> tuple[str, dict[str, Any]]:
+        """(ccxt order type, params) of a reduce-only GTC limit exit (the aged exit)."""
+        return "limit", {"timeInForce": "GTC", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
     # ------------------------------------------------- ids and routing
     def report_id(self, raw: dict[str, Any]) -> str:
         """Our order id for a ccxt order dict: conditional (algo) orders get :attr:`ALGO_PREFIX`.

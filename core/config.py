@@ -210,6 +210,39 @@ class TakeProfitConfig(_Section, frozen=True):
     breakeven_after_tp1: bool = True
 
 
+class AgedConfig(_Section, frozen=True):
+    #: Liquidate positions that neither stop out nor trail into profit (one exit order each).
+    enabled: bool = True
+    #: A position is aged this long after its entry fill (an adopted one: after the
+    #: exchange's own open time where the venue reports it, else after its adoption).
+    max_age_hours: Annotated[Decimal, _n(gt=0, le=10000)] = Decimal(3)
+    #: Then, for this long, one reduce-only exit at breakeven including both sides' taker fees.
+    grace_hours: Annotated[Decimal, _n(ge=0, le=10000)] = Decimal(8)
+    #: After the grace the accepted loss grows by this much per hour ...
+    loss_step_percent_per_hour: Annotated[Decimal, _n(gt=0, le=100)] = Decimal("0.5")
+    #: ... times this once the position is older than accelerate_after_hours (age from open) ...
+    acceleration: Annotated[Decimal, _n(ge=1, le=100)] = Decimal("1.2")
+    accelerate_after_hours: Annotated[Decimal, _n(ge=0, le=10000)] = Decimal(10)
+    #: ... up to this cap (net of fees, percent of the entry notional).
+    max_loss_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(10)
+    #: At the cap: keep the exit at the cap price ("hold") or close at market ("market").
+    at_cap: Literal["hold", "market"] = "hold"
+    #: How often the exit price is recomputed (a timer message); it moves only by >= one tick.
+    recompute_interval_secs: Annotated[int, _n(ge=1, le=86400)] = 300
+    #: Taker fee per side for breakeven where the market data has none (percent).
+    fallback_fee_percent: Annotated[Decimal, _n(ge=0, lt=10)] = Decimal("0.05")
+    #: Failed exit attempts in a row before the exit is split into chunks ...
+    chunk_after_failures: Annotated[int, _n(ge=1, le=100)] = 3
+    chunks: Annotated[int, _n(ge=1, le=20)] = 3
+    #: ... before the accepted loss is widened (within the cap) by widen_step_percent ...
+    widen_after_failures: Annotated[int, _n(ge=1, le=100)] = 6
+    widen_step_percent: Annotated[Decimal, _n(gt=0, le=100)] = Decimal(2)
+    #: ... and before the aged path gives up with a critical event (a human decides).
+    max_failures: Annotated[int, _n(ge=1, le=1000)] = 12
+    #: First delay after a refused exit (doubles per failure, at most an hour).
+    retry_delay_secs: Annotated[int, _n(ge=1, le=86400)] = 30
+
+
 class SyncConfig(_Section, frozen=True):
     #: A full read of positions and open orders, compared with what the actors own.
     interval_secs: Annotated[int, _n(ge=1)] = 30
@@ -327,6 +360,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     position: PositionConfig = PositionConfig()
     trailing: TrailingConfig = TrailingConfig()
     take_profit: TakeProfitConfig = TakeProfitConfig()
+    aged: AgedConfig = AgedConfig()
     sync: SyncConfig = SyncConfig()
     zombies: ZombiesConfig = ZombiesConfig()
     guard: GuardConfig = GuardConfig()

@@ -49,6 +49,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "shutdown": {},
     "sync": {},
     "zombies": {"?dry_run": "true to only report"},
+    "aged": {},
 }
 
 HELP = {
@@ -62,6 +63,7 @@ HELP = {
     "shutdown": "graceful shutdown; stop orders stay on the exchange",
     "sync": "reconcile with the exchange now and print the findings",
     "zombies": "find orders nobody owns and cancel them (--dry-run: only report)",
+    "aged": "aged positions: phase, age, allowed loss, exit price and its distance to the mark",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -118,12 +119,21 @@ class CommandsMixin:
         if msg.purpose == "positions":
             request = self._pending.pop(msg.correlation_id, None)
             if request is not None:
-                self.reply(request, msg.result, error=msg.error and f"could not read positions: {msg.error}")
+                self.reply(request, with_age(msg.result or [], self.ctx.clock.now_ms()), error=msg.error and f"could not read positions: {msg.error}")
+        elif msg.purpose == "aged":
+            request = self._pending.pop(msg.correlation_id, None)
+            if request is not None:
+                rows = aged_rows(msg.result or [], self.ctx.clock.now_ms())
+                self.reply(request, rows, error=msg.error and f"could not read positions: {msg.error}")
         elif msg.purpose == "retention":
             if msg.error:
                 self.emit("store.prune_failed", {"error": msg.error}, severity=Severity.ERROR)
             else:
                 self.emit("store.pruned", {"deleted": msg.result, "retention_days": self.ctx.config.store.retention_days})
+
+    def cmd_aged(self: Supervisor, msg: ExecuteCommand) -> None:
+        self._pending[msg.request_id] = msg
+        self.io_call("aged", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
 
     def start_retention(self: Supervisor) -> None:
         cutoff = self.ctx.clock.now_ms() - self.ctx.config.store.retention_days * 86_400_000
@@ -283,3 +293,37 @@ def _venue_status(r: HealthReport, now_ms: int) -> dict[str, Any]:
         "last_answer_at": _iso(r.last_answer_ms),
         "last_success_at": _iso(r.last_success_ms),
     }
+
+
+# ------------------------------------------------------------ aged positions
+_HOUR_MS = 3_600_000
+
+
+def with_age(rows: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+    """Position rows with their age (hours, from what the aged rule counts from), aged phase and exit price."""
+    out = []
+    for row in rows:
+        start = row.get("aged_from_ms") or row.get("opened_ts_ms")
+        age = round((now_ms - int(start)) / _HOUR_MS, 2) if start else None
+        out.append({**row, "age_h": age, "aged_phase": row.get("aged_phase") or "", "aged_price": row.get("aged_price") or ""})
+    return out
+
+
+def aged_rows(rows: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+    """``ctl aged``: positions on (or off) the aged path: phase, age, allowed loss, exit price, distance to the mark."""
+    out = []
+    for row in with_age(rows, now_ms):
+        if not row.get("aged_phase"):
+            continue
+        price, mark = row.get("aged_price"), row.get("aged_mark")
+        distance = None
+        if price and mark and Decimal(str(mark)) > 0:
+            distance = str(((Decimal(str(price)) - Decimal(str(mark))) / Decimal(str(mark)) * 100).quantize(Decimal("0.01")))
+        mark_ms = row.get("aged_mark_ms")
+        out.append({
+            "position_id": row.get("position_id"), "symbol": row.get("symbol"), "side": row.get("side"), "phase": row["aged_phase"], "age_h": row["age_h"],
+            "since": row.get("aged_since"), "loss_percent": row.get("aged_loss"), "exit_price": price or None, "exit_qty": row.get("aged_qty"),
+            "exit_order_id": row.get("aged_order_id"), "mark": mark, "mark_age_s": round((now_ms - int(mark_ms)) / 1000) if mark_ms else None,
+            "distance_percent": distance, "failures": row.get("aged_failures", 0),
+        })
+    return out

@@ -290,7 +290,7 @@ def test_ctl_without_a_running_bot_exits_3(bot_dir: Path):
     [
         (["close"], "tradebot ctl close: expected SYMBOL, got 0 argument(s)"),
         (["status", "extra"], "tradebot ctl status: expected no arguments, got 1 argument(s)"),
-        (["frobnicate"], "tradebot ctl: unknown command 'frobnicate'; known: status, positions, close, close-all, pause, resume, reload, shutdown, sync, zombies"),
+        (["frobnicate"], "tradebot ctl: unknown command 'frobnicate'; known: status, positions, close, close-all, pause, resume, reload, shutdown, sync, zombies, aged"),
     ],
 )
 def test_ctl_usage_errors_exit_2(bot_dir: Path, args: list[str], message: str):

@@ -198,10 +198,17 @@ def _render(command: str, result: Any) -> str:
     if command == "positions" and isinstance(result, list):
         if not result:
             return "no open positions"
-        cols = ("symbol", "side", "state", "quantity", "entry_price", "stop_price", "stop_order_id", "position_id")
+        cols = ("symbol", "side", "state", "quantity", "entry_price", "stop_price", "stop_order_id", "age_h", "aged_phase", "aged_price", "position_id")
         rows = [[str(p.get(c, "")) for c in cols] for p in result]
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in [list(cols), *rows])
+    if command == "aged" and isinstance(result, list):
+        if not result:
+            return "no aged positions"
+        aged_cols: tuple[str, ...] = ("symbol", "side", "phase", "age_h", "loss_percent", "exit_price", "exit_qty", "mark", "distance_percent", "mark_age_s", "failures", "position_id")
+        rows = [[str(p.get(c) if p.get(c) is not None else "") for c in aged_cols] for p in result]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(aged_cols)]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in [list(aged_cols), *rows])
     if command in ("sync", "zombies") and isinstance(result, dict):
         keys = ("untracked", "phantoms", "mismatches", "strays", "zombies")
         head = f"{'clean' if result.get('ok') and not any(result.get(k) for k in keys) else 'findings'}: {result.get('positions', 0)} positions, {result.get('orders', 0)} open orders read in {result.get('duration_ms')} ms"

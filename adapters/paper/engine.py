@@ -23,7 +23,11 @@ Semantics, in short:
   stay open as orphans, as on the real venues.
 - Refusals raise the real ccxt exceptions (:mod:`adapters.paper.errors`).
 - Measurements (:mod:`adapters.paper.metrics`) are integrated over engine time.
-- Not simulated: funding, limit orders, order books, cross margin.
+- Limit orders (GTC) rest until the mark reaches their price and fill there
+  in full (a marketable one fills at once, at its price or better); they pay
+  the taker fee too (conservative). Prices must be on the grid, at least one
+  tick, and inside the market's min/max price and percent-price band.
+- Not simulated: funding, order books, partial limit fills, cross margin.
 """
 
 from __future__ import annotations
@@ -170,8 +174,16 @@ class PaperEngine(HumanActions):
         """Validate and place a parsed request (market orders execute at once)."""
         t = self._begin(now_ms)
         m = self._market(req.symbol)
-        o = Order(id="", symbol=m.symbol, side=req.side, kind=req.kind, amount=req.amount or D0, requested_amount=req.amount or D0, pos_side=rules.resolve_pos_side(self, req), created_ms=t, updated_ms=t, client_id=req.client_id, trigger_price=req.trigger_price, trigger_direction=req.trigger_direction, reduce_only=req.reduce_only, close_position=req.close_position, origin=origin)
+        o = Order(id="", symbol=m.symbol, side=req.side, kind=req.kind, amount=req.amount or D0, requested_amount=req.amount or D0, pos_side=rules.resolve_pos_side(self, req), created_ms=t, updated_ms=t, client_id=req.client_id, trigger_price=req.trigger_price, trigger_direction=req.trigger_direction, reduce_only=req.reduce_only, close_position=req.close_position, limit_price=req.price if req.kind == "limit" else None, origin=origin)
         rules.validate(self, m, o)
+        if o.is_limit:
+            o.id = self._new_id()
+            self._store(o)
+            self._emit("order", o.id)
+            mark = self._mark(m)
+            if self._limit_reached(o, mark):
+                self._fill_limit(m, o, mark, t, marketable=True)
+            return o
         if o.is_stop:
             o.id = self._new_id()
             self._store(o)
@@ -327,6 +339,9 @@ class PaperEngine(HumanActions):
             trig = o.trigger_price  # set: o is a stop
             if o.symbol == m.symbol and trig is not None and ((price <= trig) if o.trigger_direction == FALLING else (price >= trig)):
                 events.append((trig, 0, int(o.id), o))
+        for o in self.open_orders.values():
+            if o.symbol == m.symbol and o.limit_price is not None and self._limit_reached(o, price):
+                events.append((o.limit_price, 0, int(o.id), o))
         for pos in self.positions.values():
             if pos.symbol == m.symbol:
                 liq = self.liquidation_price(pos)
@@ -336,10 +351,37 @@ class PaperEngine(HumanActions):
         events.sort(key=lambda e: (-e[0] if falling else e[0], e[1], e[2]))
         for _level, _kind, _oid, obj in events:
             if isinstance(obj, Order):  # kind 0
-                if obj.status == OPEN:
+                if obj.status == OPEN and obj.is_limit:
+                    self._fill_limit(m, obj, price, t, marketable=False)
+                elif obj.status == OPEN:
                     self._trigger(m, obj, price, t)
             elif self.positions.get(f"{obj.symbol}|{obj.pos_side}") is obj:  # kind 1
                 self._liquidate(m, obj, t)
+
+    @staticmethod
+    def _limit_reached(o: Order, mark: Decimal) -> bool:
+        assert o.limit_price is not None
+        return mark >= o.limit_price if o.side == "sell" else mark <= o.limit_price
+
+    def _fill_limit(self, m: Market, o: Order, mark: Decimal, t: int, *, marketable: bool) -> None:
+        """A limit order the mark reached: fills in full at its price (marketable: at the taker price if better)."""
+        assert o.limit_price is not None
+        price = o.limit_price
+        if marketable:
+            taker = self._taker_price(m, mark, o.side)
+            price = max(price, taker) if o.side == "sell" else min(price, taker)
+        if o.is_closing():
+            pos = self._target(o)
+            if pos is None:
+                return self._finish(o, EXPIRED, t, "reduce-only: no position to reduce")
+            o.amount = min(o.amount, pos.size)
+        else:
+            try:
+                self._check_margin(o, o.amount, price)
+            except ccxt.InsufficientFunds:
+                return self._finish(o, EXPIRED, t, "margin insufficient at fill")
+        self._fill(o, o.remaining, price, t)
+        self._finish(o, CLOSED, t)
 
     def _trigger(self, m: Market, o: Order, mark: Decimal, t: int) -> None:
         o.triggered = True

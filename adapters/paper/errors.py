@@ -46,6 +46,8 @@ ERRORS: dict[str, dict[str, Entry]] = {
         "close_position_exists": (ccxt.ExchangeError, -4130, "An open stop or take profit order with GTE and closePosition in the direction is existing."),
         "max_stop_orders": (ccxt.OperationRejected, -4045, "Reach max stop order limit."),
         "invalid_leverage": (ccxt.BadRequest, -4028, "Leverage {leverage} is not valid"),
+        "price_above_band": (ccxt.BadRequest, -4016, "Limit price can't be higher than {limit}."),
+        "price_below_band": (ccxt.BadRequest, -4024, "Limit price can't be lower than {limit}."),
     },
     "bybit": {
         "bad_symbol": (ccxt.BadRequest, 10001, "params error: symbol invalid"),
@@ -71,6 +73,8 @@ ERRORS: dict[str, dict[str, Entry]] = {
         "max_stop_orders": (ccxt.InvalidOrder, 110009, "The number of stop orders exceeds maximum limit allowed"),
         "invalid_leverage": (ccxt.BadRequest, 10001, "leverage invalid"),
         "leverage_not_modified": (ccxt.BadRequest, 110043, "leverage not modified"),
+        "price_above_band": (ccxt.InvalidOrder, 110003, "Order price exceeds the upper limit {limit}."),
+        "price_below_band": (ccxt.InvalidOrder, 110003, "Order price is lower than the lower limit {limit}."),
     },
 }
 

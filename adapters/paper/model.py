@@ -22,7 +22,7 @@ FALLING, RISING = "falling", "rising"
 
 
 class Order(msgspec.Struct, kw_only=True):
-    """One order. ``kind``: market, stop_market, take_profit_market or liquidation."""
+    """One order. ``kind``: market, limit, stop_market, take_profit_market or liquidation."""
 
     id: str
     symbol: str
@@ -38,6 +38,7 @@ class Order(msgspec.Struct, kw_only=True):
     trigger_direction: str | None = None  # falling: fires when mark <= trigger; rising: mark >= trigger
     reduce_only: bool = False
     close_position: bool = False
+    limit_price: Decimal | None = None  # a resting GTC limit order (kind limit)
     status: str = OPEN
     triggered: bool = False
     filled: Decimal = D0
@@ -51,6 +52,10 @@ class Order(msgspec.Struct, kw_only=True):
     @property
     def is_stop(self) -> bool:
         return self.trigger_price is not None
+
+    @property
+    def is_limit(self) -> bool:
+        return self.limit_price is not None
 
     @property
     def remaining(self) -> Decimal:
@@ -110,8 +115,9 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     symbol: str
     side: str
-    kind: str  # market | stop_market | take_profit_market
+    kind: str  # market | limit | stop_market | take_profit_market
     amount: Decimal | None
+    price: Decimal | None = None  # a limit order's price
     trigger_price: Decimal | None = None
     trigger_direction: str | None = None
     reduce_only: bool = False
@@ -145,7 +151,8 @@ def parse_order_request(flavour: str, symbol: str, type: str, side: str, amount:
     ``TAKE_PROFIT_MARKET`` with ``stopPrice``. On bybit a bare
     ``triggerPrice`` needs ``triggerDirection`` (ccxt raises
     ArgumentsRequired) and ``stopLossPrice``/``takeProfitPrice`` force
-    reduce-only, as ccxt does. Limit orders are not supported.
+    reduce-only, as ccxt does. Limit orders (type ``limit`` with a price) rest
+    GTC until the mark reaches their price.
     """
     p = dict(params or {})
     side_l = str(side).lower()
@@ -184,8 +191,12 @@ def parse_order_request(flavour: str, symbol: str, type: str, side: str, amount:
                 direction = _stop_direction(side_l, False)
         else:
             kind = "market"
+    elif t == "limit":
+        if _dec(price) is None:
+            raise paper_error(flavour, ccxt.ArgumentsRequired, "createOrder() requires a price argument for limit orders")
+        kind = "limit"
     else:
-        raise paper_error(flavour, ccxt.NotSupported, f"paper exchange supports market and stop-market orders only, not {type!r}")
+        raise paper_error(flavour, ccxt.NotSupported, f"paper exchange supports market, limit and stop-market orders only, not {type!r}")
     close_position = _flag(p.get("closePosition", False))
     if close_position and flavour != "binance":
         raise paper_error(flavour, ccxt.NotSupported, "closePosition is a Binance parameter")
@@ -206,6 +217,7 @@ def parse_order_request(flavour: str, symbol: str, type: str, side: str, amount:
         side=side_l,
         kind=kind,
         amount=_dec(amount),
+        price=_dec(price) if kind == "limit" else None,
         trigger_price=trig,
         trigger_direction=direction,
         reduce_only=reduce_only,

@@ -57,6 +57,8 @@ def validate(e: PaperEngine, m: Market, o: Order) -> None:
             raise e._err("would_trigger_falling", trigger=trig, mark=mark)
         if o.trigger_direction != FALLING and trig <= mark:
             raise e._err("would_trigger_rising", trigger=trig, mark=mark)
+    if o.limit_price is not None:
+        check_limit_price(e, m, o.side, o.limit_price, mark)
     if o.reduce_only or (closing and not o.is_stop):
         if e._target(o) is None:
             raise e._err("reduce_only_flat" if f"{o.symbol}|{o.pos_side}" not in e.positions else "reduce_only_increase")
@@ -68,6 +70,17 @@ def validate(e: PaperEngine, m: Market, o: Order) -> None:
             raise e._err("max_stop_orders")
         if o.close_position and any(x.close_position and x.side == o.side and x.pos_side == o.pos_side for x in stops):
             raise e._err("close_position_exists")
+
+
+def check_limit_price(e: PaperEngine, m: Market, side: str, price: Decimal, mark: Decimal) -> None:
+    """Grid, one tick at least, min/max price and the percent-price band (aggressive side only)."""
+    if price <= 0 or m.round_price(price) != price:
+        raise e._err("price_precision")
+    low, high = m.limit_bounds(side, mark)
+    if price < low:
+        raise e._err("price_below_band", limit=low)
+    if high is not None and price > high:
+        raise e._err("price_above_band", limit=high)
 
 
 def check_qty(e: PaperEngine, m: Market, qty: Decimal) -> None:

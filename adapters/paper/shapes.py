@@ -37,7 +37,7 @@ def _s(d: Decimal | None, quantum: Decimal | None = None) -> str:
 
 
 _BINANCE_STATUS = {OPEN: "NEW", CLOSED: "FILLED", CANCELED: "CANCELED", EXPIRED: "EXPIRED", "rejected": "REJECTED"}
-_BINANCE_TYPE = {"market": "MARKET", "stop_market": "STOP_MARKET", "take_profit_market": "TAKE_PROFIT_MARKET", "liquidation": "MARKET"}
+_BINANCE_TYPE = {"limit": "LIMIT", "market": "MARKET", "stop_market": "STOP_MARKET", "take_profit_market": "TAKE_PROFIT_MARKET", "liquidation": "MARKET"}
 
 
 def ccxt_status(flavour: str, o: Order) -> str:
@@ -64,7 +64,7 @@ def order_dict(flavour: str, o: Order, m: Market, trades: list[dict[str, Any]] |
     if flavour == "binance":
         info: dict[str, Any] = {
             "orderId": int(o.id), "symbol": m.id, "status": _BINANCE_STATUS[o.status], "clientOrderId": o.client_id,
-            "price": "0", "avgPrice": _s(avg or D0), "origQty": _s(o.amount, m.step_size), "executedQty": _s(o.filled, m.step_size),
+            "price": _s(o.limit_price, m.tick_size) if o.is_limit else "0", "avgPrice": _s(avg or D0), "origQty": _s(o.amount, m.step_size), "executedQty": _s(o.filled, m.step_size),
             "cumQty": _s(o.filled, m.step_size), "cumQuote": _s(o.cost), "timeInForce": "GTC", "type": _BINANCE_TYPE[o.kind],
             "origType": _BINANCE_TYPE[o.kind], "reduceOnly": o.reduce_only or o.close_position, "closePosition": o.close_position,
             "side": o.side.upper(), "positionSide": o.pos_side.upper(), "stopPrice": _s(trig or D0, m.tick_size),
@@ -73,17 +73,17 @@ def order_dict(flavour: str, o: Order, m: Market, trades: list[dict[str, Any]] |
         typ = "market" if o.kind == "liquidation" else o.kind
     else:
         info = {
-            "orderId": o.id, "orderLinkId": o.client_id, "symbol": m.id, "side": o.side.capitalize(), "orderType": "Market",
-            "price": "0", "qty": _s(o.amount, m.step_size), "leavesQty": _s(o.remaining if o.status == OPEN else D0, m.step_size),
+            "orderId": o.id, "orderLinkId": o.client_id, "symbol": m.id, "side": o.side.capitalize(), "orderType": "Limit" if o.is_limit else "Market",
+            "price": _s(o.limit_price, m.tick_size) if o.is_limit else "0", "qty": _s(o.amount, m.step_size), "leavesQty": _s(o.remaining if o.status == OPEN else D0, m.step_size),
             "cumExecQty": _s(o.filled, m.step_size), "cumExecValue": _s(o.cost), "cumExecFee": _s(o.fee),
             "avgPrice": _s(avg) if avg else "", "orderStatus": _bybit_raw_status(o),
             "stopOrderType": ("Stop" if o.is_stop else ""), "triggerPrice": _s(trig, m.tick_size) if trig else "",
             "triggerDirection": 0 if not trig else (2 if o.trigger_direction == FALLING else 1), "triggerBy": "MarkPrice" if trig else "",
             "reduceOnly": o.reduce_only, "closeOnTrigger": False, "positionIdx": {"both": 0, "long": 1, "short": 2}[o.pos_side],
-            "timeInForce": "IOC", "createType": "CreateByLiq" if o.origin == "liquidation" else "CreateByUser",
+            "timeInForce": "GTC" if o.is_limit else "IOC", "createType": "CreateByLiq" if o.origin == "liquidation" else "CreateByUser",
             "createdTime": str(o.created_ms), "updatedTime": str(o.updated_ms),
         }  # fmt: skip
-        typ = "market"
+        typ = "limit" if o.is_limit else "market"
     fee = {"cost": float(o.fee), "currency": "USDT"} if o.filled else None
     return {
         "info": info,
@@ -95,11 +95,11 @@ def order_dict(flavour: str, o: Order, m: Market, trades: list[dict[str, Any]] |
         "lastUpdateTimestamp": o.updated_ms,
         "symbol": o.symbol,
         "type": typ,
-        "timeInForce": "GTC" if flavour == "binance" else "IOC",
+        "timeInForce": "GTC" if flavour == "binance" or o.is_limit else "IOC",
         "postOnly": False,
         "reduceOnly": o.reduce_only or o.close_position,
         "side": o.side,
-        "price": _f(avg),
+        "price": _f(o.limit_price) if o.is_limit else _f(avg),
         "triggerPrice": _f(trig),
         "stopPrice": _f(trig),
         "stopLossPrice": _f(trig) if o.kind == "stop_market" else None,
