@@ -90,14 +90,30 @@ FUTURES_URL_KEYS = {
 
 
 def ccxt_urls(base_url: str) -> dict[str, Any]:
-    """The ``[exchange.ccxt_options] urls`` that send every futures request to ``base_url``."""
-    return {"api": {key: f"{base_url}{path}" for key, path in FUTURES_URL_KEYS.items()}}
+    """The ``[exchange.ccxt_options] urls`` that send every futures request to ``base_url``
+    (REST, and ccxt.pro's USDⓈ-M websocket base ``ws.linear``, which this server refuses: streams down)."""
+    ws = base_url.replace("http://", "ws://", 1)
+    return {"api": {**{key: f"{base_url}{path}" for key, path in FUTURES_URL_KEYS.items()}, "ws": {"linear": f"{ws}/ws"}}}
 
 
 def urls_toml(base_url: str) -> str:
     """:func:`ccxt_urls` as the TOML section a config would carry."""
-    inner = ", ".join(f'{k} = "{v}"' for k, v in ccxt_urls(base_url)["api"].items())
-    return f"[exchange.ccxt_options]\nurls = {{ api = {{ {inner} }} }}\n"
+    api = ccxt_urls(base_url)["api"]
+    inner = ", ".join(f'{k} = "{v}"' for k, v in api.items() if isinstance(v, str))
+    return f'[exchange.ccxt_options]\nurls = {{ api = {{ {inner}, ws = {{ linear = "{api["ws"]["linear"]}" }} }} }}\n'
+
+
+def synthetic_markets(raw: dict[str, dict[str, Any]], n: int, template: str = "BTC/USDT:USDT") -> dict[str, dict[str, Any]]:
+    """``n`` more linear markets cloned from ``template`` (ids ``X00USDT``...): the recorded data has
+    7 USDT perpetuals, a measurement at 50 positions needs 50 symbols."""
+    out = {}
+    for i in range(n):
+        base = f"X{i:02d}"
+        m = json.loads(json.dumps(raw[template]))
+        m.update(id=f"{base}USDT", symbol=f"{base}/USDT:USDT", base=base, baseId=base)
+        m["info"].update(symbol=f"{base}USDT", pair=f"{base}USDT", baseAsset=base)
+        out[m["symbol"]] = m
+    return out
 
 
 #: IP weight per route: (with ``symbol``, without). Binance USDⓈ-M docs, each endpoint's "Request Weight".
@@ -187,8 +203,10 @@ class BinanceVenueServer:
         hedge_mode: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        extra_symbols: int = 0,
     ) -> None:
         self.raw_markets: dict[str, dict[str, Any]] = json.loads(markets_file.read_text())
+        self.raw_markets.update(synthetic_markets(self.raw_markets, extra_symbols))
         self.markets = Markets.from_ccxt(self.raw_markets)
         self.engine = PaperEngine(self.markets, flavour="binance", initial_balance=D(balance), slippage_bps=D(0), hedge_mode=hedge_mode)
         self.api_key, self.secret = api_key, secret
@@ -214,7 +232,10 @@ class BinanceVenueServer:
         self._stopped = threading.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         now = _now_ms()
-        for symbol, price in (marks or DEFAULT_MARKS).items():
+        start_marks = dict(marks or DEFAULT_MARKS)
+        for symbol in self.raw_markets:
+            start_marks.setdefault(symbol, DEFAULT_MARKS["BTC/USDT:USDT"])
+        for symbol, price in start_marks.items():
             self.engine.on_mark(symbol, D(price), now)
         self.engine.add_listener(lambda kind, key: self._snapshot())
         self._snapshot()
