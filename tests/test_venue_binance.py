@@ -290,7 +290,7 @@ def _bot_env() -> dict[str, str]:
 
 
 def _bot(site: Path, log: str) -> subprocess.Popen[bytes]:
-    out = open(site / log, "ab")  # noqa: SIM115 - the child owns it
+    out = open(site / log, "ab")
     return subprocess.Popen([sys.executable, "-m", "tradebot", "run", "--config", "config.toml"], cwd=site, env=_bot_env(), stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -380,13 +380,7 @@ class BinanceVenueServer:
 
     # ============================================================ timeline
     def _snapshot(self) -> None:
-        eng = self.engine
-        positions = {(self.markets.resolve(p.symbol).id, p.side): p.size for p in eng.positions.values()}
-        stops: dict[str, list[Stop]] = {}
-        for o in eng.open_orders.values():
-            if o.kind == "stop_market" and o.trigger_price is not None and (o.reduce_only or o.close_position or self.hedge_mode):
-                stops.setdefault(self.markets.resolve(o.symbol).id, []).append(Stop(order_id=o.id, side=o.side, qty=o.amount, trigger=o.trigger_price, close_position=o.close_position))
-        self.timeline.record_state(Snapshot(t_ms=eng.now_ms or _now_ms(), positions=positions, stops={k: tuple(v) for k, v in stops.items()}))
+        self.timeline.record_state(engine_snapshot(self.engine, self.markets, hedge_mode=self.hedge_mode))
 
     # ============================================================= the wire
     async def _handle(self, request: web.Request) -> web.Response:
@@ -795,6 +789,16 @@ class BinanceVenueServer:
             return web.json_response({"ok": True, "result": handler(args)}, dumps=lambda o: json.dumps(o, default=str, separators=(",", ":")))
         except (KeyError, ValueError, ccxt.BaseError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
+
+
+def engine_snapshot(eng: PaperEngine, markets: Markets, *, hedge_mode: bool = False) -> Snapshot:
+    """A paper engine's positions and live protective stops now (also used for the paper side of the benchmark)."""
+    positions = {(markets.resolve(p.symbol).id, p.side): p.size for p in eng.positions.values()}
+    stops: dict[str, list[Stop]] = {}
+    for o in eng.open_orders.values():
+        if o.kind == "stop_market" and o.trigger_price is not None and (o.reduce_only or o.close_position or hedge_mode):
+            stops.setdefault(markets.resolve(o.symbol).id, []).append(Stop(order_id=o.id, side=o.side, qty=o.amount, trigger=o.trigger_price, close_position=o.close_position))
+    return Snapshot(t_ms=eng.now_ms or _now_ms(), positions=positions, stops={k: tuple(v) for k, v in stops.items()})
 
 
 def _wire_error(exc: ccxt.BaseError) -> VenueError:
