@@ -275,12 +275,16 @@ def test_polling_marks_cost_does_not_grow_past_one_read(tmp_path: Path):
             b.open(f"X{i:02d}USDT", quote="20")
         wait_for(lambda: protected(s, 12), timeout=30, what="12 protected")
         since = int(time.time() * 1000)
-        wait_for(lambda: sum(1 for r in s.timeline.requests if r.t_ms >= since and r.path == "/fapi/v1/premiumIndex") >= 5, what="5 mark reads")
+        wait_for(lambda: sum(1 for r in s.timeline.requests if r.t_ms >= since and r.path == "/fapi/v1/premiumIndex" and "symbol" not in r.params) >= 5, what="5 all-symbol mark reads")
     finally:
         close_bot(b)
+        s.stop()
     marks = [r for r in s.timeline.requests if r.t_ms >= since and r.path == "/fapi/v1/premiumIndex"]
-    assert all("symbol" not in r.params and r.weight == 10 for r in marks), [r.params for r in marks]
-    s.stop()
+    batch = [r for r in marks if "symbol" not in r.params]
+    assert all(r.weight == 10 for r in batch)
+    # A position actor may still read its own symbol's mark now and then (a restore's re-read);
+    # the feed reading per symbol would be 12 per interval, 60 in this window.
+    assert len(marks) - len(batch) < 12, [r.params for r in marks]
 
 
 # --------------------------------------------------------------- SIGKILL and restart
