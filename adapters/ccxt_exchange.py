@@ -38,6 +38,27 @@ What is decided here, once:
   connection and the key, so the next watch logs in again; no positions
   snapshot on the first watch (sync's full reads are the snapshot); all mark
   subscriptions on one Binance connection.
+* **ccxt's REST throttle is off; ours budgets.** ccxt's bucket is one FIFO
+  queue at ``rateLimit`` (50 ms) per cost unit: after an all-symbol
+  ``openOrders`` / ``openAlgoOrders`` read (cost 40) every later request,
+  stops included, waited ~2 s behind it. Every venue call the bot makes goes
+  through the executor's :class:`~adapters.rate_limit.RateLimiter`, which
+  charges the venue's own weights by class (protective calls first, with a
+  reserve), so :func:`bypass_rest_throttle` makes ccxt's REST throttle pass
+  at once. ``enableRateLimit`` stays true: ccxt.pro still paces its websocket
+  messages with it. The few REST calls outside the executor (load_markets'
+  exchangeInfo, the position-mode read, ccxt.pro's listenKey keep-alive) are
+  unbudgeted and fit in the share left to others (``rate_limit_share``).
+* **One host**: ``fetchCurrencies`` is off for Binance (load_markets would read
+  the spot wallet on api.binance.com). The futures traffic goes to the
+  ``urls["api"]`` keys ``fapiPublic``, ``fapiPublicV2``, ``fapiPublicV3``,
+  ``fapiPrivate``, ``fapiPrivateV2``, ``fapiPrivateV3`` (and ``fapiData``);
+  ``public`` / ``private`` are the spot API and redirect nothing a futures bot
+  sends. Streams: ``urls["api"]["ws"]`` (ccxt.pro). Bybit: ``urls["api"]``
+  ``public`` and ``private`` (one host for everything). ccxt picks Binance's
+  per-market error tables by host name, so behind another host (a proxy, the
+  test venue) its exception classes are coarser; our classification reads the
+  venue's code from the answer and does not depend on them.
 * ``exchange.ccxt_options.urls`` wins over the testnet switch (which replaces
   ``urls["api"]`` wholesale), so another base URL, REST or websocket, can be
   set for either mode.
@@ -82,6 +103,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "binanceusdm": {
         "options": {
             "defaultType": "swap",
+            # load_markets would first read the spot wallet's coin list (GET /sapi/v1/capital/config/getall,
+            # and /sapi/v1/margin/allPairs with fetchMargins) on api.binance.com: a second host a futures bot
+            # does not need, and one a futures-only key or a URL override does not reach.
+            "fetchCurrencies": False,
             # Venue.open_orders() may list the whole account (weight 40 instead of 1): we know.
             "warnOnFetchOpenOrdersWithoutSymbol": False,
             # ccxt.pro: a watch_positions / watch_orders would first fetch all positions over REST
@@ -156,7 +181,7 @@ def constructor_options(config: Any, api_key: str, secret: str) -> dict[str, Any
     if extra.get("verbose"):
         raise ExchangeSetupError("exchange.ccxt_options.verbose: refused: ccxt's verbose mode prints every request's headers, which carry the API key")
     if extra.get("enableRateLimit") is False:
-        raise ExchangeSetupError("exchange.ccxt_options.enableRateLimit: refused: the bot relies on ccxt's rate limiter (a ban would leave positions unmanaged)")
+        raise ExchangeSetupError("exchange.ccxt_options.enableRateLimit: refused: ccxt.pro paces websocket messages with it (REST is budgeted by the bot's own limiter either way)")
     merged = _deep_merge(_DEFAULTS.get(e.name, {}), extra)
     merged.update(apiKey=api_key, secret=secret, enableRateLimit=True, verbose=False)
     return merged
@@ -187,9 +212,26 @@ def build_ccxt_exchange(config: Any, *, env: Mapping[str, str] | None = None, st
         if isinstance(options.get("urls"), dict):  # the switch replaced urls["api"]: the config's URLs win
             exchange.urls = _deep_merge(exchange.urls, options["urls"])
     SecretGuard((api_key, secret)).install(exchange)
+    bypass_rest_throttle(exchange)
     if streams:
         install_stream_hooks(exchange)
     log.info("%s exchange set up (%s; %s; keys from $%s / $%s)", e.name, "testnet" if e.testnet else "LIVE", "REST and streams" if streams else "REST only", e.api_key_env, e.api_secret_env)
+    return exchange
+
+
+async def _no_throttle(cost: Any = None) -> None:
+    """ccxt's REST throttle, passed at once: the executor's limiter has already charged the call."""
+    return None
+
+
+def bypass_rest_throttle(exchange: Any) -> Any:
+    """Let ccxt's REST requests through without its FIFO bucket (see the module docstring).
+
+    ccxt calls ``self.throttle(cost)`` in ``fetch2`` before every REST request when
+    ``enableRateLimit`` is set; the instance attribute replaces that method only.
+    ccxt.pro's websocket clients have their own throttlers and keep them.
+    ``del exchange.throttle`` restores ccxt's bucket (the benchmark's "before")."""
+    exchange.throttle = _no_throttle
     return exchange
 
 
@@ -286,6 +328,7 @@ __all__ = [
     "SecretGuard",
     "build_ccxt_exchange",
     "build_ccxt_venue",
+    "bypass_rest_throttle",
     "constructor_options",
     "intercept_http",
     "read_credentials",

@@ -74,7 +74,8 @@ BINANCE = VenueLimits(
         "fetch_order": {"weight_1m": 1},  # GET /fapi/v1/order, /fapi/v1/algoOrder
         "fetch_open_orders": {"weight_1m": 40},  # GET /fapi/v1/openOrders, openAlgoOrders: 1 with a symbol, 40 without (sync lists all)
         "fetch_positions": {"weight_1m": 5},  # GET /fapi/v2|v3/positionRisk
-        "fetch_mark_price": {"weight_1m": 1},  # GET /fapi/v1/premiumIndex with a symbol (10 without)
+        "fetch_mark_price": {"weight_1m": 1},  # GET /fapi/v1/premiumIndex with a symbol
+        "fetch_mark_prices": {"weight_1m": 10},  # GET /fapi/v1/premiumIndex without a symbol: every mark
         "fetch_ticker": {"weight_1m": 1},  # GET /fapi/v1/ticker/24hr with a symbol (40 without)
         "fetch_balance": {"weight_1m": 5},  # GET /fapi/v2|v3/balance
         "fetch_my_trades": {"weight_1m": 5},  # GET /fapi/v1/userTrades
@@ -110,6 +111,7 @@ BYBIT = VenueLimits(
         "fetch_balance": {"ip_5s": 1, "balance_1s": 1},
         "fetch_ticker": {"ip_5s": 1},  # GET /v5/market/tickers (carries the mark price)
         "fetch_mark_price": {"ip_5s": 1},
+        "fetch_mark_prices": {"ip_5s": 1},  # GET /v5/market/tickers?category=linear: every linear ticker
     },
     default_cost={"ip_5s": 1},
 )

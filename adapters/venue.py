@@ -26,7 +26,7 @@ import msgspec
 from adapters.errors import Outcome, VenueError
 from adapters.executor import Executor
 from adapters.markets import Market, Markets
-from adapters.venue_streams import StreamingVenue
+from adapters.venue_streams import StreamingVenue, has_key
 from adapters.venue_styles import STYLES, BybitStyle, VenueStyle  # noqa: F401 - STYLES and BybitStyle are re-exported
 
 
@@ -103,6 +103,14 @@ def _position_side(info: dict[str, Any]) -> str | None:
     if side in ("LONG", "SHORT"):
         return side.lower()
     return {"1": "long", "2": "short"}.get(str(info.get("positionIdx", "")))
+
+
+def _ticker_mark(ticker: dict[str, Any] | None) -> Decimal | None:
+    """A ticker's mark price (never its last trade), if usable."""
+    if not ticker:
+        return None
+    mark = _d(ticker.get("markPrice") or (ticker.get("info") or {}).get("markPrice"))
+    return mark if mark is not None and mark.is_finite() and mark > 0 else None
 
 
 def _d(value: Any) -> Decimal | None:
@@ -370,17 +378,39 @@ class Venue(StreamingVenue):
         m = self.market(symbol)
         method = self.style.mark_price_method
         ticker = await self.executor.run(method, lambda: getattr(self.exchange, method)(m.symbol), idempotent=True, record=False)
-        info = ticker.get("info") or {}
-        mark = _d(ticker.get("markPrice") or info.get("markPrice"))  # the mark, never the last trade
-        if mark is None or not mark.is_finite() or mark <= 0:
+        mark = _ticker_mark(ticker)
+        if mark is None:
             raise VenueError(Outcome.RETRYABLE, f"{m.id}: no usable mark price in ticker")
         return mark
 
     async def mark_prices(self, symbols: list[str]) -> dict[str, Decimal]:
+        """The marks of ``symbols`` ({venue id: mark}), in one request where the venue offers one.
+
+        The one request (Binance ``premiumIndex`` without a symbol, Bybit ``tickers`` for the
+        category) is used from :attr:`VenueStyle.mark_batch_min_symbols` wanted symbols on, so
+        the cost of polling stops growing with positions; a symbol the answer lacks is left out
+        (the next interval reads it again). Without such a call (the paper exchange), or for
+        fewer symbols, each symbol is read on its own."""
+        markets = [self.market(s) for s in symbols]
+        if markets and self._can_batch_marks(len(markets)):
+            method = self.style.mark_prices_method
+            tickers = await self.executor.run("fetch_mark_prices", lambda: getattr(self.exchange, method)(None), idempotent=True, record=False)
+            # By the venue's own id (``info.symbol``): ccxt may file a ticker under another market of
+            # that id (Bybit's BTCUSDT is a spot and a linear id) when both are loaded.
+            by_id = {str((t.get("info") or {}).get("symbol")): t for t in (tickers or {}).values() if isinstance(t, dict)}
+            found = {m.id: mark for m in markets if (mark := _ticker_mark(by_id.get(m.id) or (tickers or {}).get(m.symbol))) is not None}
+            if not found:
+                raise VenueError(Outcome.RETRYABLE, f"{method}: no usable mark price for {', '.join(m.id for m in markets)}")
+            return found
         out = {}
-        for symbol in symbols:
-            out[self.market(symbol).id] = await self.mark_price(symbol)
+        for m in markets:
+            out[m.id] = await self.mark_price(m.symbol)
         return out
+
+    def _can_batch_marks(self, wanted: int) -> bool:
+        method = self.style.mark_prices_method
+        has = getattr(self.exchange, "has", None) or {}
+        return bool(method) and wanted >= self.style.mark_batch_min_symbols and has.get(has_key(method)) is True and callable(getattr(self.exchange, method, None))
 
     async def free_balance(self, asset: str = "USDT") -> Decimal:
         bal = await self.executor.run("fetch_balance", lambda: self.exchange.fetch_balance(), idempotent=True, record=False)

@@ -37,6 +37,11 @@ class VenueStyle:
     max_pages = 200
     #: The ccxt method that reads the mark price (Binance's 24 h ticker has no mark price).
     mark_price_method = "fetch_mark_price"
+    #: The ccxt method that reads every symbol's mark in one request (``GET /fapi/v1/premiumIndex``
+    #: without a symbol), and from how many wanted symbols it is used: Binance charges it weight 10
+    #: against 1 per symbol, so below 10 symbols the single reads are cheaper in what the venue limits.
+    mark_prices_method = "fetch_mark_prices"
+    mark_batch_min_symbols = 10
     #: Does an order's acknowledgement lack its status and fill (then a market order is read back once)?
     read_back_market_orders = False
     #: ccxt.pro's mark price stream (Binance: ``<symbol>@markPrice@1s``) and its unsubscribe.
@@ -177,6 +182,10 @@ class BybitStyle(VenueStyle):
     name = "bybit"
     page_limit = 50
     mark_price_method = "fetch_ticker"  # Bybit's v5 ticker carries markPrice
+    #: ``GET /v5/market/tickers?category=linear``: every linear ticker (with markPrice) for one
+    #: request of the IP limit, as cheap as one symbol's, so it is used from the first symbol.
+    mark_prices_method = "fetch_tickers"
+    mark_batch_min_symbols = 1
     read_back_market_orders = True  # /v5/order/create answers {orderId, orderLinkId} only
     mark_watch_method = "watch_tickers"  # the public tickers.<symbol> topic carries markPrice too
     mark_unwatch_method = "un_watch_tickers"

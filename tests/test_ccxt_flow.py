@@ -315,8 +315,13 @@ class FakeBybitLinear(FakeVenue):
         return self.envelope({})  # Bybit answers an empty result; retCode "0" (a string) is success
 
     def tickers(self, p):
-        mark = self.marks[p["symbol"]]
-        return self.envelope({"category": "linear", "list": [{"symbol": p["symbol"], "lastPrice": f"{mark:f}", "indexPrice": f"{mark:f}", "markPrice": f"{mark:f}", "prevPrice24h": f"{mark:f}", "price24hPcnt": "0", "highPrice24h": f"{mark:f}", "lowPrice24h": f"{mark:f}", "fundingRate": "0.0001", "nextFundingTime": str(self.now_ms + 3_600_000), "bid1Price": f"{mark:f}", "ask1Price": f"{mark:f}", "volume24h": "1", "turnover24h": "1"}]})
+        """One symbol's ticker, or (no symbol) every linear one: the price feed reads all marks at once."""
+        rows = [self._ticker(s) for s in ([p["symbol"]] if p.get("symbol") else self.marks)]
+        return self.envelope({"category": "linear", "list": rows})
+
+    def _ticker(self, symbol: str) -> dict[str, Any]:
+        mark = self.marks[symbol]
+        return {"symbol": symbol, "lastPrice": f"{mark:f}", "indexPrice": f"{mark:f}", "markPrice": f"{mark:f}", "prevPrice24h": f"{mark:f}", "price24hPcnt": "0", "highPrice24h": f"{mark:f}", "lowPrice24h": f"{mark:f}", "fundingRate": "0.0001", "nextFundingTime": str(self.now_ms + 3_600_000), "bid1Price": f"{mark:f}", "ask1Price": f"{mark:f}", "volume24h": "1", "turnover24h": "1"}
 
     def _fill(self, symbol: str, side: str, qty: Decimal, idx: int, reduce_only: bool):
         size, avg = self.positions.get((symbol, idx), (D(0), D(0)))
