@@ -43,6 +43,7 @@ import pykka
 
 from actors.account_view import AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
+from actors.position_state import from_projection
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from core.events import Severity
@@ -74,13 +75,9 @@ class StreamState(Message, frozen=True, kw_only=True):
 
 
 def references(row: dict[str, Any]) -> set[str]:
-    """Every order id and client id a position's projection still stands behind."""
-    refs = {row.get(k) for k in ("stop_order_id", "move_order_id", "entry_order_id", "stop_client_id", "pending_stop_client_id", "move_client_id", "close_client_id", "entry_client_id")}
-    refs |= {row.get(k) for k in ("aged_order_id", "aged_old_order_id", "aged_client_id", "aged_pending_client_id")}  # the aged exit
-    for tp in row.get("tps") or ():
-        refs |= {tp.get("order_id"), tp.get("client_id")}
-    refs.discard(None)
-    return refs
+    """Every order id and client id a position's projection still stands behind (its entry's too)."""
+    s = from_projection(row)
+    return s.order_refs() | s.client_refs() | {i for i in (s.entry_order_id, s.entry_client_id) if i}
 
 
 def _reply(ref: Any, message: Any) -> None:
@@ -318,7 +315,7 @@ class SyncActor(ManagedActor):
             pid = owner_of(o.client_id)
             if pid is not None:
                 row = by_pid.get(pid)
-                if row is not None and (o.order_id in references(row) or o.client_id in references(row)):
+                if row is not None and not references(row).isdisjoint((o.order_id, o.client_id)):
                     continue
                 if young:
                     continue

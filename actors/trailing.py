@@ -94,7 +94,7 @@ def evaluate(
     profit = profit_percent(side, entry, mark)
     s = state
     if s.active:
-        if better(side, mark, s.best):  # out-of-order or worse ticks never lower the best
+        if s.best is None or better(side, mark, s.best):  # out-of-order or worse ticks never lower the best
             s = msgspec.structs.replace(s, best=mark)
     elif profit >= p.activation_percent or (p.time_activation_minutes and now_ms - opened_ms >= p.time_activation_minutes * 60_000 and profit > 0):
         s = msgspec.structs.replace(s, active=True, best=mark, activated_ms=now_ms)
@@ -102,7 +102,7 @@ def evaluate(
         s = msgspec.structs.replace(s, breakeven_reached=True)
 
     candidates: list[tuple[Decimal, str]] = []
-    if s.active:
+    if s.active and s.best is not None:
         cb = p.callback_percent / _HUNDRED
         candidates.append((s.best * (1 - cb) if side == "long" else s.best * (1 + cb), "trailing"))
     if s.breakeven_reached:

@@ -25,7 +25,14 @@ from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteC
 from supervision.actor import handles
 
 if TYPE_CHECKING:
-    from supervision.supervisor import Supervisor
+    from collections.abc import Callable
+
+    from supervision.actor import ManagedActor
+    from supervision.supervisor import ChildSpec
+
+    _Base = ManagedActor
+else:
+    _Base = object
 
 
 class IntakeBlock(Message, frozen=True, kw_only=True):
@@ -35,8 +42,30 @@ class IntakeBlock(Message, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-class CommandsMixin:
-    """Mixed into :class:`Supervisor`; kept apart to keep each module small."""
+class CommandsMixin(_Base):
+    """Mixed into :class:`Supervisor`; kept apart to keep each module small.
+
+    (For the type checker it is a ``ManagedActor`` with the supervisor's state below.)
+    """
+
+    if TYPE_CHECKING:
+        specs: dict[str, ChildSpec]
+        refs: dict[str, pykka.ActorRef[Any]]
+        restart_total: dict[str, int]
+        given_up: dict[str, str]
+        intake_blocks: dict[str, str]
+        user_paused: bool
+        config_path: str | None
+        started_ms: int
+        shutting_down: str | None
+        feed: dict[str, Any]
+        degraded: dict[str, str]
+        on_config: Callable[[Any], None]
+        _pending: dict[str, Any]
+
+        @property
+        def intake_open(self) -> bool: ...
+        def children_of(self, kind: str) -> dict[str, pykka.ActorRef[Any]]: ...
 
     def __init__(self, **kwargs: Any) -> None:
         #: The latest health of each venue, as its executor reported it (``VenueHealthChanged``).
@@ -44,7 +73,7 @@ class CommandsMixin:
         super().__init__(**kwargs)
 
     @handles(ExecuteCommand)
-    def _on_command(self: Supervisor, msg: ExecuteCommand) -> None:
+    def _on_command(self, msg: ExecuteCommand) -> None:
         self.emit("control.command", {"command": msg.command, "args": msg.args}, correlation_id=msg.request_id)
         now = self.ctx.wall_ms()
         if now > msg.deadline_wall_ms:
@@ -58,7 +87,7 @@ class CommandsMixin:
             self.log.opt(exception=exc).error("command {} failed", msg.command)
             self.reply(msg, error=f"{msg.command} failed: {type(exc).__name__}: {exc}")
 
-    def reply(self: Supervisor, msg: ExecuteCommand, result: Any = None, *, error: str | None = None) -> None:
+    def reply(self, msg: ExecuteCommand, result: Any = None, *, error: str | None = None) -> None:
         ok = error is None
         self.emit(
             "control.reply",
@@ -69,10 +98,10 @@ class CommandsMixin:
         msg.reply_to.tell(CommandReplied(request_id=msg.request_id, ok=ok, result=result, error=error, correlation_id=msg.request_id))
 
     # ---------------------------------------------------------- queries
-    def cmd_status(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_status(self, msg: ExecuteCommand) -> None:
         self.reply(msg, self.status())
 
-    def status(self: Supervisor) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         store = self.ctx.store.health()
         children = []
         for name, spec in self.specs.items():
@@ -110,12 +139,12 @@ class CommandsMixin:
             "shutting_down": self.shutting_down,
         }
 
-    def cmd_positions(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_positions(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
         self.io_call("positions", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
 
     @handles(IOCompleted)
-    def _on_io_completed(self: Supervisor, msg: IOCompleted) -> None:
+    def _on_io_completed(self, msg: IOCompleted) -> None:
         if msg.purpose == "positions":
             request = self._pending.pop(msg.correlation_id, None)
             if request is not None:
@@ -131,16 +160,16 @@ class CommandsMixin:
             else:
                 self.emit("store.pruned", {"deleted": msg.result, "retention_days": self.ctx.config.store.retention_days})
 
-    def cmd_aged(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_aged(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
         self.io_call("aged", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
 
-    def start_retention(self: Supervisor) -> None:
+    def start_retention(self) -> None:
         cutoff = self.ctx.clock.now_ms() - self.ctx.config.store.retention_days * 86_400_000
         self.io_call("retention", self.ctx.store.prune(cutoff))
 
     # --------------------------------------------------------- positions
-    def cmd_close(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_close(self, msg: ExecuteCommand) -> None:
         symbol = msg.args["symbol"]
         targets = {n: r for n, r in self.children_of("position").items() if _symbol_matches(self.specs[n].name, symbol)}
         if not targets:
@@ -148,12 +177,12 @@ class CommandsMixin:
         self._tell_close(targets, msg)
         self.reply(msg, {"closing": sorted(targets)})
 
-    def cmd_close_all(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_close_all(self, msg: ExecuteCommand) -> None:
         targets = self.children_of("position")
         self._tell_close(targets, msg)
         self.reply(msg, {"closing": sorted(targets)})
 
-    def _tell_close(self: Supervisor, targets: dict[str, pykka.ActorRef], msg: ExecuteCommand) -> None:
+    def _tell_close(self, targets: dict[str, pykka.ActorRef], msg: ExecuteCommand) -> None:
         for ref in targets.values():
             try:
                 ref.tell(ClosePosition(reason="user command", correlation_id=msg.request_id))
@@ -161,7 +190,7 @@ class CommandsMixin:
                 pass
 
     # ------------------------------------------------------------ intake
-    def cmd_pause(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_pause(self, msg: ExecuteCommand) -> None:
         changed = not self.user_paused
         if changed:
             self.user_paused = True
@@ -169,7 +198,7 @@ class CommandsMixin:
             self.publish_intake()
         self.reply(msg, {"paused": True, "changed": changed, "note": "open positions stay protected"})
 
-    def cmd_resume(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_resume(self, msg: ExecuteCommand) -> None:
         changed = self.user_paused
         if changed:
             self.user_paused = False
@@ -178,11 +207,11 @@ class CommandsMixin:
         self.reply(msg, {"paused": False, "changed": changed, "still_blocked_by": dict(self.intake_blocks)})
 
     @handles(IntakeBlock)
-    def _on_intake_block(self: Supervisor, msg: IntakeBlock) -> None:
+    def _on_intake_block(self, msg: IntakeBlock) -> None:
         self._set_blocks({msg.key: msg.reason}, cause=msg.key)
 
     @handles(VenueHealthChanged)
-    def _on_venue_health(self: Supervisor, msg: VenueHealthChanged) -> None:
+    def _on_venue_health(self, msg: VenueHealthChanged) -> None:
         """A venue's executor says its health changed: FATAL, unreachable or maintenance block intake."""
         r = msg.report
         self.venue_health[r.venue] = r
@@ -193,7 +222,7 @@ class CommandsMixin:
         }
         self._set_blocks(blocks, cause=f"exchange:{r.venue}")
 
-    def _set_blocks(self: Supervisor, blocks: dict[str, str | None], *, cause: str) -> None:
+    def _set_blocks(self, blocks: dict[str, str | None], *, cause: str) -> None:
         """Add (reason) or lift (None) intake blocks; the intake hears of it if that changed anything."""
         before, changed = self.intake_open, False
         for key, reason in blocks.items():
@@ -206,7 +235,7 @@ class CommandsMixin:
             self.emit("intake.blocks_changed", {"cause": cause, "open": self.intake_open, "was_open": before, "blocked": dict(self.intake_blocks)}, severity=Severity.INFO if self.intake_open else Severity.WARNING)
             self.publish_intake()
 
-    def publish_intake(self: Supervisor) -> None:
+    def publish_intake(self) -> None:
         note = IntakeChanged(open=self.intake_open, reasons=tuple(self.intake_blocks.values()) + (("paused by user",) if self.user_paused else ()))
         for ref in self.children_of("intake").values():
             try:
@@ -215,7 +244,7 @@ class CommandsMixin:
                 pass
 
     # ------------------------------------------------------------ config
-    def cmd_reload(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_reload(self, msg: ExecuteCommand) -> None:
         if not self.config_path:
             return self.reply(msg, error="this bot was started without a config file; nothing to reload")
         try:
@@ -239,18 +268,18 @@ class CommandsMixin:
         self.reply(msg, {"applied": applied, "requires_restart": needs_restart, "unchanged": not changed})
 
     # ------------------------------------------------------ reconcile
-    def cmd_sync(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_sync(self, msg: ExecuteCommand) -> None:
         self._ask_sync(msg, None)
 
-    def cmd_zombies(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_zombies(self, msg: ExecuteCommand) -> None:
         self._ask_sync(msg, msg.args.get("dry_run"))
 
-    def _ask_sync(self: Supervisor, msg: ExecuteCommand, dry_run: bool | None) -> None:
+    def _ask_sync(self, msg: ExecuteCommand, dry_run: bool | None) -> None:
         if self.ctx.directory is None or not self.ctx.directory.tell("sync", ReconcileNow(request=msg, dry_run=dry_run)):
             self.reply(msg, error="no sync actor is running")
 
     # ---------------------------------------------------------- shutdown
-    def cmd_shutdown(self: Supervisor, msg: ExecuteCommand) -> None:
+    def cmd_shutdown(self, msg: ExecuteCommand) -> None:
         self.reply(msg, {"shutting_down": True, "stops": "left on the exchange"})
         self.actor_ref.tell(Shutdown(reason="control command"))
 

@@ -27,7 +27,7 @@ from tests.conftest import SHARED, eventually
 
 pytestmark = pytest.mark.slow
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's code, whatever is installed
 SIGNALS = [
     {"id": "k-btc", "wave": "w1", "symbol": "BTCUSDT", "side": "long", "after_secs": 0.2},
     {"id": "k-eth", "wave": "w1", "symbol": "ETHUSDT", "side": "short", "after_secs": 0.2},

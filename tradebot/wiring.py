@@ -179,6 +179,7 @@ def build_children(runtime: Runtime) -> list[ChildSpec]:
     runtime.venue = venue
     tell_health = connect_health(venue.executor.health, lambda: runtime.supervisor)
     runtime.after_start.append(lambda: tell_health(venue.executor.health.report()))  # what happened before it was up
+    assert runtime.store is not None, "the store opens before the children are built"
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
     children = trading_children(config, venue, runtime.directory, open_positions)
     runtime.after_start.append(lambda: start_signal_feed(runtime))  # once "intake" is there to hear it
