@@ -22,9 +22,11 @@ Rules (long; a short mirrors them):
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 
 import msgspec
+
+from core.grid import stop_on_grid
 
 _HUNDRED = Decimal(100)
 
@@ -69,10 +71,7 @@ def breakeven_price(side: str, entry: Decimal, fee_percent: Decimal) -> Decimal:
     return entry * (1 + f) if side == "long" else entry * (1 - f)
 
 
-def on_grid(side: str, price: Decimal, tick: Decimal) -> Decimal:
-    """A stop price on the tick grid, rounded away from the market; never below one tick."""
-    ticks = (price / tick).to_integral_value(rounding=ROUND_FLOOR if side == "long" else ROUND_CEILING)
-    return max(ticks, Decimal(1)) * tick
+on_grid = stop_on_grid  # the one rule (core.grid); the name the rules and tests use
 
 
 def evaluate(

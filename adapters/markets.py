@@ -13,19 +13,14 @@ is one tick (the old bot sent prices below one tick: seed 004).
 
 from __future__ import annotations
 
-import enum
 import json
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-
-class Rounding(enum.Enum):
-    DOWN = ROUND_FLOOR
-    UP = ROUND_CEILING
-    NEAREST = ROUND_HALF_EVEN
+from core.grid import Rounding, to_grid
 
 
 class Market(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,14 +48,14 @@ class Market(msgspec.Struct, frozen=True, kw_only=True):
 
     def round_price(self, price: Decimal, rounding: Rounding = Rounding.NEAREST) -> Decimal:
         """``price`` on the tick grid; never below one tick."""
-        if not price.is_finite():
-            raise ValueError(f"{self.id}: price is not a finite number: {price}")
-        ticks = (price / self.tick_size).to_integral_value(rounding=rounding.value)
-        return max(ticks, Decimal(1)) * self.tick_size
+        try:
+            return to_grid(price, self.tick_size, rounding)
+        except ValueError as exc:
+            raise ValueError(f"{self.id}: {exc}") from None
 
     def stop_price(self, price: Decimal, *, closing_side: str) -> Decimal:
         """A stop price rounded away from the market: a sell stop down, a buy stop up."""
-        return self.round_price(price, Rounding.DOWN if closing_side == "sell" else Rounding.UP)
+        return self.round_price(price, Rounding.DOWN if closing_side == "sell" else Rounding.UP)  # = stop_on_grid
 
     def limit_bounds(self, side: str, mark: Decimal | None) -> tuple[Decimal, Decimal | None]:
         """The lowest and highest limit price (on the grid) the venue accepts now for ``side``.
