@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from actors.position_state import from_projection
 from adapters.errors import Outcome, translate
 from core.events import Severity
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
@@ -100,15 +101,15 @@ class SignalIntake(ManagedActor):
     def started(self) -> None:
         for ev in self.load_events(actor=self.name):
             self._fold(ev.type, ev.data)
-        owned = self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)
-        states = {p["position_id"]: p for p in owned}
-        self.held = {p["symbol"] for p in owned if p.get("is_open")}
+        owned = [from_projection(row) for row in self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)]
+        states = {p.position_id: p for p in owned}
+        self.held = {p.symbol for p in owned if p.state.is_open}
         for pid, (_wave, symbol) in list(self.in_flight.items()):  # decided while we were down
             row = states.get(pid)
-            if row is not None and row.get("state") == "protected":
-                self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row["side"], qty=Decimal(str(row["quantity"])), entry_price=Decimal(str(row["entry_price"])), stop_price=Decimal(str(row["stop_price"])), stop_order_id=row["stop_order_id"]))
-            elif row is not None and not row.get("is_open"):
-                self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.get('state')} while the intake was down", outcome=str(row.get("state"))))
+            if row is not None and row.is_protected and row.entry_price is not None and row.stop_price is not None and row.stop_order_id is not None:
+                self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row.side, qty=row.qty, entry_price=row.entry_price, stop_price=row.stop_price, stop_order_id=row.stop_order_id))
+            elif row is not None and not row.state.is_open:
+                self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.state.value} while the intake was down", outcome=row.state.value))
         if self.margin_pause is not None:  # paused before a restart: still paused, still checking
             self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=self.margin_pause))
             self.after(self._recheck_ms, CheckMargin())
