@@ -21,8 +21,11 @@ from core.config import Config, parse_config
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def eventually(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> object:
-    """Wait until ``predicate()`` is truthy (polling, bounded); fail with ``what``."""
+def eventually(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    """Wait until ``predicate()`` is truthy (polling, bounded); fail with ``what``.
+
+    The default deadline is generous for a loaded 2-core CI machine: a passing
+    condition returns as soon as it holds, only a failing one waits it out."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
