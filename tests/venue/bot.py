@@ -84,8 +84,9 @@ def bybit_server(**kw: Any) -> BybitVenueServer:
 class Collector(ManagedActor):
     """Stands in for the intake: records what position actors report."""
 
-    def started(self) -> None:
-        self.got: list[Any] = []
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.got: list[Any] = []  # set before the actor runs: a proxy may ask at once
 
     @handles(PositionOpened, PositionOpenFailed, PositionClosed, ProtectionReport)
     def _got(self, msg: Any) -> None:

@@ -37,7 +37,8 @@ Only what ccxt 4.5.90's ``bybit.py`` sends for the bot's flows is answered:
   :meth:`late_next`, :meth:`ban`; :meth:`human_cancel`, :meth:`human_close`,
   :meth:`human_order` (any order a person places, e.g. conditional entries
   without reduceOnly), :meth:`set_ticker_lag` (tickers answer a mark that
-  lags the one the venue triggers on).
+  lags the one the venue triggers on), ``partial_fill_symbols`` (market
+  entries there fill in part).
 
 Matching and account are :class:`~adapters.paper.engine.PaperEngine` with the
 bybit flavour (the honest shortcut: the point is the wire and the venue's
@@ -194,6 +195,7 @@ class BybitVenueServer:
         port: int = 0,
         extra_symbols: int = 0,
         history_delay_ms: int = 0,
+        partial_fill_symbols: Iterable[str] = (),
     ) -> None:
         raw = json.loads(markets_file.read_text())
         self.raw_markets: dict[str, dict[str, Any]] = {s: m for s, m in raw.items() if m.get("linear") and m.get("type") == "swap" and m.get("settle") == "USDT"}
@@ -207,6 +209,8 @@ class BybitVenueServer:
         self.latency_ms = latency_ms
         self.hedge_mode = hedge_mode
         self.history_delay_ms = history_delay_ms
+        #: Market entries on these symbols fill only in part (the IOC remainder is cancelled).
+        self.partial_fill_symbols = {self.markets.resolve(x).symbol for x in partial_fill_symbols}
         self.host, self.port = host, port
         self.timeline = Timeline(entry_route="POST /v5/order/create", client_id_key="orderLinkId")
         self._lock = threading.RLock()
@@ -668,7 +672,8 @@ class BybitVenueServer:
             params.update(triggerPrice=str(p["triggerPrice"]), triggerDirection=str(p["triggerDirection"]))
         side = str(p.get("side", "")).lower()
         price = D(str(p["price"])) if kind == "Limit" else None
-        o = self.engine.create_order(unified, kind.lower(), side, D(str(p.get("qty") or "0")), price, params, now_ms=self._created_ms())
+        partial = 1.0 if unified in self.partial_fill_symbols and not params["reduceOnly"] and "triggerPrice" not in params else 0.0
+        o = self.engine.create_order(unified, kind.lower(), side, D(str(p.get("qty") or "0")), price, params, now_ms=self._created_ms(), partial_fill_prob=partial)
         if close_on_trigger:
             self._close_on_trigger.add(o.id)
         return {"orderId": self._wid(o.id), "orderLinkId": o.client_id}
