@@ -298,23 +298,25 @@ def test_entry_read_back_falls_back_to_the_history(bot: Bot, venue: BybitVenueSe
 
 
 def test_entries_get_stops_of_the_filled_size_in_one_read(tmp_path: Path):
-    """Five entries at once (a short among them), two of them partly filled: each stop is the
-    documented shape and covers exactly what filled; one read-back per entry, nothing by client id."""
+    """Three entries at once (a short among them), two of them partly filled: each stop is the
+    documented shape and covers exactly what filled; one read-back per entry, nothing by client id.
+    (Three: six creates fit Bybit's 10 per second within our share; a larger burst waits for the
+    window, see ``bench_venue_bybit``.)"""
     s = bybit_server(partial_fill_symbols=("ETHUSDT", "XRPUSDT"))
     b = start_bot(tmp_path / "bot", s)
     try:
-        for symbol in ("BTCUSDT", "ETHUSDT", "XRPUSDT", "LTCUSDT"):
+        for symbol in ("ETHUSDT", "XRPUSDT"):
             b.open(symbol)
         b.open("ADAUSDT", side="short")
-        wait_for(lambda: len(b.opened()) == 5 and protected(s, 5), what="5 protected positions")
+        wait_for(lambda: len(b.opened()) == 3 and protected(s, 3), what="3 protected positions")
     finally:
         close_bot(b)
         s.stop()
     tl = s.timeline
     gaps = [iv.length_ms(0) for iv in tl.unprotected()]
-    assert len(gaps) == 5 and max(gaps) < STOP_LIVE_BOUND_MS, gaps
+    assert len(gaps) == 3 and max(gaps) < STOP_LIVE_BOUND_MS, gaps
     stops = [r for r in tl.requests if r.route == ORDER and r.params.get("triggerPrice") and r.status == 200]
-    assert len(stops) == 5
+    assert len(stops) == 3
     for r in stops:
         short = r.params["symbol"] == "ADAUSDT"
         assert (r.params["side"], r.params["triggerDirection"]) == (("Buy", "1") if short else ("Sell", "2"))
@@ -327,7 +329,8 @@ def test_entries_get_stops_of_the_filled_size_in_one_read(tmp_path: Path):
     for r in stops:  # each stop covers exactly what filled
         assert D(r.params["qty"]) == sizes[(r.params["symbol"], "short" if r.params["symbol"] == "ADAUSDT" else "long")]
     assert [r for r in tl.requests if r.params.get("orderLinkId") and r.method == "GET"] == []  # nothing looked up by client id
-    assert tl.count("GET /v5/order/realtime") >= 5 and tl.count("GET /v5/order/history") == 0
+    assert protected(s, 3)  # exactly one stop per position, covering it
+    assert len([r for r in tl.requests if r.route == "GET /v5/order/realtime" and r.params.get("orderId")]) == 3 and tl.count("GET /v5/order/history") == 0
     assert_clean(s)
 
 
