@@ -132,6 +132,12 @@ def after_stop(s: PositionState, cmd: PlaceStop | LookUpOrder, order: OrderRepor
     if error is not None and error.outcome is Outcome.WOULD_TRIGGER:
         failed = pe.StopFailed(attempt=s.stop_attempts, reason=str(error))
         if isinstance(cmd, PlaceStop) and not cmd.reread:
+            if error.current_price is not None:
+                # The venue said which price it compared with (Bybit 110092/110093): the guard's
+                # rule with that price (or our own mark, if it is worse), no read needed.
+                venue_price = error.current_price
+                worse = env.mark if env.mark is not None and s.side.through(env.mark, venue_price) else venue_price
+                return Plan(events=(failed,)).then(after_restore_mark(fold(s, (failed,), env.now_ms), worse, None, env))
             # Our mark may be stale: read it once, then apply the guard's rule with the fresh one.
             return Plan(events=(failed,), next=ReadMark(step=Step.RESTORE_MARK))
         return Plan(events=(failed,)).then(plan_exit.begin_close(fold(s, (failed,), env.now_ms), "price already through the stop", env))

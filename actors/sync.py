@@ -12,11 +12,13 @@ explainable by what is read after). Findings:
   actor for it that protects it at once;
 * stray order (our client id, the owner alive but no longer referencing it,
   older than ``sync.grace_secs``) -> its owner cancels it;
-* zombie order (nobody owns it): ours with the owner gone; a reduce-only or
-  stop/TP order on a symbol without a position; an order that would flip a
-  position -> cancelled here (executor retries, at most
-  ``zombies.max_cancels_per_run``), or only reported in dry-run. Other
-  people's orders on symbols we do not trade are left alone unless
+* zombie order (nobody owns it): ours with the owner gone; a *closing* order
+  (reduce-only, closePosition / closeOnTrigger, an attached TP/SL) on a symbol
+  without a position; an order that would flip a position (:data:`ZOMBIE_RULES`)
+  -> cancelled here (executor retries, at most ``zombies.max_cancels_per_run``),
+  or only reported in dry-run. An order that can only open or add to a
+  position (a conditional entry included) is never cancelled. Other people's
+  orders on symbols we do not trade are left alone unless
   ``zombies.include_foreign``.
 
 It never touches an order whose owner is alive: only owners touch their orders.
@@ -88,24 +90,69 @@ def _reply(ref: Any, message: Any) -> None:
         pass
 
 
-def zombie_reason(o: OrderReport, by_key: dict[tuple[str, str], PositionReport], held: set[str], flip_ratio: Decimal) -> str | None:
-    """Why an order nobody owns (on a symbol we trade) is a leftover to cancel; None: leave it.
+#: Which foreign order (nobody's of ours alive owns it, on a symbol we trade) the bot cancels, by
+#: what the order can do and what the symbol holds (one-way mode). Per venue, the venue style says
+#: which raw flags make an order *closing* (``VenueStyle.closing_flags``: Binance ``reduceOnly`` /
+#: ``closePosition``, Bybit ``reduceOnly`` / ``closeOnTrigger``; Bybit's position-attached TP/SL too);
+#: every other order, conditional or not, can open a position. ``None``: left alone.
+#:
+#: ================== ============== ================================ ==================
+#: order              symbol flat    order reduces the position       order adds to it
+#: ================== ============== ================================ ==================
+#: closing            cancel         left alone                       left alone
+#: conditional entry  left alone     cancel if it would flip it       left alone
+#: entry (plain)      left alone     cancel if it would flip it       left alone
+#: ================== ============== ================================ ==================
+#:
+#: "Would flip": its amount exceeds ``zombies.flip_ratio`` times the position. Hedge mode: a closing
+#: order for a side (``positionIdx`` / ``positionSide``) that holds nothing is cancelled, an opening one
+#: never. A foreign order that can only open or add to a position is never the bot's to cancel.
+ZOMBIE_RULES: dict[tuple[str, str], str | None] = {
+    ("closing", "flat"): "{what} order on a symbol without a position",
+    ("closing", "reduces"): None,
+    ("closing", "adds"): None,
+    ("conditional entry", "flat"): None,
+    ("conditional entry", "reduces"): "would flip the position ({amount} against {qty})",
+    ("conditional entry", "adds"): None,
+    ("entry", "flat"): None,
+    ("entry", "reduces"): "would flip the position ({amount} against {qty})",
+    ("entry", "adds"): None,
+}
 
-    The seed's rules, with one refinement: in hedge mode an order is tied to one side
-    (``position_side``); a *closing* order for a side that holds nothing is a zombie even
-    when the other side is open (the "wrong positionIdx" rule), while an opening order,
-    as in one-way mode, is someone's entry and left alone."""
+
+def order_kind(o: OrderReport) -> str:
+    """closing (reduce-only / closePosition / closeOnTrigger / an attached TP/SL), conditional entry, or entry."""
+    if o.reduce_only or o.attached:
+        return "closing"
+    return "conditional entry" if o.is_stop else "entry"
+
+
+def zombie_reason(o: OrderReport, by_key: dict[tuple[str, str], PositionReport], held: set[str], flip_ratio: Decimal) -> str | None:
+    """Why an order nobody owns (on a symbol we trade) is a leftover to cancel (:data:`ZOMBIE_RULES`); None: leave it.
+
+    In hedge mode an order is tied to one side (``position_side``); a *closing* order for a side
+    that holds nothing is a zombie even when the other side is open (the "wrong positionIdx"
+    rule), while an opening order, as in one-way mode, is someone's entry and left alone."""
     if o.position_side is not None:
         closes = (o.position_side == "long") == (o.side == "sell")
         if closes and (o.symbol, o.position_side) not in by_key:
             return f"closes the {o.position_side} side (hedge mode, position index {1 if o.position_side == 'long' else 2}), which holds no position"
         return None  # hedge-mode sides are separate positions: nothing can flip
-    if (o.reduce_only or o.is_stop or o.attached) and o.symbol not in held:
-        return f"{o.attached or ('stop' if o.is_stop else 'reduce-only')} order on a symbol without a position"
-    pos = by_key.get((o.symbol, "long" if o.side == "sell" else "short"))  # the position this order would reduce
-    if not o.reduce_only and pos is not None and o.amount > pos.qty * flip_ratio:
-        return f"would flip the position ({o.amount} against {pos.qty})"
-    return None
+    kind = order_kind(o)
+    reduced = by_key.get((o.symbol, "long" if o.side == "sell" else "short"))  # the position this order would reduce
+    if o.symbol not in held:
+        situation = "flat"
+    elif reduced is not None:
+        situation = "reduces"
+        if o.amount <= reduced.qty * flip_ratio:
+            return None  # reduces without flipping: someone's partial exit or scale-out
+    else:
+        situation = "adds"
+    rule = ZOMBIE_RULES[(kind, situation)]
+    if rule is None:
+        return None
+    what = o.attached or ("stop" if o.is_stop else "reduce-only")
+    return rule.format(what=what, amount=o.amount, qty=reduced.qty if reduced is not None else 0)
 
 
 class SyncActor(ManagedActor):

@@ -298,7 +298,7 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
         markets = Markets.from_ccxt(_usable_markets(raw))
         if not len(markets):
             raise ExchangeSetupError(f"{e.name}: no linear USDT perpetual markets found")
-        await _check_position_mode(exchange, e.name, e.hedge_mode)
+        await _check_position_mode(exchange, e.name, e.hedge_mode, markets)
     except ExchangeSetupError:
         await exchange.close()
         raise
@@ -308,12 +308,20 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode))
 
 
-async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool) -> None:
-    """Where ccxt can read the account's position mode (Binance), it must match ``exchange.hedge_mode``."""
-    if (getattr(exchange, "has", None) or {}).get("fetchPositionMode") is not True:
-        return  # Bybit: no such read in ccxt; the README says what to set
-    mode = await exchange.fetch_position_mode()
-    hedged = bool(mode.get("hedged"))
+async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool, markets: Markets | None = None) -> None:
+    """The account's position mode must match ``exchange.hedge_mode``: read with ccxt's
+    ``fetch_position_mode`` where it has one (Binance), else through the venue's own endpoint as
+    the style names it (Bybit: ``/v5/position/list`` for one symbol, by its ``positionIdx`` slots)."""
+    style = style_for(name)
+    request = style.position_mode_request(next(iter(markets)).id) if markets is not None and len(markets) else None
+    if request is not None and callable(getattr(exchange, request[0], None)):
+        hedged = style.hedged_from(await getattr(exchange, request[0])(request[1]))
+        if hedged is None:
+            raise ExchangeSetupError(f"exchange.hedge_mode: the {name} account's position mode could not be read ({request[0]} answered no position slots); check the key's permissions")
+    elif (getattr(exchange, "has", None) or {}).get("fetchPositionMode") is True:
+        hedged = bool((await exchange.fetch_position_mode()).get("hedged"))
+    else:
+        return
     if hedged != hedge_mode:
         raise ExchangeSetupError(
             f"exchange.hedge_mode: the {name} account is in {'hedge' if hedged else 'one-way'} mode but exchange.hedge_mode = {str(hedge_mode).lower()}; "

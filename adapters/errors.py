@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import ssl
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -46,11 +47,14 @@ class Outcome(enum.Enum):
 class VenueError(Exception):
     """A classified exchange failure."""
 
-    def __init__(self, outcome: Outcome, message: str, *, code: str | None = None, skip_symbol_ms: int = 0, transport: bool = False) -> None:
+    def __init__(self, outcome: Outcome, message: str, *, code: str | None = None, skip_symbol_ms: int = 0, transport: bool = False, current_price: Decimal | None = None) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.code = code
         self.skip_symbol_ms = skip_symbol_ms
+        #: WOULD_TRIGGER: the price the venue compared the trigger with, where its answer says it
+        #: (Bybit 110092 / 110093 "... current[39150.0]"); None where it does not (Binance -2021).
+        self.current_price = current_price
         #: No answer from the venue: the network, a timeout, the venue's front door (503). What
         #: "unreachable" counts; a refusal with a venue code proves the venue is reachable.
         self.transport = transport
@@ -122,6 +126,10 @@ CODE_OUTCOMES: dict[str, tuple[Outcome, int]] = {
     "170193": (Outcome.REJECTED, 0),  # price rounded to zero
     "170209": (Outcome.SYMBOL_UNAVAILABLE, _DAY_MS),  # region-restricted: skip 24 h
 }
+
+#: Would-trigger answers that carry the venue's current price, and where: Bybit's
+#: ``expect Falling, but trigger_price[39200] >= current[39150.5]`` (110093; 110092 rising).
+_CURRENT_PRICE = {code: re.compile(r"current\[\s*(\d+(?:\.\d+)?)\s*\]") for code in ("110092", "110093")}
 
 _SUCCESS = ("0", "200")
 _CODE_PATTERNS = (
@@ -207,7 +215,17 @@ def _from_ccxt(exc: ccxt.BaseError) -> VenueError:
     if outcome in (Outcome.RETRYABLE, Outcome.REJECTED) and isinstance(exc, (ccxt.ExchangeNotAvailable, ccxt.ExchangeError)) and words.search(str(exc)):
         outcome = Outcome.MAINTENANCE  # an HTTP 503 with a maintenance body, Bybit 10016 "service unavailable"
     transport = code is None and outcome in (Outcome.RETRYABLE, Outcome.UNKNOWN) and isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.InvalidNonce)
-    return VenueError(outcome, _short(exc), code=code, skip_symbol_ms=skip_ms, transport=transport)
+    return VenueError(outcome, _short(exc), code=code, skip_symbol_ms=skip_ms, transport=transport, current_price=_current_price(code, str(exc)))
+
+
+def _current_price(code: str | None, text: str) -> Decimal | None:
+    """The venue's current price in a would-trigger answer (:data:`_CURRENT_PRICE`), if it is there and usable."""
+    pattern = _CURRENT_PRICE.get(code or "")
+    m = pattern.search(text) if pattern is not None else None
+    if m is None:
+        return None
+    price = Decimal(m.group(1))
+    return price if price.is_finite() and price > 0 else None
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -244,14 +244,34 @@ class Venue(StreamingVenue):
 
     async def _read_back(self, symbol: str, report: OrderReport, ctx: dict[str, Any] | None) -> OrderReport:
         """Where a venue acknowledges an order with its ids only (Bybit), read the market order back
-        once for its status and fill; if it is not visible yet, the bare acknowledgement stands."""
+        for its status and fill: one round trip (realtime by id), a second only where the first
+        does not show it (the history). Not visible anywhere yet: the bare acknowledgement stands
+        (the position actor then resolves it by client id)."""
         if report.status is not OrderStatus.UNKNOWN or not self.style.read_back_market_orders:
             return report
-        try:
-            found = await self.fetch_order(symbol, order_id=report.order_id, ctx=ctx)
-        except VenueError:
-            return report
-        return found if found is not None else report
+        m = self.market(symbol)
+        for method, params in self.style.read_back_queries(report.order_id):
+            if not callable(getattr(self.exchange, method, None)):
+                continue
+
+            def call(method: str = method, params: dict[str, Any] = params) -> Awaitable[dict[str, Any] | None]:
+                return self._by_id(method, m, report.order_id, params)
+
+            try:
+                found = await self.executor.run("fetch_order", call, idempotent=True, record=False, context=ctx)
+            except VenueError as err:
+                if err.outcome is Outcome.NOT_FOUND:
+                    continue  # realtime no longer lists it: the next read (the history)
+                return report
+            if found is not None:
+                return await self._with_fill(self._order(found, m), found, m, ctx)
+        return report
+
+    async def _by_id(self, method: str, m: Market, order_id: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        if method == "fetch_order":
+            return await self.exchange.fetch_order(order_id, m.symbol, params)
+        orders = await getattr(self.exchange, method)(m.symbol, None, None, params)
+        return next((o for o in orders if str(o.get("id")) == order_id), None)
 
     async def _create(self, m: Market, kind: str, side: str, qty: Decimal, params: dict[str, Any], trigger: Decimal | None = None, limit: Decimal | None = None) -> OrderReport:
         raw = await self.exchange.create_order(m.symbol, kind, side, float(qty), float(limit) if limit is not None else None, params)
@@ -452,7 +472,7 @@ class Venue(StreamingVenue):
         info = raw.get("info") or {}
         status = _STATUS.get(str(raw.get("status") or "").lower(), OrderStatus.UNKNOWN)
         trigger = _d(raw.get("triggerPrice") or raw.get("stopPrice") or raw.get("stopLossPrice"))
-        reduce_only = bool(raw.get("reduceOnly") or info.get("reduceOnly") in (True, "true") or info.get("closePosition") in (True, "true"))
+        reduce_only = self.style.closing_only(raw)
         return OrderReport(
             order_id=self.style.report_id(raw),
             client_id=self._client_id(raw),

@@ -55,10 +55,34 @@ class VenueStyle:
         #: The account's position mode (``exchange.hedge_mode``): one-way or hedge (long and short apart).
         self.hedge_mode = hedge_mode
 
+    #: The raw order fields (``info``) that make an order *closing only*: it can reduce a
+    #: position and never open one (Binance: ``reduceOnly``, ``closePosition``). Any other order,
+    #: conditional or not, can open a position. What sync's zombie rules read (``OrderReport.reduce_only``).
+    closing_flags: tuple[str, ...] = ("reduceOnly", "closePosition")
+
     def clear_attached_request(self, symbol_id: str, position_side: str | None) -> tuple[str, dict[str, Any]] | None:
         """The call that clears a position's attached TP/SL, as (ccxt method, params); None: the
         venue has none (Binance's stops are all plain orders, cancelled as such)."""
         return None
+
+    def closing_only(self, raw: dict[str, Any]) -> bool:
+        """Can this order (a ccxt dict) only reduce a position, never open one? (:attr:`closing_flags`)"""
+        info = raw.get("info") or {}
+        return bool(raw.get("reduceOnly")) or any(info.get(flag) in (True, "true") for flag in self.closing_flags)
+
+    def position_mode_request(self, symbol_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The venue call that reads the account's position mode, as (ccxt method, params), where
+        ccxt has no unified read; None: ccxt's ``fetch_position_mode`` does (Binance)."""
+        return None
+
+    def hedged_from(self, response: Any) -> bool | None:
+        """Hedge mode (True), one-way (False) or unknown (None) from :meth:`position_mode_request`'s answer."""
+        return None
+
+    def read_back_queries(self, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Where an order's acknowledgement lacks its fill (:attr:`read_back_market_orders`), the
+        reads that find it by id, tried in turn until one shows it: (ccxt method, params)."""
+        return [("fetch_order", self.fetch_params())]
 
     @staticmethod
     def _num(value: Decimal) -> str:
@@ -191,8 +215,29 @@ class BybitStyle(VenueStyle):
     mark_unwatch_method = "un_watch_tickers"
     stream_subscriptions: ClassVar[dict[str, tuple[str, ...]]] = {"orders": ("orders",), "positions": ("positions",), "marks": ("ticker:",)}
 
+    #: Bybit: ``reduceOnly`` or ``closeOnTrigger`` (a conditional order with neither opens a position
+    #: when it fires, even on a flat symbol: someone's conditional entry, never a zombie).
+    closing_flags: tuple[str, ...] = ("reduceOnly", "closeOnTrigger")
+
     def client_id_params(self, client_id: str) -> dict[str, Any]:
         return {"orderLinkId": client_id}
+
+    def position_mode_request(self, symbol_id: str) -> tuple[str, dict[str, Any]] | None:
+        # v5 has no "get position mode": a symbol's position list, asked by name, shows its slots
+        # even when flat: one with positionIdx 0 in one-way mode, two (1 buy side, 2 sell side) in hedge mode.
+        return "private_get_v5_position_list", {"category": "linear", "symbol": symbol_id}
+
+    def hedged_from(self, response: Any) -> bool | None:
+        rows = ((response or {}).get("result") or {}).get("list") or []
+        slots = {str(r.get("positionIdx")) for r in rows if isinstance(r, dict)}
+        if slots & {"1", "2"}:
+            return True
+        return False if "0" in slots else None
+
+    def read_back_queries(self, order_id: str) -> list[tuple[str, dict[str, Any]]]:
+        # /v5/order/realtime by orderId (open and recently closed orders: one round trip), then, when
+        # realtime lists open orders only (Bybit documents this after a restart of theirs), /v5/order/history.
+        return [("fetch_order", self.fetch_params()), ("fetch_canceled_and_closed_orders", {"orderId": order_id})]
 
     def position_params(self, position_side: str, *, closing: bool) -> dict[str, Any]:
         # positionIdx: 0 one-way; 1 / 2 the long / short side in hedge mode.
@@ -234,9 +279,12 @@ class BybitStyle(VenueStyle):
         return [{}]  # without orderFilter Bybit lists active and conditional orders together
 
     def next_cursor(self, page: list[dict[str, Any]]) -> str | None:
+        """The page's ``nextPageCursor``, from whichever order carries it: ccxt attaches it to the first
+        raw order (Bybit lists newest first) and then sorts the page oldest first, so it usually
+        ends up on the last one."""
         if not self.page_limit or len(page) < self.page_limit:
             return None
-        return (page[0].get("info") or {}).get("nextPageCursor") or None  # ccxt puts the cursor on the first order
+        return next((c for o in page if (c := (o.get("info") or {}).get("nextPageCursor"))), None)
 
     def position_query(self, unified: list[str] | None) -> list[str] | None:
         return unified if unified is None or len(unified) == 1 else None  # ccxt: at most one symbol

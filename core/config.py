@@ -108,7 +108,7 @@ class ExchangeConfig(_Section, frozen=True):
     api_secret_env: str = "TRADEBOT_API_SECRET"
     #: Extra options passed to the ccxt constructor (e.g. {"options": {...}} or another base URL).
     ccxt_options: dict[str, Any] = {}
-    #: Bybit: position mode of the account (one-way uses positionIdx 0).
+    #: The account's position mode (false = one-way; Bybit positionIdx 0); checked at start on both venues.
     hedge_mode: bool = False
     #: Retries of one exchange call (network errors, rate limits) and their backoff.
     max_attempts: Annotated[int, _n(ge=1, le=20)] = 4

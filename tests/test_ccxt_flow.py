@@ -405,8 +405,8 @@ class FakeBybitLinear(FakeVenue):
     def position_list(self, p):
         out = []
         keys = [k for k in self.positions if p.get("symbol") in (None, k[0])]
-        if p.get("symbol") and not keys:  # Bybit lists a flat one-way position with size 0
-            keys = [(p["symbol"], 0)]
+        if p.get("symbol") and not keys:  # Bybit lists a flat symbol's slots with size 0: one one-way, two (1, 2) in hedge mode
+            keys = [(p["symbol"], 1), (p["symbol"], 2)] if self.hedge else [(p["symbol"], 0)]
         for symbol, idx in keys:
             size, avg = self.positions.get((symbol, idx), (D(0), D(0)))
             mark = self.marks[symbol]

@@ -64,7 +64,9 @@ async def venue_answering(name: str, answers: dict[str, Any]) -> tuple[Venue, li
     ex.set_markets(json.loads(MARKETS[name].read_text()))
     if name == "binanceusdm":  # as ccxt's static response tests do (the file's "options")
         ex.options["leverageBrackets"] = RESPONSES["binance"]["options"]["leverageBrackets"]
-    answers = {"GET /fapi/v1/positionSide/dual": {"dualSidePosition": False}, **answers}
+    # the start-up position-mode reads: Binance's positionSide/dual, Bybit's slots of one symbol (one-way: positionIdx 0)
+    one_way = {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": [{"symbol": "BTCUSDT", "positionIdx": 0, "size": "0", "side": ""}], "nextPageCursor": ""}, "retExtInfo": {}, "time": 0}
+    answers = {"GET /fapi/v1/positionSide/dual": {"dualSidePosition": False}, "GET /v5/position/list": one_way, **answers}
 
     def respond(req: HttpRequest) -> Any:
         route = f"{req.method} {req.path}"

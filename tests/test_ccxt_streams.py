@@ -356,7 +356,9 @@ async def open_venue(cfg: Any, fake: Any, ctx: ActorContext) -> Venue:
     ex.enableRateLimit = False  # the throttle is real time; the tests would only wait
     ex.set_markets(json.loads(MARKETS[cfg.exchange.name].read_text()))
     fake.requests = intercept_http(ex, fake.handle)
-    return await build_ccxt_venue(cfg, ctx.clock, ctx.store, exchange=ex)
+    venue = await build_ccxt_venue(cfg, ctx.clock, ctx.store, exchange=ex)
+    del fake.requests[:]  # start-up reads (markets, the position mode) are not what these tests count
+    return venue
 
 
 @pytest.fixture(params=["binanceusdm", "bybit"])

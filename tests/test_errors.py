@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from decimal import Decimal
 
 import aiohttp
 import ccxt
@@ -124,3 +125,15 @@ def test_classify_is_idempotent():
     err = classify(ccxt.OrderNotFound(binance(-2011, "Unknown order sent.")))
     assert classify(err) is err
     assert "not_found [-2011]" in str(err)
+
+
+@pytest.mark.parametrize(("exc", "price"), [
+    (ccxt.InvalidOrder(bybit(110093, "expect Falling, but trigger_price[39200] >= current[39150.5]")), "39150.5"),
+    (ccxt.InvalidOrder(bybit(110092, "expect Rising, but trigger_price[0.3000] <= current[0.3012]")), "0.3012"),
+    (ccxt.InvalidOrder(bybit(110093, "expect Falling, but trigger_price is too high")), None),  # no price: re-read the mark
+    (ccxt.OrderImmediatelyFillable(binance(-2021, "Order would immediately trigger.")), None),  # Binance says none
+])
+def test_would_trigger_carries_the_venues_current_price_where_it_says_it(exc, price):
+    err = translate(exc)
+    assert err is not None and err.outcome is Outcome.WOULD_TRIGGER
+    assert err.current_price == (None if price is None else Decimal(price))

@@ -15,6 +15,7 @@ from actors import plan_exit, plan_open
 from actors import position_commands as pc
 from actors import position_events as pe
 from actors.position_state import P, PositionState, apply
+from adapters.errors import Outcome, VenueError
 from adapters.markets import Markets
 from adapters.paper.exchange import MARKET_FILES
 from adapters.venue import OrderReport, OrderStatus
@@ -134,3 +135,24 @@ def test_an_entry_fill_without_an_average_uses_the_folded_reference_price():
     plan = plan_open.after_entry(s, order, None, 0, env("40000"))
     filled = [e for e in plan.events if isinstance(e, pe.EntryFilled)]
     assert filled[0].price == D("40000.0") and isinstance(plan.next, pc.PlaceStop)
+
+
+# ----------------------------- would trigger with the venue's price in the answer (Bybit 110092/110093)
+@pytest.mark.parametrize(("current", "expected"), [("40300", "40098.5"), (None, "read the mark"), ("38700", "close")])
+def test_would_trigger_with_the_venues_price_applies_the_guard_rule_at_once(current, expected):
+    """The restore at 40397.0 is refused as "would trigger": with the venue's current price in the
+    answer the guard's rule applies at once (0.5 % beyond it; closed past the emergency level); our
+    own mark (40600) says nothing is through. Without a price (Binance -2021): re-read the mark."""
+    s = position("long", stop="40397.0")
+    first = plan_open.lost_stop(s, "canceled", env("40600"))
+    assert isinstance(first.next, pc.PlaceStop) and first.next.price == D("40397.0")
+    s = pc.fold(s, first.events, 10_000)
+    err = VenueError(Outcome.WOULD_TRIGGER, "expect Falling", code="110093", current_price=D(current) if current else None)
+    plan = plan_open.after_stop(s, first.next, None, err, env("40600"))
+    if expected == "read the mark":
+        assert isinstance(plan.next, pc.ReadMark) and plan.next.step is pc.Step.RESTORE_MARK
+    elif expected == "close":
+        assert isinstance(plan.next, pc.ReadPosition) and "emergency" in plan.next.reason
+    else:
+        assert isinstance(plan.next, pc.PlaceStop) and plan.next.price == D(expected) and plan.next.reread
+        assert [type(e).__name__ for e in plan.events] == ["StopFailed", "StopSent"]

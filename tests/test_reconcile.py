@@ -175,6 +175,9 @@ ZOMBIE_CASES = [
     (_order("sell", reduce_only=True, trigger="2900", attached="StopLoss"), [], "StopLoss order on a symbol without a position"),
     (_order("sell", reduce_only=True, trigger="2900"), [_pos("long")], None),  # a human's extra stop on a held position
     (_order("buy"), [], None),  # a human's entry: not ours to judge
+    (_order("buy", trigger="3100"), [], None),  # a human's conditional entry (no reduce-only): it can only open
+    (_order("sell", trigger="2900"), [], None),  # the same, selling
+    (_order("buy", trigger="3100"), [_pos("long")], None),  # adds to a position: not a zombie either
     (_order("sell", amount="0.2"), [_pos("long")], "would flip the position"),
     (_order("sell", amount="0.15"), [_pos("long")], None),  # within the flip ratio
     # hedge mode: orders belong to one side

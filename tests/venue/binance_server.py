@@ -190,6 +190,8 @@ def _now_ms() -> int:
 class BinanceVenueServer:
     """The venue: engine, wire, limits, faults, records. Thread-safe admin methods."""
 
+    exchange_name = "binanceusdm"
+
     def __init__(
         self,
         *,

@@ -4,7 +4,7 @@ Everything between the position actor and the wire is production code:
 PositionActor, PriceFeed, SyncActor, GuardActor, Venue + style, Executor and
 its limiter, ``build_ccxt_venue`` (load_markets and the position-mode check
 over HTTP), ccxt's signing, routing and parsing. Time is real (the venue is).
-Used by ``tests/test_venue_binance.py`` and ``benchmarks/bench_venue.py``.
+Used by ``tests/test_venue_binance.py``, ``tests/test_venue_bybit.py`` and ``benchmarks/bench_venue.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from supervision.actor import ActorContext, ManagedActor, handles
 from supervision.directory import Directory
 from supervision.supervisor import Supervisor
 from tests.venue.binance_server import BinanceVenueServer, urls_toml
+from tests.venue.bybit_server import BybitVenueServer
+from tests.venue.bybit_server import urls_toml as bybit_urls_toml
 from tradebot.wiring import position_spec, trading_children
 
 API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
@@ -59,12 +61,13 @@ signals_file = ""
 """
 
 
-def exchange_toml(url: str, *, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, extra: str = "") -> str:
-    """A live-mode (testnet = false) binanceusdm config whose every request goes to ``url``."""
+def exchange_toml(url: str, *, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, extra: str = "", name: str = "binanceusdm", hedge_mode: bool = False) -> str:
+    """A live-mode (testnet = false) config for ``name`` (binanceusdm or bybit) whose every request goes to ``url``."""
+    urls = bybit_urls_toml if name == "bybit" else urls_toml
     return (
-        '[exchange]\nname = "binanceusdm"\ntestnet = false\napi_key_env = "TB_VENUE_KEY"\napi_secret_env = "TB_VENUE_SECRET"\n'
-        f"max_attempts = 4\nretry_base_delay_ms = 20\nrate_limit_delay_ms = {rate_limit_delay_ms}\n"
-        + urls_toml(url).rstrip("\n")
+        f'[exchange]\nname = "{name}"\ntestnet = false\napi_key_env = "TB_VENUE_KEY"\napi_secret_env = "TB_VENUE_SECRET"\n'
+        f"max_attempts = 4\nretry_base_delay_ms = 20\nrate_limit_delay_ms = {rate_limit_delay_ms}\nhedge_mode = {str(hedge_mode).lower()}\n"
+        + urls(url).rstrip("\n")
         + f"\ntimeout = {timeout_ms}\n"
         + extra
     )
@@ -74,11 +77,16 @@ def server(**kw: Any) -> BinanceVenueServer:
     return BinanceVenueServer(api_key=API_KEY, secret=API_SECRET, **kw).start()
 
 
+def bybit_server(**kw: Any) -> BybitVenueServer:
+    return BybitVenueServer(api_key=API_KEY, secret=API_SECRET, **kw).start()
+
+
 class Collector(ManagedActor):
     """Stands in for the intake: records what position actors report."""
 
-    def started(self) -> None:
-        self.got: list[Any] = []
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.got: list[Any] = []  # set before the actor runs: a proxy may ask at once
 
     @handles(PositionOpened, PositionOpenFailed, PositionClosed, ProtectionReport)
     def _got(self, msg: Any) -> None:
@@ -87,7 +95,7 @@ class Collector(ManagedActor):
 
 @dataclasses.dataclass
 class Bot:
-    server: BinanceVenueServer
+    server: BinanceVenueServer | BybitVenueServer
     ctx: ActorContext
     venue: Venue
     sup: pykka.ActorRef
@@ -116,11 +124,13 @@ class Bot:
         self.ctx.io.run(self.venue.exchange.close(), 10)
 
 
-def start_bot(tmp: Path, venue_server: BinanceVenueServer, *, toml: str = FAST, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, exchange: Any = None) -> Bot:
-    """The trading tree over real ccxt binanceusdm on ``venue_server`` (start-up included);
-    ``exchange``: a ccxt exchange built by the caller (e.g. with its HTTP calls recorded)."""
+def start_bot(tmp: Path, venue_server: BinanceVenueServer | BybitVenueServer, *, toml: str = FAST, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, exchange: Any = None, hedge_mode: bool = False) -> Bot:
+    """The trading tree over real ccxt (binanceusdm or bybit, as the server speaks) on
+    ``venue_server`` (start-up included); ``exchange``: a ccxt exchange built by the caller
+    (e.g. with its HTTP calls recorded)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg = parse_config(exchange_toml(venue_server.url, timeout_ms=timeout_ms, rate_limit_delay_ms=rate_limit_delay_ms) + toml, base_dir=tmp)
+    name = getattr(venue_server, "exchange_name", "binanceusdm")
+    cfg = parse_config(exchange_toml(venue_server.url, timeout_ms=timeout_ms, rate_limit_delay_ms=rate_limit_delay_ms, name=name, hedge_mode=hedge_mode) + toml, base_dir=tmp)
     io = IOLoop("venue-io").start()
     store = EventStore(tmp / "events.db", io).open()
     clock = RealClock()

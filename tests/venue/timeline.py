@@ -28,7 +28,7 @@ class Request:
     path: str
     params: dict[str, str]
     status: int
-    code: int | None  # Binance error code of a refusal
+    code: int | None  # the venue's error code of a refusal (Binance code, Bybit retCode)
     weight: int  # IP weight charged
     orders: int  # order-count charged
     fault: str | None = None  # "fail", "late", "limit", "ban" when a hook or the limiter answered
@@ -80,7 +80,9 @@ class Interval:
 class Timeline:
     """Append-only, thread-safe: the server writes, tests read copies."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, entry_route: str = "POST /fapi/v1/order", client_id_key: str = "newClientOrderId") -> None:
+        #: The venue's order route and client id parameter (Binance by default; Bybit: /v5/order/create, orderLinkId).
+        self.entry_route, self.client_id_key = entry_route, client_id_key
         self._lock = threading.Lock()
         self._snapshots: list[Snapshot] = []
         self._requests: list[Request] = []
@@ -174,14 +176,14 @@ class Timeline:
         return out
 
     def entries(self) -> list[Request]:
-        """Accepted opening market orders (not reduce-only)."""
-        return [r for r in self.requests if r.route == "POST /fapi/v1/order" and r.status == 200 and r.params.get("reduceOnly") != "true" and r.params.get("type") == "MARKET"]
+        """Accepted opening market orders (not reduce-only, not conditional)."""
+        return [r for r in self.requests if r.route == self.entry_route and r.status == 200 and r.code is None and r.params.get("reduceOnly") != "true" and r.params.get("type", r.params.get("orderType", "")).upper() == "MARKET" and not r.params.get("triggerPrice")]
 
     def duplicate_entries(self) -> dict[str, int]:
         """Client ids (ignoring the attempt suffix) of entries executed more than once."""
         counts: dict[str, int] = {}
         for r in self.entries():
-            owner = r.params.get("newClientOrderId", "").rsplit("-", 1)[0]
+            owner = r.params.get(self.client_id_key, "").rsplit("-", 1)[0]
             counts[owner] = counts.get(owner, 0) + 1
         return {k: n for k, n in counts.items() if n > 1}
 
