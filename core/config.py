@@ -121,6 +121,14 @@ class ExchangeConfig(_Section, frozen=True):
     #: The top of that budget only protective calls may use (stops, protective closes, a
     #: position's own cancels): reads and entries wait before they reach it.
     protect_reserve: Annotated[Decimal, _n(ge=0, lt=1)] = Decimal("0.2")
+    #: After a rate-limit answer reads and entries wait out the venue-wide pause, but a protective
+    #: call (stop, protective close) probes after protect_probe_ms, doubling after each refusal up
+    #: to protect_probe_max_ms; once the venue takes one, protective calls go freely.
+    protect_probe_ms: Annotated[int, _n(ge=10, le=60_000)] = 250
+    protect_probe_max_ms: Annotated[int, _n(ge=10, le=600_000)] = 2000
+    #: A hard IP ban (Binance HTTP 418, Bybit HTTP 403): reads and entries wait the venue's
+    #: wait; a waiting protective call probes once per this many seconds (0: it waits too).
+    ban_probe_secs: Annotated[int, _n(ge=0, le=3600)] = 60
     #: The paper venue has no limits of its own; true: it gets its flavour's budget, in the
     #: paper exchange's time (off by default: tests and benchmarks drive it faster than a venue allows).
     paper_rate_limits: bool = False

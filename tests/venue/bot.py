@@ -64,9 +64,9 @@ def exchange_toml(url: str, *, timeout_ms: int = 2000, rate_limit_delay_ms: int 
     return (
         '[exchange]\nname = "binanceusdm"\ntestnet = false\napi_key_env = "TB_VENUE_KEY"\napi_secret_env = "TB_VENUE_SECRET"\n'
         f"max_attempts = 4\nretry_base_delay_ms = 20\nrate_limit_delay_ms = {rate_limit_delay_ms}\n"
+        + extra  # [exchange] keys, before the ccxt_options tables begin
         + urls_toml(url).rstrip("\n")
         + f"\ntimeout = {timeout_ms}\n"
-        + extra
     )
 
 
@@ -116,11 +116,14 @@ class Bot:
         self.ctx.io.run(self.venue.exchange.close(), 10)
 
 
-def start_bot(tmp: Path, venue_server: BinanceVenueServer, *, toml: str = FAST, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, exchange: Any = None) -> Bot:
+def start_bot(
+    tmp: Path, venue_server: BinanceVenueServer, *, toml: str = FAST, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, exchange: Any = None, exchange_extra: str = "",
+) -> Bot:
     """The trading tree over real ccxt binanceusdm on ``venue_server`` (start-up included);
-    ``exchange``: a ccxt exchange built by the caller (e.g. with its HTTP calls recorded)."""
+    ``exchange``: a ccxt exchange built by the caller (e.g. with its HTTP calls recorded);
+    ``exchange_extra``: more ``[exchange]`` lines (``read_only = true``, probe cadences)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg = parse_config(exchange_toml(venue_server.url, timeout_ms=timeout_ms, rate_limit_delay_ms=rate_limit_delay_ms) + toml, base_dir=tmp)
+    cfg = parse_config(exchange_toml(venue_server.url, timeout_ms=timeout_ms, rate_limit_delay_ms=rate_limit_delay_ms, extra=exchange_extra) + toml, base_dir=tmp)
     io = IOLoop("venue-io").start()
     store = EventStore(tmp / "events.db", io).open()
     clock = RealClock()
