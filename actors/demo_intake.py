@@ -100,7 +100,7 @@ class DemoIntake(ManagedActor):
             return self._decide("intake.signal_skipped", sid, {"reason": reason, "wave": wave, "symbol": symbol})
         pid = uuid.uuid4().hex[:10]
         cfg = self.ctx.config.position
-        request = OpenRequest(position_id=pid, exchange=self.exchange, symbol=symbol, side=_side(sig["side"]), quote_amount=cfg.quote_amount, leverage=cfg.leverage, correlation_id=sid, requested_by=self.actor_ref)
+        request = OpenRequest(position_id=pid, exchange=self.exchange, symbol=symbol, side=_side(sig["side"]), quote_amount=cfg.quote_amount, leverage=cfg.leverage_for(symbol), correlation_id=sid, requested_by=self.actor_ref)
         self._decide("intake.signal_selected", sid, {"wave": wave, "symbol": symbol, "position_id": pid, "side": request.side}, durable=True)
         self.in_flight[pid] = (wave, symbol)
         self.held.add(symbol)

@@ -266,7 +266,7 @@ class SignalIntake(ManagedActor):
         if self.scfg.size_percent_of_free and self._balance is not None:
             quote = (self._balance * self.scfg.size_percent_of_free / 100).quantize(Decimal("0.01"))
         pid = uuid.uuid4().hex[:10]
-        req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage, correlation_id=sig.id, requested_by=self.actor_ref)
+        req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage_for(sig.symbol), correlation_id=sig.id, requested_by=self.actor_ref)
         self.emit("intake.signal_selected", {"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote}, correlation_id=sig.id, symbol=sig.symbol, position_id=pid, durable=True)
         self.in_flight[pid] = (wave, sig.symbol)
         self.held.add(sig.symbol)

@@ -94,9 +94,9 @@ class Bot:
     collector: pykka.ActorRef
     _ids: Any = dataclasses.field(default_factory=lambda: itertools.count(1))
 
-    def open(self, symbol: str = "BTCUSDT", side: str = "long", quote: str = "100", pid: str | None = None) -> str:
+    def open(self, symbol: str = "BTCUSDT", side: str = "long", quote: str = "100", pid: str | None = None, leverage: int = 10) -> str:
         pid = pid or f"p{next(self._ids)}"
-        req = OpenRequest(position_id=pid, exchange=self.venue.name, symbol=symbol, side=side, quote_amount=Decimal(quote), leverage=10, correlation_id=f"sig-{pid}", requested_by=self.collector)
+        req = OpenRequest(position_id=pid, exchange=self.venue.name, symbol=symbol, side=side, quote_amount=Decimal(quote), leverage=leverage, correlation_id=f"sig-{pid}", requested_by=self.collector)
         self.sup.tell(StartChild(spec=position_spec(self.venue, self.ctx.directory, pid, symbol, req)))
         return position_actor_name(symbol, pid)
 
