@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from adapters.read_only import READ_ONLY_REASON
 from core.events import Severity
 from core.messages import IntakeChanged, Message, StartChild
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -90,7 +91,9 @@ class DemoIntake(ManagedActor):
         symbol = self.markets.resolve(sig["symbol"]).id
         wave = str(sig["wave"])
         reason = None
-        if not self.intake_open:
+        if self.ctx.config.exchange.read_only:
+            reason = READ_ONLY_REASON
+        elif not self.intake_open:
             reason = "intake closed (paused or blocked)"
         elif symbol in self.held:
             reason = f"a position on {symbol} is already open"

@@ -43,6 +43,7 @@ import msgspec
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
 from adapters.errors import Outcome, translate
+from adapters.read_only import READ_ONLY_REASON
 from core.events import Severity
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
@@ -197,7 +198,9 @@ class SignalIntake(ManagedActor):
         best: dict[str, AcceptedSignal] = {}
         for sig in sorted(signals, key=lambda s: (s.score_week, s.score_month), reverse=True):
             reason = None
-            if not self.intake_open:
+            if self.ctx.config.exchange.read_only:
+                reason = READ_ONLY_REASON
+            elif not self.intake_open:
                 reason = "intake closed (paused or blocked)"
             elif self.margin_pause is not None:
                 reason = self.margin_pause
@@ -243,7 +246,7 @@ class SignalIntake(ManagedActor):
                 self._skip(sig, f"{len(self.held)} positions open: the global cap of {cfg.max_open_positions}")
                 continue
             if not self.intake_open:
-                self._skip(sig, "intake closed (paused or blocked)")
+                self._skip(sig, READ_ONLY_REASON if self.ctx.config.exchange.read_only else "intake closed (paused or blocked)")
                 continue
             if self.margin_pause is not None:
                 self._skip(sig, self.margin_pause)

@@ -85,6 +85,7 @@ from adapters.errors import classify
 from adapters.executor import executor_for
 from adapters.http_intercept import HttpRequest, intercept_http
 from adapters.markets import Markets, market_from_ccxt
+from adapters.read_only import install_read_only
 from adapters.secret_guard import SecretGuard
 from adapters.venue import Venue
 from adapters.venue_setup import setup_for
@@ -294,6 +295,8 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     """
     e = config.exchange
     exchange = exchange if exchange is not None else build_ccxt_exchange(config, env=env, streams=wants_streams(config))
+    if e.read_only:
+        install_read_only(exchange)  # before any request: nothing but reads ever leaves
     try:
         raw = await exchange.load_markets()
         markets = Markets.from_ccxt(_usable_markets(raw))
@@ -301,7 +304,7 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
             raise ExchangeSetupError(f"{e.name}: no linear USDT perpetual markets found")
         await _check_position_mode(exchange, e.name, e.hedge_mode)
         try:
-            setup = setup_for(config, e.name, markets)
+            setup = None if e.read_only else setup_for(config, e.name, markets)
         except ValueError as exc:
             raise ExchangeSetupError(str(exc)) from None
     except ExchangeSetupError:

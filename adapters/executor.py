@@ -248,6 +248,8 @@ class Executor:
                 data = {"op": op, "code": err.code, "error": str(err.args[0]), "condition": condition, "policy": "not retried; new entries blocked until an authenticated call succeeds; existing stops are left in place"}
                 self._emit("exchange.fatal", data, ctx, Severity.CRITICAL)
             return
+        if err.code == "read_only":
+            return  # refused before it left (read-only mode): says nothing of the venue
         if err.transport:
             ended = self.health.transport_failed(str(err), now)
         elif err.code is not None:  # the venue answered: it is reachable

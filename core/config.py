@@ -110,6 +110,9 @@ class ExchangeConfig(_Section, frozen=True):
     ccxt_options: dict[str, Any] = {}
     #: Bybit: position mode of the account (one-way uses positionIdx 0).
     hedge_mode: bool = False
+    #: Real venues: connect, reconcile, report and alert, never send an order, a cancel or a
+    #: setting (for a first contact with a live account). Signals are refused.
+    read_only: bool = False
     #: Retries of one exchange call (network errors, rate limits) and their backoff.
     max_attempts: Annotated[int, _n(ge=1, le=20)] = 4
     retry_base_delay_ms: Annotated[int, _n(ge=1)] = 200
@@ -525,6 +528,8 @@ def parse_config(text: str, *, label: str = "config.toml", base_dir: Path | None
 
 def _cross_violation(cfg: Config) -> str | None:
     """Rules that tie two keys together."""
+    if cfg.exchange.read_only and cfg.exchange.name == "paper":
+        return "exchange.read_only: only for a real venue (binanceusdm, bybit); the paper exchange has no account to protect"
     if cfg.guard.reply_deadline_secs <= cfg.store.durable_wait_secs:
         return (
             f"guard.reply_deadline_secs ({cfg.guard.reply_deadline_secs}) must be greater than "

@@ -107,6 +107,7 @@ class CommandsMixin:
             "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error},
             "signal_feed": self.feed,
             "exchanges": {v: _venue_status(r, now) for v, r in sorted(self.venue_health.items())},
+            "read_only": self.ctx.config.exchange.read_only,
             "shutting_down": self.shutting_down,
         }
 
