@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
+from adapters.read_only import READ_ONLY_REASON
 from core.events import Severity
 from core.messages import IntakeChanged, Message, StartChild
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -90,7 +91,9 @@ class DemoIntake(ManagedActor):
         symbol = self.markets.resolve(sig["symbol"]).id
         wave = str(sig["wave"])
         reason = None
-        if not self.intake_open:
+        if self.ctx.config.exchange.read_only:
+            reason = READ_ONLY_REASON
+        elif not self.intake_open:
             reason = "intake closed (paused or blocked)"
         elif symbol in self.held:
             reason = f"a position on {symbol} is already open"
@@ -100,7 +103,7 @@ class DemoIntake(ManagedActor):
             return self._decide("intake.signal_skipped", sid, {"reason": reason, "wave": wave, "symbol": symbol})
         pid = uuid.uuid4().hex[:10]
         cfg = self.ctx.config.position
-        request = OpenRequest(position_id=pid, exchange=self.exchange, symbol=symbol, side=_side(sig["side"]), quote_amount=cfg.quote_amount, leverage=cfg.leverage, correlation_id=sid, requested_by=self.actor_ref)
+        request = OpenRequest(position_id=pid, exchange=self.exchange, symbol=symbol, side=_side(sig["side"]), quote_amount=cfg.quote_amount, leverage=cfg.leverage_for(symbol), correlation_id=sid, requested_by=self.actor_ref)
         self._decide("intake.signal_selected", sid, {"wave": wave, "symbol": symbol, "position_id": pid, "side": request.side}, durable=True)
         self.in_flight[pid] = (wave, symbol)
         self.held.add(symbol)

@@ -204,8 +204,8 @@ class GuardActor(ManagedActor):
             if now - since >= cfg.unprotected_alert_secs * 1000 and key not in self.alerted:
                 self.alerted.add(key)
                 self.emit("alert.position_unprotected", {"position": key, "for_ms": now - since}, severity=Severity.CRITICAL, symbol=pos.symbol)
-            if owner is None:
-                continue  # untracked: the sync actor adopts it
+            if owner is None or self.ctx.config.exchange.read_only:
+                continue  # untracked: the sync actor adopts it; read-only: reported and alerted, nobody acts
             if (loss := loss_percent(pos, mark)) >= cfg.emergency_loss_percent:
                 self.ctx.directory.tell(owner, ClosePosition(reason=f"emergency: unprotected and {loss:.2f} % in loss"))
             if owner not in self.waiting:

@@ -234,7 +234,7 @@ class PositionActor(ManagedActor):
             case pc.LookUpOrder(order_id=oid, client_id=cid):
                 return v.fetch_order(s.symbol, order_id=oid, client_id=cid if oid is None else None)
             case pc.PlaceEntry():
-                return v.open_market(s.symbol, s.entry_side, cmd.qty, cmd.client_id, ref_price=cmd.ref_price, ctx=ctx)
+                return v.open_market(s.symbol, s.entry_side, cmd.qty, cmd.client_id, ref_price=cmd.ref_price, leverage=s.leverage, ctx=ctx)
             case pc.PlaceStop():
                 return v.place_stop(s.symbol, s.closing_side, cmd.qty, cmd.price, cmd.client_id, ctx=ctx)
             case pc.PlaceTakeProfit():

@@ -44,6 +44,7 @@ import msgspec
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
 from actors.position_state import from_projection
 from adapters.errors import Outcome, translate
+from adapters.read_only import READ_ONLY_REASON
 from core.events import Severity
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
@@ -198,7 +199,9 @@ class SignalIntake(ManagedActor):
         best: dict[str, AcceptedSignal] = {}
         for sig in sorted(signals, key=lambda s: (s.score_week, s.score_month), reverse=True):
             reason = None
-            if not self.intake_open:
+            if self.ctx.config.exchange.read_only:
+                reason = READ_ONLY_REASON
+            elif not self.intake_open:
                 reason = "intake closed (paused or blocked)"
             elif self.margin_pause is not None:
                 reason = self.margin_pause
@@ -244,7 +247,7 @@ class SignalIntake(ManagedActor):
                 self._skip(sig, f"{len(self.held)} positions open: the global cap of {cfg.max_open_positions}")
                 continue
             if not self.intake_open:
-                self._skip(sig, "intake closed (paused or blocked)")
+                self._skip(sig, READ_ONLY_REASON if self.ctx.config.exchange.read_only else "intake closed (paused or blocked)")
                 continue
             if self.margin_pause is not None:
                 self._skip(sig, self.margin_pause)
@@ -267,7 +270,7 @@ class SignalIntake(ManagedActor):
         if self.scfg.size_percent_of_free and self._balance is not None:
             quote = (self._balance * self.scfg.size_percent_of_free / 100).quantize(Decimal("0.01"))
         pid = uuid.uuid4().hex[:10]
-        req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage, correlation_id=sig.id, requested_by=self.actor_ref)
+        req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage_for(sig.symbol), correlation_id=sig.id, requested_by=self.actor_ref)
         self.emit("intake.signal_selected", {"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote}, correlation_id=sig.id, symbol=sig.symbol, position_id=pid, durable=True)
         self.in_flight[pid] = (wave, sig.symbol)
         self.held.add(sig.symbol)

@@ -337,6 +337,7 @@ class SyncActor(ManagedActor):
         self.last_snapshot = snap
         cfg, now = self.ctx.config, self.ctx.clock.now_ms()
         dry = any(w.dry_run for w in self._waiting if w.dry_run is not None) or (cfg.zombies.dry_run and not any(w.dry_run is False for w in self._waiting))
+        dry = dry or cfg.exchange.read_only  # read-only: zombies are reported, never cancelled
         f: dict[str, Any] = {"positions": len(snap.positions), "orders": len(snap.orders), "untracked": [], "phantoms": [], "mismatches": [], "strays": [], "zombies": [], "cancelled": 0, "cancel_failed": 0, "dry_run": dry}
         by_key = {(p.symbol, p.side): p for p in snap.positions}
         owners = {(r["symbol"], r["side"]): r for r in snap.owned}
@@ -396,6 +397,8 @@ class SyncActor(ManagedActor):
 
     def _adopt(self, pos: PositionReport, now: int) -> None:
         key = (pos.symbol, pos.side)
+        if self.ctx.config.exchange.read_only:
+            return  # read-only: reported in the findings (and by the guard), never acted on
         if not self.ctx.config.sync.adopt_untracked or now - self._adopting.get(key, -10**12) < self.ctx.config.sync.grace_secs * 1000:
             return
         self._adopting[key] = now

@@ -85,8 +85,10 @@ from adapters.errors import classify
 from adapters.executor import executor_for
 from adapters.http_intercept import HttpRequest, intercept_http
 from adapters.markets import Markets, market_from_ccxt
+from adapters.read_only import install_read_only
 from adapters.secret_guard import SecretGuard
 from adapters.venue import Venue
+from adapters.venue_setup import setup_for
 from adapters.venue_styles import style_for
 
 #: ``exchange.name`` -> ccxt class name (async_support).
@@ -293,19 +295,25 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     """
     e = config.exchange
     exchange = exchange if exchange is not None else build_ccxt_exchange(config, env=env, streams=wants_streams(config))
+    if e.read_only:
+        install_read_only(exchange)  # before any request: nothing but reads ever leaves
     try:
         raw = await exchange.load_markets()
         markets = Markets.from_ccxt(_usable_markets(raw))
         if not len(markets):
             raise ExchangeSetupError(f"{e.name}: no linear USDT perpetual markets found")
         await _check_position_mode(exchange, e.name, e.hedge_mode, markets)
+        try:
+            setup = None if e.read_only else setup_for(config, e.name, markets)
+        except ValueError as exc:
+            raise ExchangeSetupError(str(exc)) from None
     except ExchangeSetupError:
         await exchange.close()
         raise
     except Exception as exc:
         await exchange.close()
         raise ExchangeSetupError(f"{e.name}: start-up failed: {classify(exc)}") from None
-    return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode))
+    return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode), setup=setup)
 
 
 async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool, markets: Markets | None = None) -> None:

@@ -47,7 +47,10 @@ class Outcome(enum.Enum):
 class VenueError(Exception):
     """A classified exchange failure."""
 
-    def __init__(self, outcome: Outcome, message: str, *, code: str | None = None, skip_symbol_ms: int = 0, transport: bool = False, current_price: Decimal | None = None) -> None:
+    def __init__(
+        self, outcome: Outcome, message: str, *, code: str | None = None, skip_symbol_ms: int = 0, transport: bool = False,
+        current_price: Decimal | None = None, status: int | None = None, ban_ms: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.code = code
@@ -58,6 +61,11 @@ class VenueError(Exception):
         #: No answer from the venue: the network, a timeout, the venue's front door (503). What
         #: "unreachable" counts; a refusal with a venue code proves the venue is reachable.
         self.transport = transport
+        #: The HTTP status of the answer, where ccxt's message carries it.
+        self.status = status
+        #: A hard IP ban (RATE_LIMITED): how long to stay away when the answer names no end
+        #: (Binance 418 names it: "banned until <ms>"); None for an ordinary rate-limit answer.
+        self.ban_ms = ban_ms
 
     @property
     def retryable(self) -> bool:
@@ -130,6 +138,17 @@ CODE_OUTCOMES: dict[str, tuple[Outcome, int]] = {
 #: Would-trigger answers that carry the venue's current price, and where: Bybit's
 #: ``expect Falling, but trigger_price[39200] >= current[39150.5]`` (110093; 110092 rising).
 _CURRENT_PRICE = {code: re.compile(r"current\[\s*(\d+(?:\.\d+)?)\s*\]") for code in ("110092", "110093")}
+
+#: HTTP answers that are IP bans, not ordinary rate-limit answers, by ccxt exchange id and status,
+#: with the wait to honour when the answer names none. Binance 418: "IP banned until <ms>" after
+#: repeated 429s (2 minutes to 3 days; the body names the end). Bybit 403: the IP limit broken,
+#: "stop for at least 10 minutes" (its rate-limit page); unlike retCode 10006 (HTTP 200), which is a
+#: per-endpoint limit and an ordinary rate-limit answer.
+BAN_STATUSES: dict[tuple[str, int], int] = {("binanceusdm", 418): 120_000, ("binance", 418): 120_000, ("bybit", 403): 600_000}
+
+#: ccxt's HTTP error messages: "<id> <status> <reason> <body>" (Binance's own handler) or
+#: "<id> <METHOD> <url> <status> <reason> <body>" (``handle_http_status_code``).
+_HTTP_STATUS = re.compile(r"^(\w+) (?:(?:GET|POST|PUT|DELETE|PATCH) \S+ )?([1-5]\d\d) ")
 
 _SUCCESS = ("0", "200")
 _CODE_PATTERNS = (
@@ -205,9 +224,19 @@ def classify(exc: BaseException) -> VenueError:
     return err
 
 
+def http_status(exc: BaseException) -> tuple[str, int] | None:
+    """(ccxt exchange id, HTTP status) from a ccxt HTTP error message, if it carries them."""
+    m = _HTTP_STATUS.match(str(exc))
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 def _from_ccxt(exc: ccxt.BaseError) -> VenueError:
     code = venue_code(exc)
     outcome, skip_ms = CODE_OUTCOMES.get(code or "", (None, 0))
+    answer = http_status(exc)
+    ban_ms = BAN_STATUSES.get(answer) if answer is not None else None
+    if ban_ms is not None and outcome in (None, Outcome.RATE_LIMITED):
+        return VenueError(Outcome.RATE_LIMITED, _short(exc), code=code, status=answer[1] if answer else None, ban_ms=ban_ms)
     if outcome is None:
         outcome = next((o for klass, o in _BY_CLASS if isinstance(exc, klass)), Outcome.REJECTED)  # NotSupported, ...
         skip_ms = _DAY_MS if outcome is Outcome.SYMBOL_UNAVAILABLE else 0
@@ -215,7 +244,11 @@ def _from_ccxt(exc: ccxt.BaseError) -> VenueError:
     if outcome in (Outcome.RETRYABLE, Outcome.REJECTED) and isinstance(exc, (ccxt.ExchangeNotAvailable, ccxt.ExchangeError)) and words.search(str(exc)):
         outcome = Outcome.MAINTENANCE  # an HTTP 503 with a maintenance body, Bybit 10016 "service unavailable"
     transport = code is None and outcome in (Outcome.RETRYABLE, Outcome.UNKNOWN) and isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.InvalidNonce)
-    return VenueError(outcome, _short(exc), code=code, skip_symbol_ms=skip_ms, transport=transport, current_price=_current_price(code, str(exc)))
+    return VenueError(
+        outcome, _short(exc), code=code, skip_symbol_ms=skip_ms, transport=transport,
+        current_price=_current_price(code, str(exc)),
+        status=answer[1] if answer else None,
+    )
 
 
 def _current_price(code: str | None, text: str) -> Decimal | None:

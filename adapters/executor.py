@@ -4,6 +4,13 @@ Runs on the I/O loop, so its backoff sleeps never block an actor. Policy:
 
 * RETRYABLE / RATE_LIMITED: retried with exponential backoff and jitter
   (rate limits back off longer) if the call is idempotent (reads, cancels);
+  an order refused by a rate limit (429, 418, 403, Bybit 10006) was not
+  executed: it is sent again after the pause without a look-up (a protective
+  one as the limiter's protective probe, see :mod:`adapters.rate_limit`);
+* a hard IP ban (Binance 418, Bybit 403: ``VenueError.ban_ms``): reads and
+  entries wait the venue's whole wait, protective calls probe slowly; a
+  critical ``alert.exchange_banned`` event once per ban and the venue's
+  health says "banned" (``ctl status``) until a call succeeds;
 * UNKNOWN (a timeout: the order may exist): never re-sent blindly; the
   ``lookup`` (by client order id) decides: found -> that is the result; not
   found -> the request did not land and may be sent again;
@@ -150,7 +157,12 @@ class Executor:
                 self._record(op, attempt, err, started, ctx, always=True)
                 self._note_failure(op, err, permit, ctx)
                 if err.outcome is Outcome.RATE_LIMITED:
-                    self._pause(op, err, permit.granted_at, ctx)
+                    self._pause(op, err, permit, ctx)
+                    if attempt >= self.policy.max_attempts:
+                        raise err from None
+                    continue  # refused before execution (an order too): again once the limiter lets it; the pause is the wait
+                elif permit.protect_probe:
+                    self.limiter.protect_probe_done(cleared=not err.transport)
                 if err.outcome is Outcome.MAINTENANCE:
                     if not idempotent or attempt >= self.policy.max_attempts:
                         raise err from None  # not executed; the hold keeps the venue from being hammered
@@ -170,6 +182,8 @@ class Executor:
                 if err.outcome is not Outcome.RATE_LIMITED:  # a refusal's wait is the venue-wide pause
                     await asyncio.sleep(self._delay_s(attempt, err))
                 continue
+            if permit.protect_probe:
+                self.limiter.protect_probe_done(cleared=True)
             self._note_success(op, permit, ctx)
             if record:
                 self._record(op, attempt, None, started, ctx, always=False)
@@ -195,7 +209,7 @@ class Executor:
                     found = None
                 elif last.retryable or last.outcome is Outcome.UNKNOWN:
                     if last.outcome is Outcome.RATE_LIMITED:
-                        self._pause(f"{op}.lookup", last, permit.granted_at, ctx)
+                        self._pause(f"{op}.lookup", last, permit, ctx)
                     elif last.outcome is not Outcome.MAINTENANCE:  # a hold is its own wait
                         await asyncio.sleep(self._delay_s(attempt, last))
                     continue
@@ -205,6 +219,8 @@ class Executor:
                 _LOOKUP.reset(token)
                 if credit.unspent:
                     self._probe_unanswered(permit)
+            if permit.protect_probe:
+                self.limiter.protect_probe_done(cleared=True)  # answered (found or not found)
             self._emit("exchange.outcome_resolved", {"op": op, "landed": found is not None}, ctx, Severity.WARNING)
             return found
         raise VenueError(Outcome.UNKNOWN, f"{op}: outcome still unknown after {self.policy.max_attempts} look-ups ({last})")
@@ -214,6 +230,8 @@ class Executor:
         if permit.probe:
             self._maintenance_over(op, ctx)
         ended = self.health.succeeded(op, self._clock.now_ms())
+        if "banned" in ended:
+            self.limiter.ban_over()
         self._health_events(op, ended, ctx)
 
     def _note_failure(self, op: str, err: VenueError, permit: Permit, ctx: dict[str, Any]) -> None:
@@ -230,6 +248,8 @@ class Executor:
                 data = {"op": op, "code": err.code, "error": str(err.args[0]), "condition": condition, "policy": "not retried; new entries blocked until an authenticated call succeeds; existing stops are left in place"}
                 self._emit("exchange.fatal", data, ctx, Severity.CRITICAL)
             return
+        if err.code == "read_only":
+            return  # refused before it left (read-only mode): says nothing of the venue
         if err.transport:
             ended = self.health.transport_failed(str(err), now)
         elif err.code is not None:  # the venue answered: it is reachable
@@ -250,6 +270,8 @@ class Executor:
                 self._emit("exchange.reachable", {"op": op, "last_answer_ms": report.last_answer_ms}, ctx, Severity.WARNING)
             elif state == "fatal":
                 self._emit("exchange.fatal_cleared", {"op": op}, ctx, Severity.WARNING)
+            elif state == "banned":
+                self._emit("exchange.ban_over", {"op": op}, ctx, Severity.WARNING)
 
     def _maintenance(self, op: str, err: VenueError, permit: Permit, ctx: dict[str, Any]) -> None:
         p = self.policy
@@ -268,6 +290,8 @@ class Executor:
     def _probe_unanswered(self, permit: Permit) -> None:
         if permit.probe:
             self.limiter.probe_lost()
+        if permit.protect_probe:
+            self.limiter.protect_probe_done(cleared=False)
 
     # ------------------------------------------------------------ budget
     async def _acquire(self, op: str, cls: Priority, ctx: dict[str, Any], credit: _LookupCredit | None) -> Permit:
@@ -290,17 +314,34 @@ class Executor:
         data = {"reason": "budget", "class": cls.name.lower(), "op": op, "waited_ms": round(waited_s * 1000), "slow_calls": count, "max_wait_ms": round(worst * 1000), "usage": self._usage()}
         self._emit("exchange.throttled", data, ctx, Severity.WARNING)
 
-    def _pause(self, op: str, err: VenueError, granted_at: float, ctx: dict[str, Any]) -> None:
-        """A rate-limit refusal: every caller of this venue waits (Retry-After if the venue gave one)."""
-        hint_ms = retry_after_ms(str(err.args[0]), self._clock.now_ms())
+    def _pause(self, op: str, err: VenueError, permit: Permit, ctx: dict[str, Any]) -> None:
+        """A rate-limit refusal: reads and entries of this venue wait (Retry-After if the venue gave
+        one), protective calls probe; a hard ban (``err.ban_ms``) holds them for the venue's wait."""
+        now_ms = self._clock.now_ms()
+        hint_ms = retry_after_ms(str(err.args[0]), now_ms)
+        if err.ban_ms is not None:
+            wait_ms = hint_ms if hint_ms is not None else err.ban_ms
+            started = self.limiter.banned(granted_at=permit.granted_at, ban_s=wait_ms / 1000, protect_probe=permit.protect_probe)
+            if started is not None:
+                probe_s = self.limiter.ban_probe_s
+                policy = (
+                    f"reads and entries wait until the ban ends; protective calls (stops, closes) probe once every {probe_s:g} s while one is waiting; "
+                    "stops already on the venue stay live" if probe_s > 0 else "every call waits until the ban ends; stops already on the venue stay live"
+                )
+                alert: dict[str, Any] = {"op": op, "status": err.status, "code": err.code, "until_ms": now_ms + wait_ms, "wait_ms": wait_ms, "stated_by_venue": hint_ms is not None, "error": str(err.args[0]), "policy": policy}
+                self._emit("alert.exchange_banned", alert, ctx, Severity.CRITICAL)
+                self._emit("exchange.throttled", {"reason": "banned", "op": op, "code": err.code, "status": err.status, "pause_ms": wait_ms}, ctx, Severity.WARNING)
+            self.health.banned(now_ms + wait_ms, str(err.args[0]), now_ms)
+            return
         pause_s = self.limiter.rate_limited(
-            granted_at=granted_at,
+            granted_at=permit.granted_at,
             retry_after_s=hint_ms / 1000 if hint_ms is not None else None,
             base_s=self.policy.rate_limit_delay_ms / 1000,
             max_s=self.policy.max_delay_ms / 1000,
+            protect_probe=permit.protect_probe,
         )
         if pause_s is not None:
-            data = {"reason": "rate_limited", "op": op, "code": err.code, "pause_ms": round(pause_s * 1000), "retry_after_ms": hint_ms, "usage": self._usage()}
+            data: dict[str, Any] = {"reason": "rate_limited", "op": op, "code": err.code, "pause_ms": round(pause_s * 1000), "retry_after_ms": hint_ms, "protect_probe_ms": round(self.limiter.protect_probe_s * 1000), "usage": self._usage()}
             self._emit("exchange.throttled", data, ctx, Severity.WARNING)
 
     def _usage(self) -> dict[str, int]:
@@ -351,7 +392,10 @@ def executor_for(config: Any, venue: str, clock: Clock, store: EventStore | None
         maintenance_probe_max_ms=h.maintenance_probe_max_secs * 1000,
     )
     health = VenueHealth(venue, failures=h.unreachable_after_failures, after_ms=h.unreachable_after_secs * 1000)
-    budget: dict[str, Any] = {"share": float(e.rate_limit_share), "reserve": float(e.protect_reserve)}
+    budget: dict[str, Any] = {
+        "share": float(e.rate_limit_share), "reserve": float(e.protect_reserve),
+        "protect_probe_s": e.protect_probe_ms / 1000, "protect_probe_max_s": max(e.protect_probe_ms, e.protect_probe_max_ms) / 1000, "ban_probe_s": float(e.ban_probe_secs),
+    }  # fmt: skip
     style = STYLE_OF_VENUE.get(venue)
     if venue == "paper":
         style = config.paper.flavour if e.paper_rate_limits else None

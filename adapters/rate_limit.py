@@ -18,10 +18,24 @@ PROTECT's alone: reads and entries saturate at ``1 - reserve`` of the budget,
 so a protective call finds headroom at once instead of queueing behind them.
 
 When the venue says "too many requests" anyway, :meth:`RateLimiter.rate_limited`
-pauses *every* caller (the venue counts per IP / account, not per caller), for
-the venue's Retry-After / ban time when the message carries one, else for an
-exponential backoff; after the pause the queue is served in class order again,
-protective calls first.
+pauses reads and entries (the venue counts per IP / account, not per caller),
+for the venue's Retry-After when the message carries one, else for an
+exponential backoff. Protective calls do not wait it out: they *probe*, one at
+a time, on a short schedule (``protect_probe_s``, doubling after each refusal
+up to ``protect_probe_max_s``): the first protective waiter goes after
+``protect_probe_s``; if the venue takes it, protective calls flow freely for
+the rest of the pause (on Binance the order endpoints have limits of their own
+apart from the IP weight a read broke; on Bybit the limits are per endpoint),
+while reads and entries still wait for the pause to end. So a fresh position's
+stop refused by a rate limit is retried in a fraction of a second, not after
+the whole pause.
+
+A *hard ban* (:meth:`RateLimiter.banned`: Binance HTTP 418 "banned until",
+Bybit HTTP 403 "IP rate limit", which asks for at least 10 minutes) holds
+reads and entries for the venue's whole wait. Every request from the IP is
+refused meanwhile, so protective calls only probe at a slow, bounded cadence
+(``ban_probe_s``; 0: they wait too), one at a time and only while one is
+waiting; a probe the venue takes ends the ban for everyone (it is IP-wide).
 
 When the venue says "maintenance", :meth:`RateLimiter.maintenance` starts a
 *hold*: the same venue-wide pause, but when it ends a single request goes out
@@ -91,17 +105,19 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class Permit(msgspec.Struct, frozen=True):
-    """A granted request: when (limiter time), how long it waited, whether it is a maintenance probe."""
+    """A granted request: when (limiter time), how long it waited, whether it is a maintenance probe,
+    whether it is a protective probe during a rate-limit pause or a ban (``protect_probe``)."""
 
     granted_at: float
     waited_s: float
     probe: bool = False
+    protect_probe: bool = False
 
 
 class _Waiter:
     __slots__ = ("cancelled", "cost", "future", "key", "seq")
 
-    def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[tuple[float, bool]]) -> None:
+    def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[tuple[float, bool, bool]]) -> None:
         self.seq, self.cost, self.key = seq, cost, frozenset(cost)
         self.future, self.cancelled = future, False
 
@@ -152,8 +168,10 @@ class RateLimiter:
 
     #: A refusal this long after the previous one starts the backoff over.
     STRIKE_MEMORY_S = 60.0
-    #: The longest venue-wide pause, whatever the venue asks (a longer ban is re-read on the next try).
+    #: The longest venue-wide pause after a plain rate-limit answer, whatever it asks.
     MAX_PAUSE_S = 600.0
+    #: The longest hard ban honoured at once (Binance bans last from 2 minutes to 3 days).
+    MAX_BAN_S = 3 * 86_400.0
 
     def __init__(
         self,
@@ -163,9 +181,18 @@ class RateLimiter:
         reserve: float = 0.2,
         monotonic_s: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        protect_probe_s: float = 0.25,
+        protect_probe_max_s: float = 2.0,
+        ban_probe_s: float = 60.0,
     ) -> None:
+        """``protect_probe_s`` / ``protect_probe_max_s``: a protective call's first probe after a
+        rate-limit answer, and the cap of its doubling; ``ban_probe_s``: the protective probe's
+        cadence during a hard ban (0: protective calls wait the ban out too)."""
         if not 0 < share <= 1 or not 0 <= reserve < 1:
             raise ValueError(f"share must be in (0, 1] and reserve in [0, 1): got {share}, {reserve}")
+        if not 0 < protect_probe_s <= protect_probe_max_s or ban_probe_s < 0:
+            raise ValueError(f"need 0 < protect_probe_s <= protect_probe_max_s and ban_probe_s >= 0: got {protect_probe_s}, {protect_probe_max_s}, {ban_probe_s}")
+        self.protect_probe_s, self.protect_probe_max_s, self.ban_probe_s = protect_probe_s, protect_probe_max_s, ban_probe_s
         self.limits, self.share, self.reserve = limits, share, reserve
         self.now, self.sleep = monotonic_s, sleep
         self._windows = {w.name: _Window(w, share, reserve) for w in limits.windows}
@@ -180,6 +207,12 @@ class RateLimiter:
         self._probe_out = False
         self._hold_started = -math.inf
         self._hold_strikes = 0
+        # Protective calls during a pause: the next probe at, one out at a time, cleared by a taken one.
+        self._protect_at = -math.inf
+        self._protect_out = False
+        self._protect_clear = True
+        self._protect_strikes = 0
+        self._ban_until = -math.inf  # a hard ban's end (limiter time), while one is on
         self._timer: asyncio.Task[None] | None = None
         self._timer_due = math.inf
         self._stats = [{"granted": 0, "waited": 0, "wait_s_total": 0.0, "wait_s_max": 0.0} for _ in Priority]
@@ -195,29 +228,50 @@ class RateLimiter:
         cls = priority_of(op) if priority is None else priority
         cost = self.limits.cost(op)
         now = self.now()
-        if not any(self._queued) and now >= self._paused_until and not self._probe_out and self._fits(cost, cls, now):
+        if not any(self._queued) and self._may_go(cls, now) and not self._probe_out and self._fits(cost, cls, now):
             self._take(cost, now)
             self._count(cls, 0.0)
             probe, self._probe_out = self._hold, self._hold
-            return Permit(granted_at=now, waited_s=0.0, probe=probe)
-        future: asyncio.Future[tuple[float, bool]] = asyncio.get_running_loop().create_future()
+            return Permit(granted_at=now, waited_s=0.0, probe=probe, protect_probe=self._grant_protect(cls, now))
+        future: asyncio.Future[tuple[float, bool, bool]] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(next(self._seq), cost, future)
         self._queues[cls].setdefault(waiter.key, collections.deque()).append(waiter)
         self._queued[cls] += 1
         self._dispatch()
         try:
-            granted_at, probe = await future
+            granted_at, probe, protect_probe = await future
         except asyncio.CancelledError:
             if not future.done() or future.cancelled():
                 waiter.cancelled = True
                 self._queued[cls] -= 1
                 self._dispatch()  # it may have been blocking others
-            elif future.result()[1]:
-                self.probe_lost()  # granted as the probe, never sent: another waiter probes
+            else:
+                if future.result()[1]:
+                    self.probe_lost()  # granted as the probe, never sent: another waiter probes
+                if future.result()[2]:
+                    self.protect_probe_done(cleared=False)
             raise
         waited = granted_at - now
         self._count(cls, waited)
-        return Permit(granted_at=granted_at, waited_s=waited, probe=probe)
+        return Permit(granted_at=granted_at, waited_s=waited, probe=probe, protect_probe=protect_probe)
+
+    def _paused(self, now: float) -> bool:
+        return now < self._paused_until
+
+    def _may_go(self, cls: Priority, now: float) -> bool:
+        """May a request of ``cls`` go now, as far as pauses are concerned (windows aside)?"""
+        if not self._paused(now):
+            return True
+        if cls is not Priority.PROTECT or self._hold:
+            return False  # reads and entries wait the pause out; a maintenance hold holds everyone
+        return self._protect_clear or (not self._protect_out and now >= self._protect_at)
+
+    def _grant_protect(self, cls: Priority, now: float) -> bool:
+        """A protective request granted during a pause before one was taken is the probe."""
+        if cls is not Priority.PROTECT or not self._paused(now) or self._hold or self._protect_clear:
+            return False
+        self._protect_out = True
+        return True
 
     def _fits(self, cost: Mapping[str, int], cls: Priority, now: float) -> bool:
         for name, units in cost.items():
@@ -254,15 +308,20 @@ class RateLimiter:
         fit blocks the windows it is short of for everyone after it (its class
         and below); others may still use the windows it does not wait for."""
         now = self.now()
-        if now < self._paused_until:
-            if any(self._queued):
-                self._arm(self._paused_until)
-            return
         if self._probe_out:
             return  # a maintenance probe is out: everyone waits for its answer
         blocked: set[str] = set()
         next_due = math.inf
+        paused = self._paused(now)
+        if paused and any(self._queued[c] for c in (Priority.ENTRY, Priority.READ)):
+            next_due = self._paused_until
         for cls in Priority:
+            if not self._may_go(cls, now):
+                if cls is Priority.PROTECT and self._queued[cls] and not self._protect_out and not self._hold:
+                    next_due = min(next_due, self._protect_at)
+                elif self._queued[cls]:
+                    next_due = min(next_due, self._paused_until)
+                continue
             queues = self._queues[cls]
             heads = [(q[0].seq, key) for key, q in queues.items() if self._drop_cancelled(q)]
             heapq.heapify(heads)
@@ -280,10 +339,13 @@ class RateLimiter:
                 queue.popleft()
                 self._queued[cls] -= 1
                 self._take(waiter.cost, now)
-                waiter.future.set_result((now, self._hold))
+                protect_probe = self._grant_protect(cls, now)
+                waiter.future.set_result((now, self._hold, protect_probe))
                 if self._hold:
                     self._probe_out = True  # the probe: nobody else goes until it is answered
                     return
+                if protect_probe:
+                    break  # the protective probe is out: the next protective call waits for its answer
                 if self._drop_cancelled(queue):
                     heapq.heappush(heads, (queue[0].seq, key))
             for key in [k for k, q in queues.items() if not q]:
@@ -320,14 +382,22 @@ class RateLimiter:
             s["wait_s_max"] = max(s["wait_s_max"], waited)
 
     # -------------------------------------------------------------- pause
-    def rate_limited(self, *, granted_at: float, retry_after_s: float | None, base_s: float, max_s: float) -> float | None:
-        """The venue refused a request granted at ``granted_at``: pause every caller.
+    def rate_limited(self, *, granted_at: float, retry_after_s: float | None, base_s: float, max_s: float, protect_probe: bool = False) -> float | None:
+        """The venue refused a request granted at ``granted_at``: pause reads and entries.
 
         Returns the pause started (seconds), or None when the refusal belongs to
         a pause already under way (the request was sent before it began: many
-        requests in flight come back refused together and count as one strike).
+        requests in flight come back refused together and count as one strike)
+        or was a protective probe's (``protect_probe``: the next probe waits
+        twice as long, up to ``protect_probe_max_s``; the pause itself is not
+        lengthened, unless the venue's answer asks for longer).
         """
         now = self.now()
+        if protect_probe:
+            self._protect_refused(now)
+            if retry_after_s is not None and now + retry_after_s > self._paused_until:
+                self._extend(min(max(retry_after_s, 0.0), self.MAX_PAUSE_S))
+            return None
         if granted_at <= self._pause_started and now < self._paused_until + base_s:
             return None
         strikes = self._strikes
@@ -338,14 +408,84 @@ class RateLimiter:
         self.pause(pause)
         return pause
 
+    def banned(self, *, granted_at: float, ban_s: float, protect_probe: bool = False) -> float | None:
+        """A hard ban (Binance 418, Bybit 403): reads and entries wait ``ban_s`` (the venue's wait);
+        protective calls probe every ``ban_probe_s`` (see module doc).
+
+        Returns the wait started, or None when it only confirms a ban already
+        under way that lasts at least as long (a refused probe, or a request
+        that was in flight when the ban began)."""
+        now = self.now()
+        ban_s = min(max(ban_s, 0.0), self.MAX_BAN_S)
+        new = not self.is_banned or now + ban_s > self._ban_until + 1.0
+        self._ban_until = max(self._ban_until if self.is_banned else -math.inf, now + ban_s)
+        if protect_probe:
+            self._protect_out = False
+        if new:
+            self._extend(ban_s)
+            self._pause_started = now
+            self._pauses += 1
+        self._protect_clear = False
+        self._protect_at = now + self.ban_probe_s if self.ban_probe_s > 0 else self._paused_until
+        self._dispatch()
+        return ban_s if new else None
+
     def pause(self, seconds: float) -> None:
-        """Hold every request for ``seconds`` (extends, never shortens, a pause under way)."""
+        """Hold every request for ``seconds`` (extends, never shortens, a pause under way);
+        protective calls probe after ``protect_probe_s`` (see module doc)."""
         now = self.now()
         self._pause_started = now
-        self._paused_until = max(self._paused_until, now + seconds)
+        self._extend(seconds)
         self._pauses += 1
-        if any(self._queued):
-            self._arm(self._paused_until)
+        if not self.is_banned:
+            self._protect_clear, self._protect_strikes = False, 0
+            self._protect_at = now + self.protect_probe_s
+        self._dispatch()
+
+    def _extend(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self.now() + seconds)
+
+    def _protect_refused(self, now: float) -> None:
+        self._protect_out, self._protect_clear = False, False
+        self._protect_strikes += 1
+        if self.is_banned:
+            self._protect_at = now + self.ban_probe_s if self.ban_probe_s > 0 else self._paused_until
+        else:
+            self._protect_at = now + min(self.protect_probe_max_s, self.protect_probe_s * 2**self._protect_strikes)
+        self._dispatch()
+
+    def protect_probe_done(self, *, cleared: bool) -> None:
+        """A protective probe's answer, other than a rate limit or a ban.
+
+        ``cleared``: the venue took it (or answered it with a code of its own):
+        protective calls go freely for the rest of the pause; during a ban, the
+        ban is over for everyone (it is IP-wide). Not cleared (no answer, a
+        cancel): the next protective waiter probes at once."""
+        if not self._protect_out and not cleared:
+            return
+        self._protect_out = False
+        if cleared:
+            self._protect_clear, self._protect_strikes = True, 0
+            if self.is_banned:
+                self.ban_over()
+                return
+        self._dispatch()
+
+    def ban_over(self) -> None:
+        """The ban is over (a request went through): everyone goes again."""
+        if self._ban_until > -math.inf:
+            self._ban_until = -math.inf
+            self._paused_until = min(self._paused_until, self.now())
+        self._dispatch()
+
+    @property
+    def is_banned(self) -> bool:
+        """True while a hard ban is on (its wait not yet over)."""
+        return self.now() < self._ban_until
+
+    @property
+    def banned_for_s(self) -> float:
+        return max(0.0, self._ban_until - self.now())
 
     def maintenance(self, *, granted_at: float, probe: bool, base_s: float, max_s: float) -> float | None:
         """The venue answered "maintenance" to a request granted at ``granted_at``: hold every caller.
@@ -402,4 +542,8 @@ class RateLimiter:
                 "wait_ms_max": round(s["wait_s_max"] * 1000, 1),
                 "queued": self._queued[cls],
             }
-        return {"style": self.limits.style, "share": self.share, "reserve": self.reserve, "classes": classes, "windows": windows, "paused_ms": round(self.paused_for_s * 1000, 1), "pauses": self._pauses, "maintenance_hold": self._hold}
+        return {
+            "style": self.limits.style, "share": self.share, "reserve": self.reserve, "classes": classes, "windows": windows,
+            "paused_ms": round(self.paused_for_s * 1000, 1), "pauses": self._pauses, "maintenance_hold": self._hold,
+            "banned_ms": round(self.banned_for_s * 1000, 1), "protect_probing": self.paused_for_s > 0 and not self._protect_clear and not self._hold,
+        }  # fmt: skip

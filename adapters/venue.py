@@ -26,6 +26,7 @@ import msgspec
 from adapters.errors import Outcome, VenueError
 from adapters.executor import Executor
 from adapters.markets import Market, Markets
+from adapters.venue_setup import TradingSetup
 from adapters.venue_streams import StreamingVenue, has_key
 from adapters.venue_styles import STYLES, BybitStyle, VenueStyle  # noqa: F401 - STYLES and BybitStyle are re-exported
 
@@ -132,12 +133,14 @@ def _ms(value: Any) -> int | None:
 class Venue(StreamingVenue):
     """Domain operations on one exchange account."""
 
-    def __init__(self, name: str, exchange: Any, markets: Markets, executor: Executor, style: VenueStyle) -> None:
+    def __init__(self, name: str, exchange: Any, markets: Markets, executor: Executor, style: VenueStyle, *, setup: TradingSetup | None = None) -> None:
         self.name = name
         self.exchange = exchange
         self.markets = markets
         self.executor = executor
         self.style = style
+        #: Leverage and margin mode set before the first entry on a symbol (real venues; None: left alone).
+        self.setup = setup
         self._marks_seen: dict[str, Any] = {}  # StreamingVenue: ccxt.pro tickers already handed out
 
     def market(self, symbol: str) -> Market:
@@ -147,15 +150,20 @@ class Venue(StreamingVenue):
             raise VenueError(Outcome.REJECTED, str(exc.args[0])) from None
 
     # ----------------------------------------------------------- orders
-    async def open_market(self, symbol: str, side: str, qty: Decimal, client_id: str, *, ref_price: Decimal, ctx: dict[str, Any] | None = None) -> OrderReport:
+    async def open_market(self, symbol: str, side: str, qty: Decimal, client_id: str, *, ref_price: Decimal, leverage: int | None = None, ctx: dict[str, Any] | None = None) -> OrderReport:
         """Market entry; after an ambiguous timeout, the order is looked up, never re-sent blindly.
 
-        ``ref_price`` (the mark the size was computed from) checks min notional.
+        ``ref_price`` (the mark the size was computed from) checks min notional. With a
+        :attr:`setup`, the symbol's leverage (``leverage``: what the size was computed with)
+        and margin mode are set and verified first; if they cannot be, the entry is refused
+        (REJECTED) before it is sent.
         """
         m = self.market(symbol)
         qty = m.round_qty(qty)
         if problem := m.check_order(qty, ref_price):
             raise VenueError(Outcome.REJECTED, f"{m.id}: {problem}")
+        if self.setup is not None:
+            await self.setup.ensure(self, m, leverage=leverage, ctx=ctx)
         kind, params = self.style.entry_order(side, client_id)
         report = await self._place("create_order.entry", m, kind, side, qty, params, client_id, conditional=False, ctx=ctx)
         return await self._read_back(symbol, report, ctx)

@@ -10,7 +10,9 @@ a condition of its own. From that record three states follow:
   call (public market data says nothing about the key);
 * **unreachable**: at least ``failures`` transport failures in a row, the run
   lasting at least ``after_ms``; cleared by the next answer of any kind;
-* **maintenance**: the venue said so; cleared when a probe gets another answer.
+* **maintenance**: the venue said so; cleared when a probe gets another answer;
+* **banned**: a hard IP ban (Binance 418, Bybit 403) until the venue's stated
+  or default end; cleared by the next success (the ban is IP-wide).
 
 Each change of state is a :class:`HealthReport` handed to the listeners
 (``subscribe``), from the executor's thread (the I/O loop): a listener only
@@ -41,6 +43,9 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
     fatal_since_ms: int | None = None
     unreachable_since_ms: int | None = None  # the first failure of the run that made it unreachable
     maintenance_since_ms: int | None = None
+    #: A hard IP ban: until when the venue asked us to stay away, and what it said.
+    banned_until_ms: int | None = None
+    ban_reason: str | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
     last_answer_ms: int | None = None  # the venue last answered (a success or a refusal with a code)
@@ -48,7 +53,7 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def ok(self) -> bool:
-        return not self.fatal and self.unreachable_since_ms is None and self.maintenance_since_ms is None
+        return not self.fatal and self.unreachable_since_ms is None and self.maintenance_since_ms is None and self.banned_until_ms is None
 
 
 Listener = Callable[[HealthReport], None]
@@ -74,6 +79,8 @@ class VenueHealth:
         self._run_since: int | None = None
         self._unreachable_since: int | None = None
         self._maintenance_since: int | None = None
+        self._banned_until: int | None = None
+        self._ban_reason: str | None = None
         self._last_error: str | None = None
         self._last_answer: int | None = None
         self._last_success: int | None = None
@@ -90,10 +97,13 @@ class VenueHealth:
 
     # ------------------------------------------------------------ writers (the executor)
     def succeeded(self, op: str, now_ms: int) -> list[str]:
-        """A call succeeded; returns the states it ended (``"unreachable"``, ``"fatal"``)."""
+        """A call succeeded; returns the states it ended (``"unreachable"``, ``"fatal"``, ``"banned"``)."""
         with self._lock:
             self._at, self._last_answer, self._last_success = now_ms, now_ms, now_ms
             ended = self._answered()
+            if self._banned_until is not None:
+                self._banned_until, self._ban_reason = None, None
+                ended.append("banned")
             if self._fatal and op not in PUBLIC_OPS:
                 self._fatal, self._fatal_since = {}, None
                 ended.append("fatal")
@@ -128,6 +138,17 @@ class VenueHealth:
                 self._fatal = {**self._fatal, condition: error}
                 self._fatal_since = self._fatal_since if self._fatal_since is not None else now_ms
             self._publish(ended + (["fatal"] if new else []))
+            return new
+
+    def banned(self, until_ms: int, reason: str, now_ms: int) -> bool:
+        """A hard IP ban until ``until_ms``; True if it is new or now ends later than known."""
+        with self._lock:
+            self._at, self._last_answer, self._last_error = now_ms, now_ms, reason
+            ended = self._answered()
+            new = self._banned_until is None or until_ms > self._banned_until + 1000
+            if new or self._banned_until is None:
+                self._banned_until, self._ban_reason = until_ms, reason
+            self._publish(ended + (["banned"] if new else []))
             return new
 
     def maintenance(self, on: bool, now_ms: int) -> bool:
@@ -166,6 +187,8 @@ class VenueHealth:
             fatal_since_ms=self._fatal_since,
             unreachable_since_ms=self._unreachable_since,
             maintenance_since_ms=self._maintenance_since,
+            banned_until_ms=self._banned_until,
+            ban_reason=self._ban_reason,
             consecutive_failures=self._run,
             last_error=self._last_error,
             last_answer_ms=self._last_answer,

@@ -8,14 +8,21 @@ Figures (streams down: the bot polls):
   it restored (the "before"), and on the paper exchange;
 * a stop placed right after an all-symbol order read (both books, weight 40
   each): request sent -> venue received, throttle bypassed vs restored;
-* restore time after a human cancels a stop (guard every second here);
+* unprotected time after a rate-limit answer (HTTP 429 -1003) on a fresh
+  position's first stop: the stop probing after ``protect_probe_ms`` while
+  reads wait the 2 s pause, vs protective calls waiting the pause out too;
+* restore time after a human cancels a stop, with the guard every 1 s and
+  every 3 s (the goal: one guard interval + 2 round trips, worst case), the
+  cancels spread over the guard's cycle, venue and paper;
 * requests per position-hour at 5 and 50 positions with the default cadences
   (marks every 1 s, guard 10 s, sync 30 s), marks read in one request vs one
-  per symbol, and the largest weight per minute.
+  per symbol, and the largest weight per minute; the paper exchange's
+  requests per position-hour with the same cadences next to them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -41,7 +48,9 @@ from tradebot.wiring import build_executor, paper_style, position_spec, trading_
 SIZES = (1, 5, 20)
 #: Default cadences (marks 1 s, guard 10 s, sync 30 s), streams off: what "streams down" costs.
 DEFAULT_CADENCE = FAST.replace("interval_secs = 2\ngrace_secs = 2", "interval_secs = 30\ngrace_secs = 30").replace("interval_secs = 1\n", "interval_secs = 10\n").replace("mark_interval_ms = 200", "mark_interval_ms = 1000")
-COST_WINDOW_S = float(__import__("os").environ.get("TB_BENCH_COST_WINDOW_S", "20"))
+COST_WINDOW_S = float(__import__("os").environ.get("TB_BENCH_COST_WINDOW_S", "10"))
+#: Where in the guard's cycle the human cancels (fractions of the interval after a restore).
+CANCEL_PHASES = (0.1, 0.5, 0.9)
 
 
 def _gaps(tl: Timeline, symbols: list[str]) -> list[float]:
@@ -102,23 +111,55 @@ def venue_latency(throttle: bool) -> tuple[dict[int, list[float]], float, float]
     return out, after_read, pct(rtts, 50)
 
 
-def paper_latency() -> dict[int, list[float]]:
-    """The same actors on the in-process paper exchange (real clock)."""
+@dataclasses.dataclass
+class PaperWorld:
+    """The same trading tree on the in-process paper exchange (real clock), with the venue's timeline."""
+
+    sup: Any
+    venue: Venue
+    engine: PaperEngine
+    exchange: PaperExchange
+    tl: Timeline
+    collector: Any
+    ctx: ActorContext
+
+    def open(self, symbol: str, pid: str, quote: str = "20") -> None:
+        req = OpenRequest(position_id=pid, exchange="paper", symbol=symbol, side="long", quote_amount=Decimal(quote), leverage=10, correlation_id=pid, requested_by=self.collector)
+        self.sup.tell(StartChild(spec=position_spec(self.venue, self.ctx.directory, pid, symbol, req)))
+
+    def human_cancel(self, symbol: str) -> None:
+        async def cancel() -> None:  # on the I/O loop, where the paper exchange runs
+            for o in self.engine.open_order_list(self.venue.market(symbol).symbol):
+                if o.is_stop:
+                    self.engine.external_cancel_order(o.id, int(time.time() * 1000))
+
+        self.ctx.io.run(cancel(), 10)
+
+    def close(self) -> None:
+        self.sup.tell(Shutdown(reason="bench end"))
+        self.sup.actor_stopped.wait(10)
+        self.collector.stop()
+        self.ctx.store.close()
+        self.ctx.io.stop()
+        self.ctx.clock.close()
+
+
+def paper_world(toml: str = FAST, extra_symbols: int = 30) -> PaperWorld:
     from adapters.event_store import EventStore
     from adapters.io_loop import IOLoop
     from core.clock import RealClock
 
     tmp = Path(tempfile.mkdtemp(prefix="tb-bp-"))
     raw = json.loads(MARKETS_FILE.read_text())
-    raw.update(synthetic_markets(raw, 30))
+    raw.update(synthetic_markets(raw, extra_symbols))
     markets = Markets.from_ccxt(raw)
-    cfg = parse_config(FAST, base_dir=tmp)
+    cfg = parse_config(toml, base_dir=tmp)
     io = IOLoop("paper-io").start()
     store = EventStore(tmp / "events.db", io).open()
     clock = RealClock()
     ctx = ActorContext(clock=clock, io=io, store=store, config=cfg, directory=Directory())
     engine = PaperEngine(markets, flavour="binance", slippage_bps=Decimal(0), initial_balance=Decimal(100000))
-    exchange = PaperExchange(engine, clock, flavour="binance")
+    exchange = PaperExchange(engine, clock, flavour="binance", request_log_size=1_000_000)
     io.run(exchange.load_markets(), 10)
     for m in markets:
         exchange.set_mark(m.symbol, Decimal("40000"))
@@ -127,6 +168,12 @@ def paper_latency() -> dict[int, list[float]]:
     venue = Venue("paper", exchange, markets, build_executor(cfg, "paper", clock, store), paper_style(cfg))
     collector = Collector.start(name="collector", ctx=ctx)
     sup = Supervisor.start(ctx=ctx, children=trading_children(cfg, venue, ctx.directory, []))
+    return PaperWorld(sup, venue, engine, exchange, tl, collector, ctx)
+
+
+def paper_latency() -> dict[int, list[float]]:
+    """The same actors on the in-process paper exchange (real clock)."""
+    w = paper_world()
     out: dict[int, list[float]] = {}
     try:
         start = 0
@@ -134,31 +181,75 @@ def paper_latency() -> dict[int, list[float]]:
             symbols = [f"X{i:02d}USDT" for i in range(start, start + n)]
             start += n
             for i, sym in enumerate(symbols):
-                req = OpenRequest(position_id=f"b{n}-{i}", exchange="paper", symbol=sym, side="long", quote_amount=Decimal(20), leverage=10, correlation_id=f"b{n}-{i}", requested_by=collector)
-                sup.tell(StartChild(spec=position_spec(venue, ctx.directory, f"b{n}-{i}", sym, req)))
-            wait_for(lambda symbols=symbols: _protected(tl, symbols), timeout=60, what=f"paper {n} protected")
-            out[n] = _gaps(tl, symbols)
+                w.open(sym, f"b{n}-{i}")
+            wait_for(lambda symbols=symbols: _protected(w.tl, symbols), timeout=60, what=f"paper {n} protected")
+            out[n] = _gaps(w.tl, symbols)
     finally:
-        sup.tell(Shutdown(reason="bench end"))
-        sup.actor_stopped.wait(10)
-        collector.stop()
-        store.close()
-        io.stop()
-        clock.close()
+        w.close()
     return out
 
 
-def restore_after_cancel(samples: int = 3) -> list[float]:
-    s = server()
-    bot = start_bot(Path(tempfile.mkdtemp(prefix="tb-br-")) / "bot", s)
+def _guard_every(toml: str, secs: int) -> str:
+    """The guard every ``secs``; sync's own full reads (each also a guard check) at their default 30 s."""
+    return toml.replace("[guard]\ninterval_secs = 1\n", f"[guard]\ninterval_secs = {secs}\n").replace("interval_secs = 2\ngrace_secs = 2", "interval_secs = 30\ngrace_secs = 2")
+
+
+def _restores(tl: Timeline, cancel: Any, guard_s: int) -> list[float]:
+    """Cancel the only stop at each phase of the guard's cycle after a restore; the unprotected ms each time."""
     out = []
+    for phase in CANCEL_PHASES:
+        time.sleep(phase * guard_s)  # where in the guard's cycle the human acts: a measurement setting, not a wait
+        cancel()
+        wait_for(lambda: len(tl.unprotected()) > len(out) + 1 and _protected(tl, ["BTCUSDT"]), timeout=60, what="restored")
+        out.append(float(tl.unprotected()[-1].length_ms(0)))
+    return out
+
+
+def restore_after_cancel(guard_s: int) -> tuple[list[float], float]:
+    """(restore ms per cancel, round trip ms) on the venue, streams down, the guard every ``guard_s``."""
+    s = server()
+    bot = start_bot(Path(tempfile.mkdtemp(prefix="tb-br-")) / "bot", s, toml=_guard_every(FAST, guard_s))
     try:
         bot.open("BTCUSDT")
         wait_for(lambda: _protected(s.timeline, ["BTCUSDT"]), what="protected")
-        for _ in range(samples):
-            s.human_cancel("BTCUSDT")
-            wait_for(lambda: _protected(s.timeline, ["BTCUSDT"]), timeout=60, what="restored")
-            out.append(float(s.timeline.unprotected()[-1].length_ms(0)))
+        rtts = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            bot.ctx.io.run(bot.venue.mark_price("BTCUSDT"), 10)
+            rtts.append((time.perf_counter() - t0) * 1000)
+        out = _restores(s.timeline, lambda: s.human_cancel("BTCUSDT"), guard_s)
+    finally:
+        close_bot(bot)
+        s.stop()
+    return out, pct(rtts, 50)
+
+
+def paper_restore_after_cancel(guard_s: int) -> list[float]:
+    w = paper_world(_guard_every(FAST, guard_s), extra_symbols=0)
+    try:
+        w.open("BTCUSDT", "r1", quote="100")
+        wait_for(lambda: _protected(w.tl, ["BTCUSDT"]), what="paper protected")
+        return _restores(w.tl, lambda: w.human_cancel("BTCUSDT"), guard_s)
+    finally:
+        w.close()
+
+
+def naked_after_rate_limit(*, probe: bool, samples: int = 3) -> list[float]:
+    """Entry fill -> stop live when the first stop is answered HTTP 429 -1003 (2 s pause, the default)."""
+    s = server(extra_symbols=samples)
+    bot = start_bot(Path(tempfile.mkdtemp(prefix="tb-bl-")) / "bot", s, rate_limit_delay_ms=2000)
+    lim = bot.venue.executor.limiter
+    if not probe:
+        lim.protect_probe_s = lim.protect_probe_max_s = 2.0  # protective calls wait the pause out like reads
+    out = []
+    try:
+        for i in range(samples):
+            sym = f"X{i:02d}USDT"
+            s.fail_next("POST /fapi/v1/algoOrder", code=-1003, status=429, msg="Too many requests; current limit of IP(127.0.0.1) is 2400 requests per minute.")
+            bot.open(sym, quote="20")
+            wait_for(lambda sym=sym: _protected(s.timeline, [sym]), timeout=60, what=f"{sym} protected")
+            out += _gaps(s.timeline, [sym])
+            time.sleep(2.5)  # let the pause end before the next sample: a measurement setting
     finally:
         close_bot(bot)
         s.stop()
@@ -188,6 +279,23 @@ def polling_cost(n: int, *, batch: bool) -> tuple[float, int, float]:
     return per_hour, weight_per_min, marks
 
 
+def paper_polling_cost(n: int) -> float:
+    """Requests per position-hour on the paper exchange, same cadences, streams off."""
+    w = paper_world(DEFAULT_CADENCE, extra_symbols=max(0, n))
+    try:
+        symbols = [f"X{i:02d}USDT" for i in range(n)]
+        for i, sym in enumerate(symbols):
+            w.open(sym, f"c{i}")
+        wait_for(lambda: _protected(w.tl, symbols), timeout=120, what=f"paper {n} protected")
+        since = int(time.time() * 1000)
+        time.sleep(COST_WINDOW_S)  # a measurement window, not a wait for a condition
+        now = int(time.time() * 1000)
+        count = sum(1 for r in list(w.exchange.requests) if since <= r["ts_ms"] <= now)
+        return count / (n * (now - since) / 3_600_000)
+    finally:
+        w.close()
+
+
 def run() -> None:
     print("venue: the real ccxt path on the loopback Binance USDⓈ-M venue (streams down) vs the paper exchange")
     after, after_read, rtt = venue_latency(throttle=False)
@@ -200,10 +308,18 @@ def run() -> None:
         row(f"entry fill -> stop live, {n:>2} at once: paper", _fmt(paper[n]))
     row("stop right after an all-symbol order read: ours only", f"{after_read:.1f} ms to the venue")
     row("stop right after an all-symbol order read: + ccxt throttle", f"{before_read:.1f} ms to the venue")
-    restores = restore_after_cancel()
-    row("restore after a human cancel (guard every 1 s)", f"median {pct(restores, 50):.0f} ms  max {max(restores):.0f} ms  (n={len(restores)})")
+    probing, waiting = naked_after_rate_limit(probe=True), naked_after_rate_limit(probe=False)
+    row("429 on the first stop: unprotected, stop probes (250 ms)", f"median {pct(probing, 50):.0f} ms  max {max(probing):.0f} ms  (n={len(probing)})")
+    row("429 on the first stop: unprotected, stop waits the pause", f"median {pct(waiting, 50):.0f} ms  max {max(waiting):.0f} ms  (n={len(waiting)})")
+    for guard_s in (1, 3):
+        restores, rt = restore_after_cancel(guard_s)
+        paper_restores = paper_restore_after_cancel(guard_s)
+        goal = guard_s * 1000 + 2 * rt
+        row(f"restore after a human cancel, guard {guard_s} s: venue", f"median {pct(restores, 50):.0f} ms  max {max(restores):.0f} ms  (goal <= {goal:.0f} ms = interval + 2 x {rt:.1f} ms; n={len(restores)})")
+        row(f"restore after a human cancel, guard {guard_s} s: paper", f"median {pct(paper_restores, 50):.0f} ms  max {max(paper_restores):.0f} ms  (n={len(paper_restores)})")
     for n in (5, 50):
         for batch in (True, False):
             per_hour, wpm, marks = polling_cost(n, batch=batch)
             how = "marks in one read when cheaper" if batch else "one mark read per symbol"
             row(f"{n:>2} positions, {how}", f"{per_hour:,.0f} req/position-hour  {wpm:,} weight/min  premiumIndex {marks:.1f}/s")
+        row(f"{n:>2} positions, paper exchange (same cadences)", f"{paper_polling_cost(n):,.0f} req/position-hour")

@@ -110,6 +110,9 @@ class ExchangeConfig(_Section, frozen=True):
     ccxt_options: dict[str, Any] = {}
     #: The account's position mode (false = one-way; Bybit positionIdx 0); checked at start on both venues.
     hedge_mode: bool = False
+    #: Real venues: connect, reconcile, report and alert, never send an order, a cancel or a
+    #: setting (for a first contact with a live account). Signals are refused.
+    read_only: bool = False
     #: Retries of one exchange call (network errors, rate limits) and their backoff.
     max_attempts: Annotated[int, _n(ge=1, le=20)] = 4
     retry_base_delay_ms: Annotated[int, _n(ge=1)] = 200
@@ -121,6 +124,14 @@ class ExchangeConfig(_Section, frozen=True):
     #: The top of that budget only protective calls may use (stops, protective closes, a
     #: position's own cancels): reads and entries wait before they reach it.
     protect_reserve: Annotated[Decimal, _n(ge=0, lt=1)] = Decimal("0.2")
+    #: After a rate-limit answer reads and entries wait out the venue-wide pause, but a protective
+    #: call (stop, protective close) probes after protect_probe_ms, doubling after each refusal up
+    #: to protect_probe_max_ms; once the venue takes one, protective calls go freely.
+    protect_probe_ms: Annotated[int, _n(ge=10, le=60_000)] = 250
+    protect_probe_max_ms: Annotated[int, _n(ge=10, le=600_000)] = 2000
+    #: A hard IP ban (Binance HTTP 418, Bybit HTTP 403): reads and entries wait the venue's
+    #: wait; a waiting protective call probes once per this many seconds (0: it waits too).
+    ban_probe_secs: Annotated[int, _n(ge=0, le=3600)] = 60
     #: The paper venue has no limits of its own; true: it gets its flavour's budget, in the
     #: paper exchange's time (off by default: tests and benchmarks drive it faster than a venue allows).
     paper_rate_limits: bool = False
@@ -149,10 +160,24 @@ class PaperConfig(_Section, frozen=True):
     seed: int = 7
 
 
+MarginMode = Literal["isolated", "cross"]
+
+
 class PositionConfig(_Section, frozen=True):
     #: Margin per position in USDT; the position is this times leverage.
     quote_amount: Annotated[Decimal, _n(gt=0)] = Decimal(100)
+    #: The leverage every position is sized with (and, on a real venue, set on its symbol).
     leverage: Annotated[int, _n(ge=1, le=125)] = 10
+    #: Real venues: the margin mode set before the first entry on a symbol (Bybit's unified
+    #: account has one margin mode for the whole account, so there it must be the same for all).
+    margin_mode: MarginMode = "isolated"
+    #: Per-symbol leverage and margin mode (the venue's id, e.g. BTCUSDT = 20); others use the above.
+    leverage_by_symbol: dict[str, Annotated[int, _n(ge=1, le=125)]] = {}
+    margin_mode_by_symbol: dict[str, MarginMode] = {}
+    #: Real venues: set leverage and margin mode on the venue before the first entry on each
+    #: symbol, read them back, refuse the entry when they cannot be set (false: they are left as
+    #: they are on the venue and must match what the bot sizes with).
+    set_leverage: bool = True
     #: The first stop, this far from the entry fill.
     initial_stop_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(2)
     #: Tries to place the stop before the position is closed again (rolled back).
@@ -170,6 +195,19 @@ class PositionConfig(_Section, frozen=True):
     #: Tries to cancel the old stop after a move (with backoff) before the position stays
     #: on the new, tighter stop and leaves the old one to reconciliation (critical event).
     cancel_attempts: Annotated[int, _n(ge=1, le=50)] = 6
+
+    def leverage_for(self, symbol: str) -> int:
+        """The leverage of ``symbol`` (a venue id like BTCUSDT; a unified symbol is reduced to it)."""
+        return self.leverage_by_symbol.get(venue_id_of(symbol), self.leverage)
+
+    def margin_mode_for(self, symbol: str) -> str:
+        return self.margin_mode_by_symbol.get(venue_id_of(symbol), self.margin_mode)
+
+
+def venue_id_of(symbol: str) -> str:
+    """``BTC/USDT:USDT`` -> ``BTCUSDT``; a venue id stays as it is."""
+    base, _, rest = symbol.partition("/")
+    return base + rest.split(":", 1)[0] if rest else symbol
 
 
 class TrailingConfig(_Section, frozen=True):
@@ -490,6 +528,8 @@ def parse_config(text: str, *, label: str = "config.toml", base_dir: Path | None
 
 def _cross_violation(cfg: Config) -> str | None:
     """Rules that tie two keys together."""
+    if cfg.exchange.read_only and cfg.exchange.name == "paper":
+        return "exchange.read_only: only for a real venue (binanceusdm, bybit); the paper exchange has no account to protect"
     if cfg.guard.reply_deadline_secs <= cfg.store.durable_wait_secs:
         return (
             f"guard.reply_deadline_secs ({cfg.guard.reply_deadline_secs}) must be greater than "
@@ -606,6 +646,14 @@ def _first_violation(struct: msgspec.Struct, prefix: str) -> str | None:
                 for check in checks:
                     if not check.ok(item):
                         return f"{key}[{i}]: expected {'an integer' if get_args(element)[0] is int else 'a number'} {check.describe()}, got {_show(item)}"
+            continue
+        if isinstance(value, dict) and get_origin(hint) is dict and len(get_args(hint)) == 2:  # a table: check each value
+            element = get_args(hint)[1]
+            checks = [a for a in get_args(element)[1:] if isinstance(a, Check)] if get_origin(element) is Annotated else []
+            for k, item in value.items():
+                for check in checks:
+                    if not check.ok(item):
+                        return f"{key}.{k}: expected {'an integer' if get_args(element)[0] is int else 'a number'} {check.describe()}, got {_show(item)}"
             continue
         checks = [a for a in get_args(hint)[1:] if isinstance(a, Check)] if get_origin(hint) is Annotated else []
         base = get_args(hint)[0] if checks else hint

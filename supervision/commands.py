@@ -136,6 +136,7 @@ class CommandsMixin(_Base):
             "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error},
             "signal_feed": self.feed,
             "exchanges": {v: _venue_status(r, now) for v, r in sorted(self.venue_health.items())},
+            "read_only": self.ctx.config.exchange.read_only,
             "shutting_down": self.shutting_down,
         }
 
@@ -219,6 +220,7 @@ class CommandsMixin(_Base):
             f"exchange-fatal:{r.venue}": f"exchange {r.venue} refuses our key (FATAL: {'; '.join(r.fatal.values())}); stops stay as they are; clears when an authenticated call succeeds" if r.fatal else None,
             f"exchange-unreachable:{r.venue}": f"exchange {r.venue} unreachable since {_iso(r.unreachable_since_ms)}; open positions keep their stops" if r.unreachable_since_ms is not None else None,
             f"exchange-maintenance:{r.venue}": f"exchange {r.venue} in maintenance since {_iso(r.maintenance_since_ms)}; probing" if r.maintenance_since_ms is not None else None,
+            f"exchange-banned:{r.venue}": f"exchange {r.venue} banned our IP until {_iso(r.banned_until_ms)}; reads and entries wait, stops on the venue stay live" if r.banned_until_ms is not None else None,
         }
         self._set_blocks(blocks, cause=f"exchange:{r.venue}")
 
@@ -309,6 +311,11 @@ def _venue_problems(r: HealthReport, now_ms: int) -> list[str]:
         )
     if r.maintenance_since_ms is not None:
         out.append(f"exchange {r.venue} in maintenance for {(now_ms - r.maintenance_since_ms) // 1000} s: calls held, probing; no new entries")
+    if r.banned_until_ms is not None:
+        out.append(
+            f"CRITICAL: exchange {r.venue} banned our IP until {_iso(r.banned_until_ms)} ({max(0, r.banned_until_ms - now_ms) // 1000} s left): {r.ban_reason}; "
+            "reads and entries wait it out, a waiting stop or close probes slowly, stops already on the venue stay live; no new entries"
+        )
     return out
 
 
@@ -318,6 +325,7 @@ def _venue_status(r: HealthReport, now_ms: int) -> dict[str, Any]:
         "fatal": dict(r.fatal),
         "unreachable_for_s": None if r.unreachable_since_ms is None else (now_ms - r.unreachable_since_ms) // 1000,
         "maintenance_for_s": None if r.maintenance_since_ms is None else (now_ms - r.maintenance_since_ms) // 1000,
+        "banned_until": None if r.banned_until_ms is None else _iso(r.banned_until_ms),
         "consecutive_failures": r.consecutive_failures,
         "last_answer_at": _iso(r.last_answer_ms),
         "last_success_at": _iso(r.last_success_ms),

@@ -25,6 +25,7 @@ from typing import Any
 
 import pykka
 
+from adapters.read_only import READ_ONLY_REASON
 from core.events import Severity
 from core.messages import (
     ChildFailed,
@@ -111,6 +112,8 @@ class Supervisor(CommandsMixin, ManagedActor):
         self.user_paused = self._restore_pause()
         if any(c.name == "sync" for c in self._initial):
             self.intake_blocks[_STARTUP] = "waiting for the first reconcile with the exchange"
+        if self.ctx.config.exchange.read_only:
+            self.intake_blocks["read-only"] = READ_ONLY_REASON
         self.emit("supervisor.started", {"children": [c.name for c in self._initial], "intake_paused": self.user_paused})
         for spec in self._initial:
             self._start(spec)

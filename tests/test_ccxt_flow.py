@@ -485,6 +485,7 @@ def real(request, tmp_path: Path, ctx: ActorContext):
     fake = FAKES[name]()
     ex = make_exchange(cfg, fake)
     venue = ctx.io.run(build_ccxt_venue(cfg, ctx.clock, ctx.store, exchange=ex), 10)
+    venue.setup = None  # leverage / margin mode before the first entry: tests/test_venue_setup.py
     collector = Collector.start(name="collector", ctx=ctx)
     sup = Supervisor.start(ctx=ctx, children=trading_children(cfg, venue, ctx.directory, []))
     yield RealWorld(ctx, fake, venue, sup, collector)

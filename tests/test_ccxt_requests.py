@@ -55,6 +55,7 @@ async def venue_for(name: str, *, hedge: bool = False, fake: Any = None):
     fake = fake if fake is not None else FAKES[name](hedge=hedge)
     ex = make_exchange(cfg, fake)
     venue = await build_ccxt_venue(cfg, VirtualClock(start_ms=1_700_000_000_000), None, exchange=ex)
+    venue.setup = None  # leverage / margin mode before the first entry: tests/test_venue_setup.py
     del fake.requests[:]
     return venue, fake
 

@@ -79,6 +79,7 @@ async def venue_answering(name: str, answers: dict[str, Any]) -> tuple[Venue, li
 
     requests = intercept_http(ex, respond)
     venue = await build_ccxt_venue(cfg, VirtualClock(start_ms=0), None, exchange=ex)
+    venue.setup = None  # leverage / margin mode before the first entry: tests/test_venue_setup.py
     return venue, requests
 
 

@@ -137,3 +137,20 @@ def test_would_trigger_carries_the_venues_current_price_where_it_says_it(exc, pr
     err = translate(exc)
     assert err is not None and err.outcome is Outcome.WOULD_TRIGGER
     assert err.current_price == (None if price is None else Decimal(price))
+
+
+@pytest.mark.parametrize(("exc", "status", "ban_ms"), [
+    # Binance's own handler: "<id> <status> <reason> <body>"; the body names the ban's end (read by the executor)
+    (ccxt.DDoSProtection('binanceusdm 418 I\'m a teapot {"code":-1003,"msg":"Way too many requests; IP(1.2.3.4) banned until 1700000090000."}'), 418, 120_000),
+    (ccxt.DDoSProtection('binanceusdm 429 Too Many Requests {"code":-1003,"msg":"Too many requests; current limit of IP(1.2.3.4) is 2400 requests per minute."}'), 429, None),
+    # Bybit: HTTP 403 is the IP limit broken ("stop for at least 10 minutes"); retCode 10006 (HTTP 200) is not a ban
+    (ccxt.RateLimitExceeded("bybit GET https://api.bybit.com/v5/order/realtime?category=linear 403 Forbidden access too frequent"), 403, 600_000),
+    (ccxt.RateLimitExceeded(bybit(10006, "Too many visits!")), None, None),
+    # Binance 403 is its web firewall, not a rate-limit ban: left as it was
+    (ccxt.ExchangeNotAvailable("binanceusdm GET https://fapi.binance.com/fapi/v1/order 403 Forbidden "), 403, None),
+])
+def test_hard_bans_are_told_from_rate_limit_answers_by_status(exc, status, ban_ms):
+    err = translate(exc)
+    assert err.status == status and err.ban_ms == ban_ms
+    if ban_ms is not None or err.code in ("-1003", "10006"):
+        assert err.outcome is Outcome.RATE_LIMITED

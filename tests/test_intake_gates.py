@@ -155,6 +155,29 @@ def test_maintenance_blocks_intake_and_a_probe_that_succeeds_reopens_it(gates):
     eventually(lambda: intake_open(ctx), what="intake reopened")
 
 
+def test_an_ip_ban_blocks_intake_shows_in_status_and_reads_wait_the_venues_ten_minutes(gates):
+    """Bybit's HTTP 403 (the IP limit broken: stop for at least 10 minutes), not its retCode 10006."""
+    ctx, exchange, venue, sup = gates
+    eventually(lambda: intake_open(ctx), what="intake open")
+    exchange.fail_next("fetch_balance", ccxt.RateLimitExceeded("bybit GET https://api.bybit.com/v5/account/wallet-balance?accountType=UNIFIED 403 Forbidden access too frequent"))
+    fut = ctx.io.submit(venue.free_balance())
+    eventually(lambda: not intake_open(ctx), what="intake blocked")
+    st = status(sup)
+    problem = next(p for p in st["problems"] if "banned" in p)
+    assert problem.startswith("CRITICAL: exchange paper banned our IP until ") and "(600 s left)" in problem and "stops already on the venue stay live" in problem
+    assert st["exchanges"]["paper"]["banned_until"] is not None and "exchange-banned:paper" in st["intake"]["blocked"]
+    (alert,) = query(ctx, "alert.exchange_banned")
+    assert alert.severity.name == "CRITICAL" and alert.data["status"] == 403 and alert.data["wait_ms"] == 600_000 and not alert.data["stated_by_venue"]
+    calls = lambda: len([r for r in exchange.requests if r["method"] == "fetch_balance"])  # noqa: E731
+    ctx.clock.advance(599_000)
+    eventually(lambda: calls() == 1, what="one refused read")
+    assert not fut.done() and not intake_open(ctx)  # nothing went out in the ten minutes
+    advance_until(ctx, lambda: fut.done(), "the read after the ban", step_ms=200)
+    assert fut.result() > 0 and calls() == 2
+    eventually(lambda: intake_open(ctx), what="intake reopened")
+    assert [e.type for e in query(ctx, "exchange.ban_over")] == ["exchange.ban_over"]
+
+
 def test_insufficient_margin_pauses_entries_until_the_balance_recovers(gates):
     ctx, exchange, _venue, sup = gates
     ctx.clock.advance(WAVE_MS - ctx.clock.now_ms() % WAVE_MS + 60_000)

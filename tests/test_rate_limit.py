@@ -12,6 +12,7 @@ import itertools
 from decimal import Decimal
 from typing import Any, Awaitable
 
+import ccxt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -240,27 +241,105 @@ def test_bybit_order_endpoints_per_second():
 
 
 # ------------------------------------------------------------ (d) venue-wide pause
-def test_rate_limited_pauses_every_caller_and_protect_is_first_after():
+def test_rate_limited_holds_reads_and_entries_while_a_stop_probes_first():
+    """After a 429 reads and entries wait the pause out; the first stop goes after protect_probe_s,
+    the next one waits for its answer, and once the venue took it protective calls flow."""
+
     async def go() -> None:
         clock = ManualTime()
-        lim = limiter(BINANCE, clock)
+        lim = limiter(BINANCE, clock, protect_probe_s=0.25)
         sent = await lim.acquire("fetch_positions")
         assert lim.rate_limited(granted_at=sent.granted_at, retry_after_s=None, base_s=2.0, max_s=5.0) == 2.0
         order: list[str] = []
+        permits: dict[str, Any] = {}
 
         async def call(name: str, op: str) -> None:
-            await lim.acquire(op)
+            permits[name] = await lim.acquire(op)
             order.append(f"{name}@{clock.now():g}")
 
         tasks = [asyncio.create_task(call(f"read{i}", "fetch_order")) for i in range(3)]
         tasks.append(asyncio.create_task(call("entry", "create_order.entry")))
-        tasks.append(asyncio.create_task(call("stop", "create_order.stop")))
-        await clock.advance(1.9)
-        assert order == [] and lim.stats()["paused_ms"] == pytest.approx(100)
+        tasks += [asyncio.create_task(call("stop1", "create_order.stop")), asyncio.create_task(call("stop2", "create_order.stop"))]
+        await settle()
+        await clock.advance(0.25)
+        assert order == ["stop1@0.25"] and permits["stop1"].protect_probe
+        await clock.advance(0.5)
+        assert order == ["stop1@0.25"]  # stop2 waits for the probe's answer
+        lim.protect_probe_done(cleared=True)  # the venue took it: protective calls go
+        await settle()
+        assert order == ["stop1@0.25", "stop2@0.75"] and not permits["stop2"].protect_probe
+        assert (await lim.acquire("create_order.close")).waited_s == 0  # the rest of the pause, at once
+        await clock.advance(1.0)
+        assert len(order) == 2 and lim.stats()["paused_ms"] == pytest.approx(250)
         await drive(clock, tasks)
-        assert order == ["stop@2", "entry@2", "read0@2", "read1@2", "read2@2"]
+        assert order[2:] == ["entry@2", "read0@2", "read1@2", "read2@2"]
 
     run(go())
+
+
+def test_a_refused_protective_probe_backs_off_without_lengthening_the_pause():
+    async def go() -> list[float]:
+        clock = ManualTime()
+        lim = limiter(BINANCE, clock, protect_probe_s=0.25, protect_probe_max_s=1.0)
+        p = await lim.acquire("fetch_positions")
+        lim.rate_limited(granted_at=p.granted_at, retry_after_s=None, base_s=5.0, max_s=5.0)
+        sent = []
+        for _ in range(5):
+            task = asyncio.create_task(lim.acquire("create_order.stop"))
+            await drive(clock, [task])
+            sent.append(clock.now())
+            assert task.result().protect_probe
+            assert lim.rate_limited(granted_at=task.result().granted_at, retry_after_s=None, base_s=5.0, max_s=5.0, protect_probe=True) is None
+        assert lim.stats()["paused_ms"] == pytest.approx((5.0 - clock.now()) * 1000)
+        return sent
+
+    # 0.25 s, then 0.5, 1.0 (the cap), 1.0 ... after each refusal
+    assert run(go()) == pytest.approx([0.25, 0.75, 1.75, 2.75, 3.75])
+
+
+def test_a_hard_ban_holds_reads_for_the_venues_wait_and_a_stop_probes_slowly():
+    """Binance 418 / Bybit 403: reads wait the whole ban; a waiting stop probes every ban_probe_s;
+    a probe the venue takes ends the ban for everyone (it is IP-wide)."""
+
+    async def go() -> list[str]:
+        clock = ManualTime()
+        lim = limiter(BINANCE, clock, ban_probe_s=60.0)
+        p = await lim.acquire("fetch_positions")
+        assert lim.banned(granted_at=p.granted_at, ban_s=600.0) == 600.0
+        assert lim.is_banned and lim.stats()["banned_ms"] == 600_000
+        order: list[str] = []
+
+        async def call(name: str, op: str) -> Any:
+            permit = await lim.acquire(op)
+            order.append(f"{name}@{clock.now():g}")
+            return permit
+
+        read = asyncio.create_task(call("read", "fetch_positions"))
+        stop = asyncio.create_task(call("stop", "create_order.stop"))
+        await drive(clock, [stop])
+        assert order == ["stop@60"] and stop.result().protect_probe
+        assert lim.banned(granted_at=stop.result().granted_at, ban_s=540.0, protect_probe=True) is None  # the same ban, confirmed
+        stop2 = asyncio.create_task(call("stop2", "create_order.stop"))
+        await drive(clock, [stop2])
+        lim.protect_probe_done(cleared=True)  # taken: the ban is over
+        await drive(clock, [read])
+        assert not lim.is_banned
+        return order
+
+    assert run(go()) == ["stop@60", "stop2@120", "read@120"]
+
+
+def test_with_ban_probes_off_a_stop_waits_the_ban_out_too():
+    async def go() -> float:
+        clock = ManualTime()
+        lim = limiter(BINANCE, clock, ban_probe_s=0.0)
+        p = await lim.acquire("fetch_positions")
+        lim.banned(granted_at=p.granted_at, ban_s=120.0)
+        stop = asyncio.create_task(lim.acquire("create_order.stop"))
+        await drive(clock, [stop])
+        return clock.now()
+
+    assert run(go()) == 120.0
 
 
 def test_refusals_of_requests_already_in_flight_count_once_and_later_ones_back_off():
@@ -322,10 +401,11 @@ def paper_world(clock: ManualTime, policy: RetryPolicy | None = None) -> tuple[V
     return Venue("paper", exchange, markets, executor, STYLES["binance"]), exchange, events
 
 
-def test_executor_rate_limit_pause_is_venue_wide_and_the_stop_goes_first():
+def test_executor_rate_limit_pause_holds_reads_and_the_stop_probes_first():
     async def go() -> None:
         clock = ManualTime()
-        venue, exchange, events = paper_world(clock)
+        venue, exchange, events = paper_world(clock, RetryPolicy(rate_limit_delay_ms=2000))
+        venue.executor.limiter.protect_probe_s = 0.25
         await exchange.load_markets()
         entry = await venue.open_market("BTCUSDT", "buy", Decimal("0.01"), "tb-p1-e1", ref_price=Decimal(40000))
         assert entry.filled == Decimal("0.010")
@@ -335,18 +415,50 @@ def test_executor_rate_limit_pause_is_venue_wide_and_the_stop_goes_first():
         assert [e.data["reason"] for e in events.of("exchange.throttled")] == ["rate_limited"]
         assert events.of("exchange.throttled")[0].data["pause_ms"] == 2000
         others = [asyncio.create_task(venue.free_balance()), asyncio.create_task(venue.mark_price("BTCUSDT"))]
+        exchange.faults.fail_next("create_order", "rate_limit")  # the stop's first try is refused too
         stop = asyncio.create_task(venue.place_stop("BTCUSDT", "sell", Decimal("0.01"), Decimal("39000"), "tb-p1-s1"))
         await settle()
         before = len(exchange.requests)
-        await clock.advance(1.9)
-        assert not any(t.done() for t in [refused, stop, *others]) and len(exchange.requests) == before  # nobody went out
-        await drive(clock, [refused, stop, *others])
+        await drive(clock, [stop])
         after = [r["method"] for r in list(exchange.requests)[before:]]
-        assert after[0] == "create_order" and sorted(after[1:]) == ["fetch_balance", "fetch_mark_price", "fetch_positions"]
-        assert stop.result().trigger_price == Decimal("39000.0") and refused.result()[0].qty == Decimal("0.010")
-        assert clock.now() == 2.0
+        assert after == ["create_order", "create_order"]  # probed at 0.25 s (refused), again at 0.75 s: no look-up, no reads
+        assert stop.result().trigger_price == Decimal("39000.0") and clock.now() == pytest.approx(0.75)
+        assert not any(t.done() for t in [refused, *others])
+        await drive(clock, [refused, *others])
+        rest = [r["method"] for r in list(exchange.requests)[before + 2 :]]
+        assert sorted(rest) == ["fetch_balance", "fetch_mark_price", "fetch_positions"] and clock.now() == 2.0
+        assert refused.result()[0].qty == Decimal("0.010")
         stats = venue.executor.limiter.stats()
-        assert stats["pauses"] == 1 and stats["classes"]["protect"]["wait_ms_max"] == 2000
+        assert stats["pauses"] == 1 and stats["classes"]["protect"]["wait_ms_max"] == 500
+
+    run(go())
+
+
+def test_executor_under_a_ban_alerts_once_shows_it_in_health_and_clears_on_success():
+    async def go() -> None:
+        clock = ManualTime()
+        venue, exchange, events = paper_world(clock)
+        venue.executor.limiter.ban_probe_s = 30.0
+        await exchange.load_markets()
+        await venue.open_market("BTCUSDT", "buy", Decimal("0.01"), "tb-p1-e1", ref_price=Decimal(40000))
+        now_ms = venue.executor._clock.now_ms()  # the events' clock (it stands still here; the limiter's moves)
+
+        def ban(left_ms: int) -> ccxt.DDoSProtection:
+            return ccxt.DDoSProtection('binanceusdm 418 I\'m a teapot {"code":-1003,"msg":"Way too many requests; IP(127.0.0.1) banned until ' + str(now_ms + left_ms) + '."}')
+
+        exchange.faults.fail_next("fetch_positions", ban(300_000))
+        read = asyncio.create_task(venue.positions())
+        await settle()
+        (alert,) = events.of("alert.exchange_banned")
+        assert alert.severity.name == "CRITICAL" and alert.data["wait_ms"] == 300_000 and alert.data["stated_by_venue"] and alert.data["status"] == 418
+        assert venue.executor.health.report().banned_until_ms == now_ms + 300_000 and not venue.executor.health.report().ok
+        exchange.faults.fail_next("create_order", ban(270_000))  # 30 s later, the first probe is refused: the same ban, no second alert
+        stop = asyncio.create_task(venue.place_stop("BTCUSDT", "sell", Decimal("0.01"), Decimal("39000"), "tb-p1-s1"))
+        await drive(clock, [stop])
+        assert clock.now() == pytest.approx(60.0) and len(events.of("alert.exchange_banned")) == 1
+        await drive(clock, [read])  # the probe went through: the ban is over for the reads too
+        assert clock.now() == pytest.approx(60.0) and venue.executor.health.report().banned_until_ms is None
+        assert [e.type for e in events.got if e.type == "exchange.ban_over"] == ["exchange.ban_over"]
 
     run(go())
 

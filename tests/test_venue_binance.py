@@ -228,15 +228,48 @@ def test_would_trigger_on_a_restore_keeps_the_position(bot: Bot, venue: BinanceV
     assert closes == []
 
 
-def test_rate_limit_answer_on_the_first_stop(bot: Bot, venue: BinanceVenueServer):
-    """HTTP 429 -1003 on the first stop: the limiter pauses, the stop lands after it; bounded naked time."""
-    venue.fail_next("POST /fapi/v1/algoOrder", code=-1003, status=429, msg="Too many requests; current limit of IP(127.0.0.1) is 2400 requests per minute.")
-    bot.open("BTCUSDT")
-    wait_for(lambda: protected(venue, 1), what="protected after the refusal")
-    (gap,) = venue.timeline.unprotected()
-    assert gap.length_ms(0) < 3_000, gap  # rate_limit_delay_ms = 200 here: one pause, then the retry
-    assert venue.timeline.count("POST /fapi/v1/algoOrder", statuses=(429,)) == 1
-    assert_clean(venue)
+def test_rate_limit_answer_on_the_first_stop(tmp_path: Path, venue: BinanceVenueServer):
+    """HTTP 429 -1003 on the first stop: reads wait the 2 s pause, the stop probes after 100 ms and lands
+    before any read goes out again (the venue's order endpoints are not what the IP weight limits)."""
+    b = start_bot(tmp_path / "bot", venue, rate_limit_delay_ms=2000, exchange_extra="protect_probe_ms = 100\n")
+    try:
+        venue.fail_next("POST /fapi/v1/algoOrder", code=-1003, status=429, msg="Too many requests; current limit of IP(127.0.0.1) is 2400 requests per minute.")
+        b.open("BTCUSDT")
+        wait_for(lambda: protected(venue, 1), what="protected after the refusal")
+        (gap,) = venue.timeline.unprotected()
+        assert gap.length_ms(0) < 2_000, gap  # within the pause, not after it
+        stops = [r for r in venue.timeline.requests if r.route == "POST /fapi/v1/algoOrder"]
+        assert [r.status for r in stops] == [429, 200]
+        between = [r.route for r in venue.timeline.requests if stops[0].t_ms < r.t_ms < stops[1].t_ms]
+        assert between == [], between  # no look-up of the refused stop, no read before it
+        assert not [e for e in b.events(types=["exchange.outcome_resolved"])]
+        assert_clean(venue)
+    finally:
+        close_bot(b)
+
+
+def test_a_418_ban_on_the_first_stop_holds_reads_and_the_stop_probes_at_the_ban_cadence(tmp_path: Path, venue: BinanceVenueServer):
+    """HTTP 418 "banned until" on the stop: reads and entries wait for the venue's stated end; the stop
+    probes once per ban_probe_secs (1 s here), and its success ends the ban for everyone (IP-wide)."""
+    b = start_bot(tmp_path / "bot", venue, exchange_extra="ban_probe_secs = 1\n")
+    try:
+        until = int(time.time() * 1000) + 30_000
+        venue.fail_next("POST /fapi/v1/algoOrder", code=-1003, status=418, msg=f"Way too many requests; IP(127.0.0.1) banned until {until}. Please use the websocket for live updates to avoid bans.")
+        b.open("BTCUSDT")
+        wait_for(lambda: protected(venue, 1), timeout=20, what="protected after the ban's probe")
+        stops = [r for r in venue.timeline.requests if r.route == "POST /fapi/v1/algoOrder"]
+        assert [r.status for r in stops] == [418, 200]
+        assert stops[1].t_ms - stops[0].t_ms >= 900  # the ban's probe cadence, not the 250 ms rate-limit one
+        assert [r.route for r in venue.timeline.requests if stops[0].t_ms < r.t_ms < stops[1].t_ms] == []  # reads held
+        (alert,) = b.events(types=["alert.exchange_banned"])
+        assert alert.data["status"] == 418 and alert.data["stated_by_venue"] and alert.data["until_ms"] == until
+        wait_for(lambda: b.events(types=["exchange.ban_over"]), what="ban over")
+        wait_for(lambda: b.venue.executor.health.report().banned_until_ms is None, what="health clear")
+        n = len(venue.timeline.requests)
+        wait_for(lambda: len(venue.timeline.requests) > n + 3, what="reads flowing again")  # long before the 30 s
+        assert_clean(venue)
+    finally:
+        close_bot(b)
 
 
 def test_late_answers_after_the_venue_executed_make_no_duplicates(tmp_path: Path, venue: BinanceVenueServer):

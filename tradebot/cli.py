@@ -184,6 +184,7 @@ def _render(command: str, result: Any) -> str:
     if command == "status" and isinstance(result, dict):
         lines = [
             f"healthy:    {'yes' if result['healthy'] else 'NO'}",
+            *(["mode:       READ-ONLY: no orders are sent (exchange.read_only = true)"] if result.get("read_only") else []),
             f"uptime:     {result['uptime_s']} s (pid {result['pid']})",
             f"intake:     {'open' if result['intake']['open'] else 'closed'}"
             + ("" if result["intake"]["open"] else f" ({'paused by user' if result['intake']['paused_by_user'] else ''}{'; '.join(result['intake']['blocked'].values())})"),

@@ -106,7 +106,7 @@ def trading_children(config: Config, venue: Venue, directory: Any, open_position
         ChildSpec(name="sync", factory=lambda name, ctx: SyncActor.start(name=name, ctx=ctx, venue=venue, position_spec=adopt_spec)),
         ChildSpec(name="guard", factory=lambda name, ctx: GuardActor.start(name=name, ctx=ctx)),
     ]
-    for p in open_positions:
+    for p in open_positions if not config.exchange.read_only else ():  # read-only: nobody acts on them
         if p.get("exchange") == venue.name:
             children.append(position_spec(venue, directory, p["position_id"], p["symbol"], None))
     children.append(intake_spec(config, venue, directory))

@@ -21,7 +21,9 @@ What it is:
   does since the algo migration), ``/fapi/v1/algoOrder`` (``algoType=CONDITIONAL``,
   fired stops get a child market order named by ``actualOrderId``),
   ``openOrders``, ``openAlgoOrders``, ``userTrades``, ``leverage``,
-  ``marginType``, ``positionSide/dual``, ``listenKey``. Requests are signed:
+  ``marginType``, ``symbolConfig``, ``leverageBracket`` (refusals -4028 above the
+  bracket, -4048 / -4047 changing the margin type with a position / orders
+  open), ``positionSide/dual``, ``listenKey``. Requests are signed:
   the key header and HMAC-SHA256 signature are checked (-2014 / -1022).
 * **Limits**: each request is charged the venue's published IP weight
   (:data:`WEIGHTS`; orders count 0 on the IP weight and 1 on the order
@@ -73,6 +75,8 @@ SHARED = Path(__file__).resolve().parents[3] / "shared"
 MARKETS_FILE = SHARED / "data" / "markets" / "binanceusdm-linear.json"
 
 #: Starting marks (unified symbol -> price) near the recorded markets' price filters.
+#: A fresh Binance futures account's leverage per symbol (cross margin).
+DEFAULT_LEVERAGE = 20
 DEFAULT_MARKS = {"BTC/USDT:USDT": "40000", "ETH/USDT:USDT": "2000", "LTC/USDT:USDT": "70", "ADA/USDT:USDT": "0.3", "XRP/USDT:USDT": "0.6", "DOGE/USDT:USDT": "0.08", "TRX/USDT:USDT": "0.1"}
 
 #: ``urls["api"]`` keys of ccxt 4.5.90's binanceusdm that carry USDⓈ-M futures traffic (REST).
@@ -142,6 +146,7 @@ WEIGHTS: dict[str, tuple[int, int]] = {
     "POST /fapi/v1/marginType": (1, 1),
     "GET /fapi/v1/positionSide/dual": (30, 30),
     "GET /fapi/v1/leverageBracket": (1, 1),
+    "GET /fapi/v1/symbolConfig": (5, 5),
     "POST /fapi/v1/listenKey": (1, 1),
     "PUT /fapi/v1/listenKey": (1, 1),
     "DELETE /fapi/v1/listenKey": (1, 1),
@@ -225,8 +230,9 @@ class BinanceVenueServer:
         self._children: dict[str, int] = {}  # engine id of a fired algo order -> its child orderId
         self._child_ids = itertools.count(9_000_000_001)
         self._listen_key: str | None = None
-        self.leverage: dict[str, int] = {}
-        self.margin_type: dict[str, str] = {}
+        self.leverage: dict[str, int] = {}  # venue id -> leverage set (else DEFAULT_LEVERAGE, as on a fresh account)
+        self.margin_type: dict[str, str] = {}  # venue id -> ISOLATED / CROSSED (else CROSSED)
+        self.max_leverage: dict[str, int] = {}  # venue id -> the first bracket's initialLeverage (else 125)
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -516,6 +522,7 @@ class BinanceVenueServer:
             "POST /fapi/v1/marginType": lambda: self._set_margin_type(p),
             "GET /fapi/v1/positionSide/dual": lambda: {"dualSidePosition": self.hedge_mode},
             "GET /fapi/v1/leverageBracket": lambda: self._brackets(p),
+            "GET /fapi/v1/symbolConfig": lambda: self._symbol_config(p),
             "POST /fapi/v1/listenKey": lambda: self._new_listen_key(),
             "PUT /fapi/v1/listenKey": lambda: {"listenKey": self._listen_key or self._new_listen_key()["listenKey"]},
             "DELETE /fapi/v1/listenKey": lambda: {},
@@ -572,7 +579,16 @@ class BinanceVenueServer:
 
     def _brackets(self, p: dict[str, str]) -> list[dict[str, Any]]:
         symbols = [self._symbol(p)] if p.get("symbol") else list(self.engine.marks)
-        return [{"symbol": self._id(s or ""), "notionalCoef": 1.0, "brackets": [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0}]} for s in symbols]
+        return [{"symbol": self._id(s or ""), "notionalCoef": 1.0, "brackets": [{"bracket": 1, "initialLeverage": self.max_leverage.get(self._id(s or ""), 125), "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0}]} for s in symbols]
+
+    def _symbol_config(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        """GET /fapi/v1/symbolConfig: margin type and leverage per symbol (one, or every one)."""
+        symbols = [self._symbol(p) or ""] if p.get("symbol") else list(self.engine.marks)
+        out = []
+        for s in symbols:
+            sid = self._id(s)
+            out.append({"symbol": sid, "marginType": self.margin_type.get(sid, "CROSSED"), "isAutoAddMargin": "false", "leverage": self.leverage.get(sid, DEFAULT_LEVERAGE), "maxNotionalValue": "1000000"})
+        return out
 
     # ----------------------------------------------------------- account
     def _position_risk(self, p: dict[str, str], now: int) -> list[dict[str, Any]]:
@@ -590,6 +606,7 @@ class BinanceVenueServer:
                 "isolatedMargin": _num(pos.margin), "notional": _num(mark * amt), "marginAsset": "USDT", "isolatedWallet": _num(pos.margin),
                 "initialMargin": _num(pos.margin), "maintMargin": "0", "positionInitialMargin": _num(pos.margin), "openOrderInitialMargin": "0",
                 "adl": "1", "bidNotional": "0", "askNotional": "0", "updateTime": pos.updated_ms,
+                "leverage": str(self.leverage.get(self._id(pos.symbol), DEFAULT_LEVERAGE)), "marginType": self.margin_type.get(self._id(pos.symbol), "CROSSED").lower().replace("crossed", "cross"),
             })  # fmt: skip
         return out
 
@@ -619,6 +636,8 @@ class BinanceVenueServer:
     def _set_leverage(self, p: dict[str, str], now: int) -> dict[str, Any]:
         unified = self._symbol(p) or ""
         lev = int(p.get("leverage") or 0)
+        if not 1 <= lev <= self.max_leverage.get(self._id(unified), 125):
+            raise VenueError(400, -4028, f"Leverage {lev} is not valid")
         self.engine.set_leverage(unified, lev, now_ms=now)
         self.leverage[self._id(unified)] = lev
         return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": self._id(unified)}
@@ -628,6 +647,10 @@ class BinanceVenueServer:
         wanted = str(p.get("marginType", "")).upper()
         if self.margin_type.get(sid, "CROSSED") == wanted:
             raise VenueError(400, -4046, "No need to change margin type.")
+        if any(pos.symbol == self.markets.resolve(sid).symbol and pos.size > 0 for pos in self.engine.positions.values()):
+            raise VenueError(400, -4048, "Margin type cannot be changed if there exists position.")
+        if self.engine.open_order_list(self.markets.resolve(sid).symbol):
+            raise VenueError(400, -4047, "Margin type cannot be changed if there exists open orders.")
         self.margin_type[sid] = wanted
         return {"code": 200, "msg": "success"}
 

@@ -67,9 +67,9 @@ def exchange_toml(url: str, *, timeout_ms: int = 2000, rate_limit_delay_ms: int 
     return (
         f'[exchange]\nname = "{name}"\ntestnet = false\napi_key_env = "TB_VENUE_KEY"\napi_secret_env = "TB_VENUE_SECRET"\n'
         f"max_attempts = 4\nretry_base_delay_ms = 20\nrate_limit_delay_ms = {rate_limit_delay_ms}\nhedge_mode = {str(hedge_mode).lower()}\n"
+        + extra  # [exchange] keys, before the ccxt_options tables begin
         + urls(url).rstrip("\n")
         + f"\ntimeout = {timeout_ms}\n"
-        + extra
     )
 
 
@@ -102,9 +102,9 @@ class Bot:
     collector: pykka.ActorRef
     _ids: Any = dataclasses.field(default_factory=lambda: itertools.count(1))
 
-    def open(self, symbol: str = "BTCUSDT", side: str = "long", quote: str = "100", pid: str | None = None) -> str:
+    def open(self, symbol: str = "BTCUSDT", side: str = "long", quote: str = "100", pid: str | None = None, leverage: int = 10) -> str:
         pid = pid or f"p{next(self._ids)}"
-        req = OpenRequest(position_id=pid, exchange=self.venue.name, symbol=symbol, side=side, quote_amount=Decimal(quote), leverage=10, correlation_id=f"sig-{pid}", requested_by=self.collector)
+        req = OpenRequest(position_id=pid, exchange=self.venue.name, symbol=symbol, side=side, quote_amount=Decimal(quote), leverage=leverage, correlation_id=f"sig-{pid}", requested_by=self.collector)
         self.sup.tell(StartChild(spec=position_spec(self.venue, self.ctx.directory, pid, symbol, req)))
         return position_actor_name(symbol, pid)
 
@@ -124,13 +124,20 @@ class Bot:
         self.ctx.io.run(self.venue.exchange.close(), 10)
 
 
-def start_bot(tmp: Path, venue_server: BinanceVenueServer | BybitVenueServer, *, toml: str = FAST, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200, exchange: Any = None, hedge_mode: bool = False) -> Bot:
+def start_bot(
+    tmp: Path, venue_server: BinanceVenueServer | BybitVenueServer, *, toml: str = FAST, timeout_ms: int = 2000, rate_limit_delay_ms: int = 200,
+    exchange: Any = None, hedge_mode: bool = False, exchange_extra: str = "",
+) -> Bot:
     """The trading tree over real ccxt (binanceusdm or bybit, as the server speaks) on
     ``venue_server`` (start-up included); ``exchange``: a ccxt exchange built by the caller
-    (e.g. with its HTTP calls recorded)."""
+    (e.g. with its HTTP calls recorded); ``exchange_extra``: more ``[exchange]`` lines
+    (``read_only = true``, probe cadences)."""
     tmp.mkdir(parents=True, exist_ok=True)
     name = getattr(venue_server, "exchange_name", "binanceusdm")
-    cfg = parse_config(exchange_toml(venue_server.url, timeout_ms=timeout_ms, rate_limit_delay_ms=rate_limit_delay_ms, name=name, hedge_mode=hedge_mode) + toml, base_dir=tmp)
+    cfg = parse_config(
+        exchange_toml(venue_server.url, timeout_ms=timeout_ms, rate_limit_delay_ms=rate_limit_delay_ms, name=name, hedge_mode=hedge_mode, extra=exchange_extra) + toml,
+        base_dir=tmp,
+    )
     io = IOLoop("venue-io").start()
     store = EventStore(tmp / "events.db", io).open()
     clock = RealClock()
