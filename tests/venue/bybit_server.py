@@ -129,6 +129,7 @@ ROUTES: dict[str, tuple[str, int]] = {
     "POST /v5/position/trading-stop": ("trading-stop", 10),
     "POST /v5/position/switch-mode": ("switch-mode", 10),
     "POST /v5/position/set-leverage": ("set-leverage", 10),
+    "POST /v5/account/set-margin-mode": ("set-margin-mode", 5),
 }
 ORDER_ROUTES = frozenset({"POST /v5/order/create"})
 PUBLIC_ROUTES = frozenset(r for r, (group, _) in ROUTES.items() if group == "public")
@@ -225,6 +226,8 @@ class BybitVenueServer:
         self._exec_ids = itertools.count(1)
         self._exec_id_of: dict[str, str] = {}
         self.leverage: dict[str, str] = {}
+        #: The unified account's one margin mode (a new account is cross: REGULAR_MARGIN).
+        self.margin_mode = "REGULAR_MARGIN"
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -535,7 +538,7 @@ class BybitVenueServer:
             "GET /v5/market/tickers": lambda: self._tickers(p, now),
             "GET /v5/asset/coin/query-info": lambda: {"rows": [{"name": c, "coin": c, "remainAmount": "0", "chains": []} for c in sorted({"USDT", *(m["base"] for m in self.raw_markets.values())})]},
             "GET /v5/account/wallet-balance": lambda: self._wallet(now),
-            "GET /v5/account/info": lambda: {"unifiedMarginStatus": 6, "marginMode": "REGULAR_MARGIN", "isMasterTrader": False, "spotHedgingStatus": "OFF", "updatedTime": str(now), "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0},
+            "GET /v5/account/info": lambda: {"unifiedMarginStatus": 6, "marginMode": self.margin_mode, "isMasterTrader": False, "spotHedgingStatus": "OFF", "updatedTime": str(now), "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0},
             "GET /v5/order/realtime": lambda: self._realtime(p),
             "GET /v5/order/history": lambda: self._history(p, now),
             "GET /v5/execution/list": lambda: self._executions(p),
@@ -545,6 +548,7 @@ class BybitVenueServer:
             "POST /v5/position/trading-stop": lambda: {},
             "POST /v5/position/switch-mode": lambda: self._switch_mode(p),
             "POST /v5/position/set-leverage": lambda: self._set_leverage(p, now),
+            "POST /v5/account/set-margin-mode": lambda: self._set_margin_mode(p),
         }[route]
         try:
             return handler()
@@ -641,6 +645,15 @@ class BybitVenueServer:
         self.hedge_mode = hedge
         self.engine.config.hedge_mode = hedge
         return {}
+
+    def _set_margin_mode(self, p: dict[str, Any]) -> dict[str, Any]:
+        mode = str(p.get("setMarginMode") or "")
+        if mode not in ("ISOLATED_MARGIN", "REGULAR_MARGIN", "PORTFOLIO_MARGIN"):
+            raise VenueError(200, 10001, "params error: setMarginMode invalid")
+        if mode != self.margin_mode and any(pos.size != 0 for pos in self.engine.positions.values()):
+            raise VenueError(200, 3400045, "Set margin mode failed: positions are open")
+        self.margin_mode = mode
+        return {"reasons": []}
 
     def _set_leverage(self, p: dict[str, Any], now: int) -> dict[str, Any]:
         unified = self._symbol(p) or ""
