@@ -19,8 +19,6 @@ safe).
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
@@ -41,17 +39,6 @@ from core.messages import ClosePosition, IOCompleted, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
 
 __all__ = ["PositionActor", "position_actor_name"]
-
-#: Crash-test hook: "before:<event type>" or "after:<event type>" makes the
-#: process SIGKILL itself at that exact step of a position's life (the tests
-#: use it to prove recovery from a kill at every step; unset in normal runs).
-_CRASH_POINT = os.environ.get("TRADEBOT_CRASH_POINT", "")
-
-
-def _crash_if(when: str, type_: str) -> None:
-    if _CRASH_POINT and _CRASH_POINT == f"{when}:{type_}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 S = pc.Step
 #: What each step's answer goes to: (state, command, result, error, env) -> Plan.
@@ -211,11 +198,7 @@ class PositionActor(ManagedActor):
             type=type_, ts_ms=now, actor=self.name, severity=event.severity, position_id=self.pid, correlation_id=s.correlation_id,
             symbol=s.symbol, exchange=s.exchange, data=pe.to_record(event), projection=new.projection(),
         )
-        _crash_if("before", type_)
-        self.append_event(ev, durable=event.WRITE_AHEAD)
-        if _CRASH_POINT:
-            self.ctx.store.flush()
-            _crash_if("after", type_)
+        self.append_event(ev, durable=event.WRITE_AHEAD)  # (crash points: TRADEBOT_CRASH_POINT, see supervision.actor)
         self.state = new
 
     def _start(self, cmd: pc.Command) -> None:

@@ -28,7 +28,12 @@ anything else is our bug and crashes the actor (its supervisor restarts it).
 Every decision is an event with the wave and the signal's correlation id; the
 actor's state is a fold over its own events, so a restart in the middle of a
 wave resumes its count (positions that finished while it was down are read
-from the projection).
+from the projection). Waves received but not yet processed are part of that
+fold too (``intake.signal_received`` carries the whole signal): after a kill
+they are processed once, at their time, or, if that passed while the bot was
+down, as soon as the intake opens (at most :data:`RECOVERED_WAVE_WAIT_MS`
+after the start; then with the intake's reasons for skipping). A re-sent
+signal is still a duplicate: its id was seen.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ from supervision.commands import IntakeBlock
 
 #: The supervisor's intake block while entries pause for margin.
 MARGIN_BLOCK = "intake:insufficient-margin"
+
+#: A wave recovered after a restart whose processing time has passed waits for the intake to
+#: open (the startup reconcile and the recovered positions come first), at most this long.
+RECOVERED_WAVE_WAIT_MS = 60_000
 
 
 class SignalFrame(Message, frozen=True, kw_only=True):
@@ -91,6 +100,8 @@ class SignalIntake(ManagedActor):
         self._balance: Decimal | None = None
         #: Set while entries pause after an insufficient-margin refusal: the reason (from the events).
         self.margin_pause: str | None = None
+        self._first_seen_ms: dict[int, int] = {}  # wave -> when its first signal arrived
+        self._overdue: set[int] = set()  # recovered waves whose time passed: processed when the intake opens
 
     @property
     def scfg(self):
@@ -99,7 +110,7 @@ class SignalIntake(ManagedActor):
     # ------------------------------------------------------------ start
     def started(self) -> None:
         for ev in self.load_events(actor=self.name):
-            self._fold(ev.type, ev.data)
+            self._fold(ev.type, ev.data, ev.ts_ms)
         owned = self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)
         states = {p["position_id"]: p for p in owned}
         self.held = {p["symbol"] for p in owned if p.get("is_open")}
@@ -113,12 +124,39 @@ class SignalIntake(ManagedActor):
             self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=self.margin_pause))
             self.after(self._recheck_ms, CheckMargin())
         self._schedule_next()
+        self._resume_pending()
 
-    def _fold(self, type_: str, d: dict[str, Any]) -> None:
+    def _resume_pending(self) -> None:
+        """Waves received before a restart and not processed: each once, at its time or when the intake opens."""
+        now = self.ctx.clock.now_ms()
+        for wave, signals in sorted(self.pending.items()):
+            due = self._due_ms(wave)
+            self.emit("intake.wave_recovered", {"wave_ts_ms": wave, "signals": len(signals), "due_ms": due, "overdue": due <= now})
+            if due <= now:
+                self._overdue.add(wave)
+                self.after(RECOVERED_WAVE_WAIT_MS, ProcessWave(wave_ts_ms=wave))  # if the intake never opens
+            elif self.process_after_secs:
+                self.after(due - now, ProcessWave(wave_ts_ms=wave))
+            # else: the schedule's next processing instant is this wave's own
+
+    def _due_ms(self, wave: int) -> int:
+        """When a wave is processed: after its first signal (arrival mode), else at its processing minute."""
+        if self.process_after_secs:
+            return self._first_seen_ms.get(wave, wave) + self.process_after_secs * 1000
+        sched = processing_times(self.scfg.processing_minutes)
+        due = sched.next_after(wave - 1)
+        return due if wave_of(due) == wave else wave  # no processing minute inside the wave: at once
+
+    def _fold(self, type_: str, d: dict[str, Any], ts_ms: int = 0) -> None:
         if type_ == "intake.signal_received":
             self.seen.add(d["signal_id"])
+            wave = int(d["wave_ts_ms"])
+            if wave not in self.processed and (sig := _signal_of(d)) is not None:
+                self.pending.setdefault(wave, {})[sig.id] = sig
+                self._first_seen_ms.setdefault(wave, ts_ms)
         elif type_ == "intake.wave_processed":
             self.processed.add(int(d["wave_ts_ms"]))
+            self.pending.pop(int(d["wave_ts_ms"]), None)
         elif type_ == "intake.signal_selected":
             self.in_flight[d["position_id"]] = (int(d["wave_ts_ms"]), d["symbol"])
         elif type_ == "intake.position_opened":
@@ -135,8 +173,9 @@ class SignalIntake(ManagedActor):
 
     @property
     def process_after_secs(self) -> int:
-        """Demo mode (the bundled server replays past waves): process a wave soon after it arrives."""
-        return self.scfg.process_after_secs if self.scfg.source == "bundled" else 0
+        """Demo mode (the bundled server replays past waves) or ``signals.process_on_arrival``:
+        process a wave soon after it arrives."""
+        return self.scfg.process_after_secs if self.scfg.source == "bundled" or self.scfg.process_on_arrival else 0
 
     def _schedule_next(self) -> None:
         if self.process_after_secs:
@@ -149,6 +188,10 @@ class SignalIntake(ManagedActor):
     @handles(IntakeChanged)
     def _on_intake(self, msg: IntakeChanged) -> None:
         self.intake_open = msg.open
+        if msg.open and self._overdue:
+            for wave in sorted(self._overdue):
+                self.actor_ref.tell(ProcessWave(wave_ts_ms=wave))
+            self._overdue.clear()
 
     @handles(FeedStateChanged)
     def _on_feed_state(self, msg: FeedStateChanged) -> None:
@@ -164,12 +207,13 @@ class SignalIntake(ManagedActor):
         for r in result.rejected:
             self.emit("intake.signal_rejected", {"signal_id": r.signal_id, "reason": r.reason, "raw": r.raw}, severity=Severity.WARNING, correlation_id=r.signal_id)
         for sig in result.accepted:
-            self.emit("intake.signal_received", {"signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "side": sig.side, "score_week": sig.score_week, "score_month": sig.score_month}, correlation_id=sig.id, symbol=sig.symbol, exchange=sig.exchange)
+            self.emit("intake.signal_received", _record_of(sig), correlation_id=sig.id, symbol=sig.symbol, exchange=sig.exchange)
             if sig.wave_ts_ms in self.processed:
                 self.emit("intake.signal_skipped", {"signal_id": sig.id, "reason": f"wave {sig.wave_ts_ms} was already processed (late signal)"}, correlation_id=sig.id)
                 continue
             first = sig.wave_ts_ms not in self.pending
             self.pending.setdefault(sig.wave_ts_ms, {})[sig.id] = sig
+            self._first_seen_ms.setdefault(sig.wave_ts_ms, now)
             if first and self.process_after_secs:
                 self.after(self.process_after_secs * 1000, ProcessWave(wave_ts_ms=sig.wave_ts_ms))
 
@@ -182,6 +226,7 @@ class SignalIntake(ManagedActor):
         if wave in self.processed:
             return
         self.processed.add(wave)
+        self._overdue.discard(wave)
         signals = list(self.pending.pop(wave, {}).values())
         candidates = self._select(wave, signals)
         limit = self.scfg.wave_limit
@@ -352,3 +397,21 @@ class SignalIntake(ManagedActor):
     @handles(PositionClosed)
     def _on_closed(self, msg: PositionClosed) -> None:
         self.held.discard(msg.symbol)
+
+
+def _record_of(sig: AcceptedSignal) -> dict[str, Any]:
+    """``intake.signal_received``: the whole accepted signal, so a restart can rebuild its wave."""
+    return {
+        "signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "side": sig.side, "score_week": sig.score_week,
+        "score_month": sig.score_month, "exchange": sig.exchange, "unified_symbol": sig.unified_symbol, "action": sig.action, "created_ms": sig.created_ms,
+    }
+
+
+def _signal_of(d: dict[str, Any]) -> AcceptedSignal | None:
+    """The signal of an ``intake.signal_received`` record (None for a record from before it carried one)."""
+    if "unified_symbol" not in d:
+        return None
+    return AcceptedSignal(
+        id=d["signal_id"], exchange=d["exchange"], symbol=d["symbol"], unified_symbol=d["unified_symbol"], side=d["side"], action=d["action"],
+        score_week=Decimal(str(d["score_week"])), score_month=Decimal(str(d["score_month"])), wave_ts_ms=int(d["wave_ts_ms"]), created_ms=int(d["created_ms"]),
+    )

@@ -300,6 +300,9 @@ class SignalsConfig(_Section, frozen=True):
     #: ... except with the bundled demo source: there, a wave is processed this long
     #: after its first signal (the demo replays waves whose minutes have passed).
     process_after_secs: Annotated[int, _n(ge=1)] = 3
+    #: Process every wave process_after_secs after its first signal whatever the source
+    #: (a signal server that publishes waves faster than every 15 minutes, e.g. `tradebot soak`).
+    process_on_arrival: bool = False
     #: Positions per wave (counted only when confirmed open and protected).
     wave_limit: Annotated[int, _n(ge=1, le=100)] = 5
     #: Candidates kept per wave: this times the limit, best scores first.

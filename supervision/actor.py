@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Coroutine
@@ -43,6 +45,16 @@ from core.messages import ChildFailed, ChildStopped, ConfigChanged, Drain, IOCom
 __all__ = ["ActorContext", "DurableWriteTimeout", "Fenced", "ManagedActor", "handles"]
 
 _encode = msgspec.json.Encoder().encode
+
+#: Crash-test hook: "before:<event type>" or "after:<event type>" makes the process
+#: SIGKILL itself at that exact step, when any actor writes that event (the tests and
+#: ``tradebot soak`` use it to prove recovery from a kill at every step; unset in normal runs).
+CRASH_POINT = os.environ.get("TRADEBOT_CRASH_POINT", "")
+
+
+def _crash_if(when: str, type_: str) -> None:
+    if CRASH_POINT and CRASH_POINT == f"{when}:{type_}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 _HANDLES_ATTR = "__handles__"
 
@@ -339,6 +351,7 @@ class ManagedActor(pykka.ThreadingActor):
         fence, store = self._current_fence(), self.ctx.store
         if not store.admits(fence):
             raise store.refuse(fence, f"event {event.type}", event.ts_ms)
+        _crash_if("before", event.type)
         if durable:
             wait_s = self.ctx.config.store.durable_wait_secs
             future = store.append_durable(event, fence=fence)
@@ -348,6 +361,9 @@ class ManagedActor(pykka.ThreadingActor):
                 raise DurableWriteTimeout(f"{self.name}: event {event.type} was not committed within {wait_s} s") from None
         else:
             store.append(event, fence=fence, on_refused=self._refused_teller or self._teller_of_refusal())
+        if CRASH_POINT:
+            store.flush()
+            _crash_if("after", event.type)
         self.log.log(event.severity.name, "{}", _describe(event))
 
     def _teller_of_refusal(self) -> Callable[[Fenced], None]:

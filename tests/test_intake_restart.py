@@ -1,0 +1,104 @@
+"""Issue 16, bug 1: a wave received just before a kill is processed after the restart, once.
+
+Real processes: the paper exchange (`tradebot paper serve`), a signal server
+(`tradebot signals serve`) and the bot (`tradebot run`, signals from the URL,
+each wave processed a few seconds after it arrives). The bot is SIGKILLed
+while a whole wave is recorded as received and not yet processed; after the
+restart (the server does not send it again to a fresh subscriber; a re-sent id
+would be a duplicate) the recorded wave must be processed, exactly once, every
+signal decided.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from adapters.event_store import EventStore
+from adapters.io_loop import IOLoop
+from tests.conftest import SHARED, eventually
+from tests.test_crash_recovery import ENV, ctl_json, stop_processes, tradebot
+
+pytestmark = pytest.mark.slow
+
+WAVE = {"wave_offset_min": 0, "signals": [
+    {"symbol": "BTCUSDT", "action": "buy", "score_week": 0.9, "score_month": 0.8},
+    {"symbol": "ETHUSDT", "action": "sell", "score_week": 0.8, "score_month": 0.7},
+    {"symbol": "XRPUSDT", "action": "buy", "score_week": 0.7, "score_month": 0.6},
+    {"symbol": "LTCUSDT", "action": "buy", "score_week": 0.6, "score_month": 0.5},
+]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def store_events(db: Path, *types: str) -> list:
+    io = IOLoop("test-reader").start()
+    try:
+        store = EventStore(db, io, readonly=True).open()
+        try:
+            return io.run(store.query(types=types), 10)
+        finally:
+            store.close()
+    except (FileNotFoundError, sqlite3.OperationalError):  # not created yet, or its schema not yet written
+        return []
+    finally:
+        io.stop()
+
+
+def test_a_wave_pending_at_a_kill_is_processed_once_after_the_restart():
+    site = Path(tempfile.mkdtemp(prefix="tbw-", dir="/tmp"))
+    port = free_port()
+    (site / "waves.jsonl").write_text(json.dumps(WAVE) + "\n")
+    (site / "config.toml").write_text(
+        f'[paper]\nmode = "process"\ndata_dir = "{SHARED / "data"}"\nspeed = 1\n[demo]\nsignals_file = ""\n'
+        f'[signals]\nsource = "url"\nurl = "ws://127.0.0.1:{port}/ws"\nprocess_on_arrival = true\nprocess_after_secs = 12\n'
+        "wave_limit = 2\nbuffer_factor = 2\nmin_free_balance = 0\n"
+        "[feeds]\nmark_interval_ms = 500\n[position]\nverify_interval_secs = 30\n"
+    )
+    db = site / "var" / "tradebot.db"
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(tradebot(site, "paper", "serve", log="paper.log"))
+        eventually(lambda: (site / "var" / "paper.sock").exists(), timeout=30, what="paper exchange")
+        server = subprocess.Popen([sys.executable, "-m", "tradebot", "signals", "serve", "--replay", str(site / "waves.jsonl"), "--port", str(port), "--every", "2"],
+                                  cwd=site, env=ENV, stdout=open(site / "signals.log", "ab"), stderr=subprocess.STDOUT)
+        procs.append(server)
+        bot = tradebot(site, "run", log="bot1.log")
+        procs.append(bot)
+        received = eventually(lambda: (r := store_events(db, "intake.signal_received")) and len(r) == 4 and r, timeout=60, what="the wave received and recorded")
+        assert not store_events(db, "intake.wave_processed"), "processed too early: the kill must find the wave pending"
+        bot.send_signal(signal.SIGKILL)
+        bot.wait(10)
+        wave = received[0].data["wave_ts_ms"]
+
+        procs.append(tradebot(site, "run", log="bot2.log"))
+        processed = eventually(lambda: store_events(db, "intake.wave_processed"), timeout=60, what="the recovered wave processed (bot2.log)")
+        eventually(lambda: store_events(db, "intake.wave_finished"), timeout=60, what="the wave finished")
+        assert all("duplicate" in e.data["reason"] for e in store_events(db, "intake.signal_rejected")), "a re-sent id is a duplicate"
+        processed = store_events(db, "intake.wave_processed")
+        assert [e.data["wave_ts_ms"] for e in processed] == [wave], "processed exactly once"
+        assert processed[0].data["signals"] == 4
+        decided = [e.data["signal_id"] for e in store_events(db, "intake.signal_selected", "intake.signal_skipped")]
+        assert sorted(set(decided)) == sorted(e.data["signal_id"] for e in received), "every received signal decided"
+        selected = store_events(db, "intake.signal_selected")
+        assert len(selected) == len({e.data["symbol"] for e in selected}) >= 2, "one position per symbol, never doubled"
+        assert len(store_events(db, "intake.position_opened")) == 2  # the wave's limit
+        reply = eventually(lambda: (r := ctl_json(site, "positions")).get("ok") and len(r["result"]) == 2 and all(p["state"] == "protected" for p in r["result"]) and r,
+                           timeout=30, what="two protected positions")
+        assert {p["symbol"] for p in reply["result"]} == {"BTCUSDT", "ETHUSDT"}  # the best two scores
+    finally:
+        stop_processes(procs)
+        shutil.rmtree(site, ignore_errors=True)
