@@ -35,7 +35,7 @@ from adapters.errors import Outcome, VenueError, translate
 from adapters.venue import Venue
 from core.events import Event
 from core.ids import Side, position_actor_name
-from core.messages import ClosePosition, IOCompleted, Tick
+from core.messages import ClosePosition, IOCompleted, OwnerRecovered, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
 
 __all__ = ["PositionActor", "position_actor_name"]
@@ -98,6 +98,8 @@ class PositionActor(ManagedActor):
         self._ensure_check_due = False
         self._verify_round = 0
         self._aged_due = False  # the aged timer fired while an operation was in flight
+        self._recovering = False  # rebuilt from events: tells the supervisor once its recovery plan is done
+        self._checked_ok = False  # the last exchange operation was answered (not a venue error)
 
     @property
     def cfg(self) -> Any:
@@ -116,7 +118,9 @@ class PositionActor(ManagedActor):
         if recovered is not None:
             self.state = recovered
             self.log.info("recovered from {} events in state {}", len(history), recovered.state.value)
+            self._recovering = r is None  # started by the supervisor at start-up (not adopted, not a new open)
             self._run(self._resume())
+            self._report_recovered()
         elif r is not None and r.adopt is not None:
             self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=Side(r.adopt.side), correlation_id=r.correlation_id)
             self._run(plan_open.begin_adoption(self.s, r.adopt))
@@ -253,6 +257,11 @@ class PositionActor(ManagedActor):
         plan = AFTER[cmd.step](self.s, cmd, None if error else msg.result, error, self._env())
         self._run(plan)
         self._continue()
+        self._checked_ok = error is None
+        if error is not None and self._recovering and self._op is None:
+            self.after(self.cfg.retry_delay_ms, RetryStep(retry=pc.Retry(step=pc.Again.VERIFY, delay_ms=self.cfg.retry_delay_ms)))  # the recovery check again, soon
+        else:
+            self._report_recovered()
         self.finish_drain_if_idle()
 
     def _continue(self) -> None:
@@ -281,6 +290,19 @@ class PositionActor(ManagedActor):
                 except pykka.ActorDeadError:
                     pass
 
+    def _report_recovered(self) -> None:
+        """Rebuilt at start-up: once its orders are checked (no operation in flight, protected), say so;
+        the intake opens when every recovered owner has (a closed one reports by stopping)."""
+        s = self.state
+        if not self._recovering or not self._checked_ok or self._op is not None or s is None or s.state is not P.PROTECTED:
+            return
+        self._recovering = False
+        if self.ctx.supervisor is not None:
+            try:
+                self.ctx.supervisor.tell(OwnerRecovered(name=self.name, state=s.state.value, protected=s.is_protected))
+            except pykka.ActorDeadError:
+                pass
+
     def busy(self) -> bool:
         return self._op is not None or (self.state is not None and self.state.state in (P.PENDING_ENTRY, P.ENTRY_PLACED, P.PENDING_STOP, P.CLOSING))
 
@@ -308,6 +330,7 @@ class PositionActor(ManagedActor):
             self.after(self.cfg.retry_delay_ms, msg)
             return
         self._run(self._plan_retry(msg.retry))
+        self._report_recovered()
 
     def _plan_retry(self, r: pc.Retry) -> pc.Plan:
         s, A = self.s, pc.Again

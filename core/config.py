@@ -91,6 +91,10 @@ class SupervisorConfig(_Section, frozen=True):
     shutdown_timeout_secs: Annotated[int, _n(ge=1, le=600)] = 15
     child_check_interval_ms: Annotated[int, _n(ge=50)] = 1000
     restart_backoff_ms: Annotated[int, _n(ge=0)] = 200
+    #: At start-up the intake stays closed until every recovered position has checked its
+    #: stop on the exchange, at most this long (then it opens with an error event naming
+    #: the ones that never reported).
+    recovery_wait_secs: Annotated[int, _n(ge=1, le=3600)] = 120
 
 
 class ControlConfig(_Section, frozen=True):
