@@ -9,6 +9,12 @@ The command's answer comes back as ``IOCompleted`` tagged with an operation
 number (a late answer to an old operation is never mistaken for the current
 one) and goes to the planner its :class:`~actors.position_commands.Step` names.
 
+Write-ahead records are queued without blocking the actor: the command they
+announce is sent only once the record is committed (``_Committed`` comes
+back), so a slow store slows a position down but never fails it, and nothing
+reaches the exchange without its record. The wait counts as the operation
+being in flight.
+
 One exchange operation is in flight at a time. Marks, checks and close
 requests that arrive meanwhile are considered afresh once it is done. Retries
 are scheduled messages; nothing sleeps here. Only venue and network errors are
@@ -35,10 +41,16 @@ from adapters.errors import Outcome, VenueError, translate
 from adapters.venue import Venue
 from core.events import Event
 from core.ids import Side, position_actor_name
-from core.messages import ClosePosition, IOCompleted, OwnerRecovered, Tick
-from supervision.actor import ActorContext, ManagedActor, handles
+from core.messages import ClosePosition, IOCompleted, Message, OwnerRecovered, Tick
+from supervision.actor import ActorContext, Fenced, ManagedActor, handles
 
 __all__ = ["PositionActor", "position_actor_name"]
+
+class _Committed(Message, frozen=True, kw_only=True):
+    """Internal: the write-ahead record of operation ``op`` is committed; send it now."""
+
+    op: int
+
 
 S = pc.Step
 #: What each step's answer goes to: (state, command, result, error, env) -> Plan.
@@ -100,6 +112,7 @@ class PositionActor(ManagedActor):
         self._aged_due = False  # the aged timer fired while an operation was in flight
         self._recovering = False  # rebuilt from events: tells the supervisor once its recovery plan is done
         self._checked_ok = False  # the last exchange operation was answered (not a venue error)
+        self._durable: Any = None  # the future of the newest write-ahead record not yet known committed
 
     @property
     def cfg(self) -> Any:
@@ -202,14 +215,32 @@ class PositionActor(ManagedActor):
             type=type_, ts_ms=now, actor=self.name, severity=event.severity, position_id=self.pid, correlation_id=s.correlation_id,
             symbol=s.symbol, exchange=s.exchange, data=pe.to_record(event), projection=new.projection(),
         )
-        self.append_event(ev, durable=event.WRITE_AHEAD)  # (crash points: TRADEBOT_CRASH_POINT, see supervision.actor)
+        if event.WRITE_AHEAD:  # committed before its command is sent (see _start); the actor does not block
+            self._durable = self.append_durable_then(ev, None)
+        else:
+            self.append_event(ev)  # (crash points: TRADEBOT_CRASH_POINT, see supervision.actor)
         self.state = new
 
     def _start(self, cmd: pc.Command) -> None:
         assert self._op is None, f"{self.pid}: {cmd.step.value} started while {self._op[1].step.value if self._op else ''} is in flight"
         self._op_seq += 1
         self._op = (self._op_seq, cmd)
-        self.io_call(cmd.step.value, self._coroutine(cmd), correlation_id=str(self._op_seq))
+        durable, self._durable = self._durable, None
+        if durable is not None and not durable.done():
+            self.tell_when_committed(durable, _Committed(op=self._op_seq))
+            return  # sent on _Committed: its write-ahead record first
+        if durable is not None and isinstance(durable.exception(), Fenced):
+            raise durable.exception()
+        self._send(cmd)
+
+    def _send(self, cmd: pc.Command) -> None:
+        assert self._op is not None
+        self.io_call(cmd.step.value, self._coroutine(cmd), correlation_id=str(self._op[0]))
+
+    @handles(_Committed)
+    def _on_committed(self, msg: _Committed) -> None:
+        if self._op is not None and self._op[0] == msg.op:
+            self._send(self._op[1])
 
     def _coroutine(self, cmd: pc.Command) -> Coroutine[Any, Any, Any]:
         s, v, ctx = self.s, self.venue, self._ctx()

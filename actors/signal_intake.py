@@ -48,7 +48,7 @@ import msgspec
 
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
 from adapters.errors import Outcome, translate
-from core.events import Severity
+from core.events import Event, Severity
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -77,6 +77,12 @@ class ProcessWave(Message, frozen=True, kw_only=True):
     wave_ts_ms: int | None = None  # None: the scheduled one (the wave containing now)
 
 
+class _StartOpen(Message, frozen=True, kw_only=True):
+    """Internal: the selection of ``position_id`` is committed; its position actor may start."""
+
+    position_id: str
+
+
 class CheckMargin(Message, frozen=True, kw_only=True):
     """Timer: read the free balance, to see whether entries may resume after a margin refusal."""
 
@@ -102,6 +108,7 @@ class SignalIntake(ManagedActor):
         self.margin_pause: str | None = None
         self._first_seen_ms: dict[int, int] = {}  # wave -> when its first signal arrived
         self._overdue: set[int] = set()  # recovered waves whose time passed: processed when the intake opens
+        self._starting: dict[str, Any] = {}  # position id -> its child spec, until its selection is committed
 
     @property
     def scfg(self):
@@ -312,10 +319,18 @@ class SignalIntake(ManagedActor):
             quote = (self._balance * self.scfg.size_percent_of_free / 100).quantize(Decimal("0.01"))
         pid = uuid.uuid4().hex[:10]
         req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage, correlation_id=sig.id, requested_by=self.actor_ref)
-        self.emit("intake.signal_selected", {"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote}, correlation_id=sig.id, symbol=sig.symbol, position_id=pid, durable=True)
+        event = Event(type="intake.signal_selected", ts_ms=self.ctx.clock.now_ms(), actor=self.name, correlation_id=sig.id, symbol=sig.symbol, position_id=pid,
+                      data={"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote})
+        self._starting[pid] = self.position_spec(req)
+        self.append_durable_then(event, _StartOpen(position_id=pid))  # started once recorded; a wave's opens share one commit
         self.in_flight[pid] = (wave, sig.symbol)
         self.held.add(sig.symbol)
-        self.ctx.supervisor.tell(StartChild(spec=self.position_spec(req)))
+
+    @handles(_StartOpen)
+    def _on_start_open(self, msg: _StartOpen) -> None:
+        spec = self._starting.pop(msg.position_id, None)
+        if spec is not None:
+            self.ctx.supervisor.tell(StartChild(spec=spec))
 
     # ------------------------------------------------------------ outcomes
     @handles(PositionOpened)

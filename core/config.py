@@ -71,9 +71,10 @@ class StoreConfig(_Section, frozen=True):
     critical_after_ms: Annotated[int, _n(ge=0)] = 3000
     retention_days: Annotated[int, _n(ge=1)] = 90
     prune_interval_secs: Annotated[int, _n(ge=60)] = 3600
-    #: An actor waits this long for a durable write (a write-ahead intent) to
-    #: commit before it fails. Must be below
-    #: guard.reply_deadline_secs, or the guard restarts an owner that is only waiting.
+    #: A durable write (a write-ahead intent) still waiting for its commit after this
+    #: long makes the store a health problem (store.slow); the actor keeps waiting (a
+    #: position owner without blocking: it answers probes), never acts without its
+    #: record and never fails for it. Must be below guard.reply_deadline_secs.
     durable_wait_secs: Annotated[int, _n(ge=1, le=300)] = 10
 
 

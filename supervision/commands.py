@@ -112,7 +112,7 @@ class CommandsMixin:
 
     def cmd_positions(self: Supervisor, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
-        self.io_call("positions", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
+        self.io_call("positions", self.ctx.store.positions(open_only=True, consistent=False), correlation_id=msg.request_id)
 
     @handles(IOCompleted)
     def _on_io_completed(self: Supervisor, msg: IOCompleted) -> None:
@@ -133,7 +133,7 @@ class CommandsMixin:
 
     def cmd_aged(self: Supervisor, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
-        self.io_call("aged", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
+        self.io_call("aged", self.ctx.store.positions(open_only=True, consistent=False), correlation_id=msg.request_id)
 
     def start_retention(self: Supervisor) -> None:
         cutoff = self.ctx.clock.now_ms() - self.ctx.config.store.retention_days * 86_400_000

@@ -254,6 +254,7 @@ class Supervisor(CommandsMixin, ManagedActor):
     def _on_tick(self, msg: Tick) -> None:
         if msg.name == "child_check":
             self._check_liveness()
+            self._check_store()
         elif msg.name == "retention":
             self.start_retention()
 
@@ -274,6 +275,18 @@ class Supervisor(CommandsMixin, ManagedActor):
                 self._on_child_failed(ChildFailed(name=name, actor_urn=ref.actor_urn, error="died without reporting (found by liveness check)"))
             else:
                 self._suspects.add(ref.actor_urn)
+
+    def _check_store(self) -> None:
+        """A slow store is a health problem (``store.slow``), not a failure: owners wait for their records."""
+        limit_ms = self.ctx.config.store.durable_wait_secs * 1000
+        h = self.ctx.store.health()
+        slow = h.durable_wait_ms > limit_ms
+        if slow and "store" not in self.degraded:
+            self.degraded["store"] = f"durable writes waiting {h.durable_wait_ms / 1000:.1f} s (over store.durable_wait_secs = {limit_ms // 1000}); backlog {h.backlog} events; actors wait, nothing acts without its record"
+            self.emit("store.slow", {"durable_wait_ms": h.durable_wait_ms, "backlog": h.backlog, "last_batch": h.last_batch, "last_commit_ms": h.last_commit_ms}, severity=Severity.WARNING)
+        elif not slow and "store" in self.degraded and h.durable_wait_ms < limit_ms // 2:
+            del self.degraded["store"]
+            self.emit("store.recovered", {"backlog": h.backlog, "last_commit_ms": h.last_commit_ms})
 
     # ---------------------------------------------------------- intake
     @handles(FeedStatus)
