@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import random
 import signal
 import time
 import traceback
@@ -58,6 +59,25 @@ CRASH_POINT = os.environ.get("TRADEBOT_CRASH_POINT", "")
 def _crash_if(when: str, type_: str) -> None:
     if CRASH_POINT and CRASH_POINT == f"{when}:{type_}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SoakActorCrash(RuntimeError):
+    """Raised on purpose by the soak's actor-crash hook (never in a normal run)."""
+
+
+def _soak_crash_hook() -> tuple[float, random.Random] | None:
+    """``TRADEBOT_SOAK_ACTOR_CRASHES="<probability per message>:<seed>"``, set only by ``tradebot soak``
+    for the bot it runs: position owners and the intake then crash now and then as a message arrives
+    (the message is lost, as in a bug), to prove the supervisor's restart from events."""
+    spec = os.environ.get("TRADEBOT_SOAK_ACTOR_CRASHES", "")
+    if not spec:
+        return None
+    rate, _, seed = spec.partition(":")
+    logger.critical("soak mode: actors crash on purpose (probability {} per message)", rate)
+    return float(rate), random.Random(int(seed or 0) ^ os.getpid())
+
+
+_SOAK_CRASHES = _soak_crash_hook()
 
 _HANDLES_ATTR = "__handles__"
 
@@ -228,6 +248,10 @@ class ManagedActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if self._fenced:
             return None  # superseded: what is still queued is the new incarnation's business
+        if _SOAK_CRASHES is not None and (self.name.startswith("position:") or self.name == "intake") and not isinstance(message, (Probe, Drain, _FencedOut)):
+            rate, rng = _SOAK_CRASHES
+            if rng.random() < rate:
+                raise SoakActorCrash(f"soak: {self.name} crashes on purpose at {type(message).__name__}")
         handler = self._dispatch.get(type(message))
         if handler is None:
             self.log.warning("ignored unexpected message {}", type(message).__name__)

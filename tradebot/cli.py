@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     paper_sub = paper.add_subparsers(dest="paper_cmd", required=True, metavar="ACTION")
     serve = paper_sub.add_parser("serve", help="run the paper exchange until SIGTERM/SIGINT (state is kept across restarts)")
     _config_arg(serve)
+    serve.add_argument("--faults", metavar="FILE", help="inject faults: a JSON fault plan (error_rates, ambiguous_timeout_rate, latency_ms_min/max, partial_fill_prob, seed)")
     serve.set_defaults(func=_cmd_paper_serve)
 
     sig = sub.add_parser("signals", help="the bundled signal server")
@@ -135,8 +136,15 @@ def _cmd_paper_serve(args: argparse.Namespace) -> int:
     logger.remove()
     logger.add(sys.stderr, level=config.logging.console_level)
     try:
-        server = PaperServer(config, socket_path=config.paper_socket, state_path=config.paper_state_path)
-    except (OSError, ValueError) as exc:
+        faults = None
+        if args.faults:
+            import msgspec
+
+            from adapters.paper.faults import FaultPlan
+
+            faults = msgspec.json.decode(Path(args.faults).read_bytes(), type=FaultPlan)
+        server = PaperServer(config, socket_path=config.paper_socket, state_path=config.paper_state_path, faults=faults)
+    except (OSError, ValueError) as exc:  # a bad fault plan is a ValueError (msgspec.DecodeError)
         print(f"tradebot paper serve: could not start: {exc}", file=sys.stderr)
         return 2
     return server.run()
