@@ -308,8 +308,11 @@ class SignalsConfig(_Section, frozen=True):
     #: Process every wave process_after_secs after its first signal whatever the source
     #: (a signal server that publishes waves faster than every 15 minutes, e.g. `tradebot soak`).
     process_on_arrival: bool = False
-    #: Positions per wave (counted only when confirmed open and protected).
-    wave_limit: Annotated[int, _n(ge=1, le=100)] = 5
+    #: Positions per wave (counted only when confirmed open and protected). At most 1,000:
+    #: a wave's opens (entry + stop: two orders each) must fit inside its 15 minutes under
+    #: the venue's order limits at the bot's share (Binance 1,200 orders/min: ~3 min for
+    #: 1,000; Bybit 10 creates/s: ~6 min), and docs/scaling.md measures 1,000-3,000 owners per process.
+    wave_limit: Annotated[int, _n(ge=1, le=1000)] = 5
     #: Candidates kept per wave: this times the limit, best scores first.
     buffer_factor: Annotated[Decimal, _n(ge=1, le=10)] = Decimal("1.5")
     #: No new entries while this many positions are open, or while the free balance is below the reserve.
