@@ -8,7 +8,7 @@ import time
 
 from loguru import logger
 
-from benchmarks import bench_actors, bench_aged, bench_burst, bench_scale, bench_detection, bench_executor, bench_positions, bench_reconcile, bench_signals, bench_store, bench_trailing, bench_venue
+from benchmarks import bench_actors, bench_aged, bench_burst, bench_detection, bench_executor, bench_positions, bench_reconcile, bench_scale, bench_signals, bench_store, bench_trailing, bench_venue
 from core.config import parse_config
 
 
