@@ -233,7 +233,6 @@ class Soak:
         p = self.p
         runs: list[str | None] = [None] * p.kills + list(p.crash_points)
         self.rng.shuffle(runs)
-        slot = p.duration_s / (len(runs) + 1)
         deadline = self.started + p.duration_s
         hook = {"TRADEBOT_SOAK_ACTOR_CRASHES": f"{p.actor_crash_rate}:{p.seed}"} if p.actor_crash_rate > 0 else {}
         for i, point in enumerate([*runs, None]):
@@ -243,7 +242,8 @@ class Soak:
                 self.downtimes[-1] = (self.downtimes[-1][0], started_ms)
             bot = self._spawn(["run"], f"bot{i + 1}.log", env)
             last = i == len(runs)
-            until = deadline if last else time.monotonic() + slot * self.rng.uniform(0.6, 1.4)
+            slot = (deadline - time.monotonic()) / (len(runs) - i + 1)  # what is left, shared by the runs left
+            until = deadline if last else time.monotonic() + max(1.0, slot) * self.rng.uniform(0.6, 1.4)
             what = f"run {i + 1}/{len(runs) + 1}" + (f" (crash point {point})" if point else "")
             while time.monotonic() < until and bot.poll() is None:
                 self.progress(what)
