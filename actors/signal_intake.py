@@ -49,6 +49,7 @@ import msgspec
 from actors.messages import OpenRequest, PositionClosed, PositionOpened, PositionOpenFailed
 from adapters.errors import Outcome, translate
 from core.events import Event, Severity
+from core.ids import position_actor_name
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -127,6 +128,10 @@ class SignalIntake(ManagedActor):
                 self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row["side"], qty=Decimal(str(row["quantity"])), entry_price=Decimal(str(row["entry_price"])), stop_price=Decimal(str(row["stop_price"])), stop_order_id=row["stop_order_id"]))
             elif row is not None and not row.get("is_open"):
                 self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.get('state')} while the intake was down", outcome=str(row.get("state"))))
+            elif row is None and (self.ctx.directory is None or self.ctx.directory.lookup(position_actor_name(symbol, pid)) is None):
+                # selected, but its owner never started (the intake went down between the record and the start):
+                # nothing was sent for it (its first write-ahead record is missing), so its slot is free again
+                self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason="its position actor never started (the intake restarted first)", outcome=Outcome.REJECTED.value))
         if self.margin_pause is not None:  # paused before a restart: still paused, still checking
             self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=self.margin_pause))
             self.after(self._recheck_ms, CheckMargin())
