@@ -102,3 +102,40 @@ def test_a_wave_pending_at_a_kill_is_processed_once_after_the_restart():
     finally:
         stop_processes(procs)
         shutil.rmtree(site, ignore_errors=True)
+
+
+def test_a_selection_whose_owner_never_started_frees_its_slot_after_a_restart(tmp_path: Path, ctx):
+    """The intake went down after recording a selection and before its owner started: nothing was
+    sent for it (no write-ahead record of the position exists), so the restarted intake frees the slot."""
+    from actors.signal_intake import SignalIntake
+    from adapters.paper import PaperEngine, PaperExchange
+    from adapters.venue import STYLES, Venue
+    from core.events import Event
+    from core.messages import Shutdown
+    from supervision.actor import ActorContext
+    from supervision.directory import Directory
+    from supervision.supervisor import ChildSpec, Supervisor
+    from tests.conftest import make_config
+    from tests.test_waves import markets
+    from tradebot.wiring import build_executor, position_spec
+
+    cfg = make_config(tmp_path, '[signals]\nsource = "bundled"\nwave_limit = 2\n[demo]\nsignals_file = ""\n')
+    ctx = ActorContext(clock=ctx.clock, io=ctx.io, store=ctx.store, config=cfg, directory=Directory())
+    ms = markets()
+    exchange = PaperExchange(PaperEngine(ms, flavour="binance"), ctx.clock, flavour="binance", markets_path=SHARED / "data" / "markets" / "binanceusdm-linear.json")
+    venue = Venue("paper", exchange, ms, build_executor(cfg, "paper", ctx.clock, ctx.store), STYLES["binance"])
+    wave = ctx.clock.now_ms() - ctx.clock.now_ms() % 900_000
+    ctx.store.append(Event(type="intake.wave_processed", ts_ms=ctx.clock.now_ms(), actor="intake", data={"wave_ts_ms": wave, "signals": 1, "candidates": 1, "buffer": ["s-1"], "limit": 2}))
+    ctx.store.append(Event(type="intake.signal_selected", ts_ms=ctx.clock.now_ms(), actor="intake", position_id="ghost1",
+                           data={"signal_id": "s-1", "wave_ts_ms": wave, "symbol": "W001USDT", "side": "long", "position_id": "ghost1", "quote_amount": "100"}))
+    spec_for = lambda req: position_spec(venue, ctx.directory, req.position_id, req.symbol, req)  # noqa: E731
+    intake = ChildSpec(name="intake", factory=lambda n, c: SignalIntake.start(name=n, ctx=c, venue=venue, markets_by_exchange={"paper": ms}, position_spec=spec_for), kind="intake")
+    sup = Supervisor.start(ctx=ctx, children=[intake])
+    try:
+        failed = eventually(lambda: ctx.io.run(ctx.store.query(types=("intake.position_failed",)), 5), what="the slot freed")
+        assert failed[0].position_id == "ghost1" and "never started" in failed[0].data["reason"]
+        ref = eventually(lambda: ctx.directory.lookup("intake"), what="intake")
+        assert ref.proxy().in_flight.get() == {} and "W001USDT" not in ref.proxy().held.get()
+    finally:
+        sup.tell(Shutdown(reason="test end"))
+        sup.actor_stopped.wait(10)
