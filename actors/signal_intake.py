@@ -32,8 +32,10 @@ from the projection). Waves received but not yet processed are part of that
 fold too (``intake.signal_received`` carries the whole signal): after a kill
 they are processed once, at their time, or, if that passed while the bot was
 down, as soon as the intake opens (at most :data:`RECOVERED_WAVE_WAIT_MS`
-after the start; then with the intake's reasons for skipping). A re-sent
-signal is still a duplicate: its id was seen.
+after the start; then with the intake's reasons for skipping). A processed
+wave's ranked buffer is rebuilt too (``intake.wave_processed`` names it), so
+candidates not yet decided at a kill are opened or skipped after the restart,
+when the intake opens. A re-sent signal is still a duplicate: its id was seen.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class ProcessWave(Message, frozen=True, kw_only=True):
     wave_ts_ms: int | None = None  # None: the scheduled one (the wave containing now)
 
 
+class _ResumeWave(Message, frozen=True, kw_only=True):
+    """Internal: resume filling a wave rebuilt after a restart (the intake opened, or the wait ran out)."""
+
+    wave_ts_ms: int
+
+
 class _StartOpen(Message, frozen=True, kw_only=True):
     """Internal: the selection of ``position_id`` is committed; its position actor may start."""
 
@@ -110,6 +118,7 @@ class SignalIntake(ManagedActor):
         self._first_seen_ms: dict[int, int] = {}  # wave -> when its first signal arrived
         self._overdue: set[int] = set()  # recovered waves whose time passed: processed when the intake opens
         self._starting: dict[str, Any] = {}  # position id -> its child spec, until its selection is committed
+        self._resuming: set[int] = set()  # processed waves rebuilt with candidates undecided: filled once the intake opens
 
     @property
     def scfg(self):
@@ -119,6 +128,7 @@ class SignalIntake(ManagedActor):
     def started(self) -> None:
         for ev in self.load_events(actor=self.name):
             self._fold(ev.type, ev.data, ev.ts_ms)
+        self._resuming = {w for w, q in self.queue.items() if q}  # no decisions on these before the intake opens
         owned = self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)
         states = {p["position_id"]: p for p in owned}
         self.held = {p["symbol"] for p in owned if p.get("is_open")}
@@ -138,10 +148,37 @@ class SignalIntake(ManagedActor):
         self._schedule_next()
         self._resume_pending()
 
+    def _unqueue(self, wave: int, signal_id: str) -> None:
+        queue = self.queue.get(wave)
+        if queue:
+            self.queue[wave] = [sig for sig in queue if sig.id != signal_id]
+
     def _resume_pending(self) -> None:
-        """Waves received before a restart and not processed: each once, at its time or when the intake opens."""
+        """Waves received before a restart and not processed: each once, at its time or when the intake opens.
+        Waves processed with candidates still undecided: their filling resumes when the intake opens."""
         now = self.ctx.clock.now_ms()
+        max_age_ms = self.scfg.max_signal_age_secs * 1000
+        for wave, queue in sorted(self.queue.items()):
+            if queue and now - wave > max_age_ms:  # too old to act on now: decided as skipped
+                for sig in queue:
+                    self._skip(sig, f"wave {wave} is older than signals.max_signal_age_secs after the restart")
+                queue.clear()
+                self._resuming.discard(wave)
+            if not queue and not any(w == wave for w, _ in self.in_flight.values()):
+                del self.queue[wave]  # everything decided; only its wave_finished was missing
+                self.emit("intake.wave_finished", {"wave_ts_ms": wave, "confirmed": self.confirmed.get(wave, 0), "limit": self.scfg.wave_limit})
+                continue
+            self._resuming.add(wave)
+            self.emit("intake.wave_resumed", {"wave_ts_ms": wave, "candidates": [sig.id for sig in queue], "in_flight": sum(1 for w, _ in self.in_flight.values() if w == wave)})
+            self.after(RECOVERED_WAVE_WAIT_MS, _ResumeWave(wave_ts_ms=wave))  # if the intake never opens
         for wave, signals in sorted(self.pending.items()):
+            if now - wave > max_age_ms:  # too old to act on now: recorded as processed, every signal skipped
+                del self.pending[wave]
+                self.processed.add(wave)
+                self.emit("intake.wave_processed", {"wave_ts_ms": wave, "signals": len(signals), "candidates": 0, "buffer": [], "limit": self.scfg.wave_limit, "stale": True})
+                for sig in signals.values():
+                    self._skip(sig, f"wave {wave} is older than signals.max_signal_age_secs after the restart")
+                continue
             due = self._due_ms(wave)
             self.emit("intake.wave_recovered", {"wave_ts_ms": wave, "signals": len(signals), "due_ms": due, "overdue": due <= now})
             if due <= now:
@@ -167,10 +204,17 @@ class SignalIntake(ManagedActor):
                 self.pending.setdefault(wave, {})[sig.id] = sig
                 self._first_seen_ms.setdefault(wave, ts_ms)
         elif type_ == "intake.wave_processed":
-            self.processed.add(int(d["wave_ts_ms"]))
-            self.pending.pop(int(d["wave_ts_ms"]), None)
+            wave = int(d["wave_ts_ms"])
+            self.processed.add(wave)
+            signals = self.pending.pop(wave, {})
+            self.queue[wave] = [signals[i] for i in d.get("buffer", ()) if i in signals]  # its ranked candidates, in order
         elif type_ == "intake.signal_selected":
             self.in_flight[d["position_id"]] = (int(d["wave_ts_ms"]), d["symbol"])
+            self._unqueue(int(d["wave_ts_ms"]), d["signal_id"])
+        elif type_ == "intake.signal_skipped" and "wave_ts_ms" in d:
+            self._unqueue(int(d["wave_ts_ms"]), d["signal_id"])
+        elif type_ == "intake.wave_finished":
+            self.queue.pop(int(d["wave_ts_ms"]), None)
         elif type_ == "intake.position_opened":
             wave, _ = self.in_flight.pop(d["position_id"], (int(d["wave_ts_ms"]), ""))
             self.confirmed[wave] = self.confirmed.get(wave, 0) + 1
@@ -204,6 +248,15 @@ class SignalIntake(ManagedActor):
             for wave in sorted(self._overdue):
                 self.actor_ref.tell(ProcessWave(wave_ts_ms=wave))
             self._overdue.clear()
+        if msg.open and self._resuming:
+            for wave in sorted(self._resuming):
+                self.actor_ref.tell(_ResumeWave(wave_ts_ms=wave))
+
+    @handles(_ResumeWave)
+    def _on_resume_wave(self, msg: _ResumeWave) -> None:
+        if msg.wave_ts_ms in self._resuming:
+            self._resuming.discard(msg.wave_ts_ms)
+            self.io_call("balance", self.venue.free_balance(), correlation_id=str(msg.wave_ts_ms))  # then _fill, as after processing
 
     @handles(FeedStateChanged)
     def _on_feed_state(self, msg: FeedStateChanged) -> None:
@@ -289,6 +342,8 @@ class SignalIntake(ManagedActor):
 
     def _fill(self, wave: int) -> None:
         """Open the next candidates while confirmed + in flight stays under the limit."""
+        if wave in self._resuming and not self.intake_open:
+            return  # rebuilt after a restart: its candidates wait for the intake to open (or the bounded wait)
         cfg = self.scfg
         queue = self.queue.get(wave, [])
         while queue and self.confirmed.get(wave, 0) + sum(1 for w, _ in self.in_flight.values() if w == wave) < cfg.wave_limit:

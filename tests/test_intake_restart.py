@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -104,32 +105,78 @@ def test_a_wave_pending_at_a_kill_is_processed_once_after_the_restart():
         shutil.rmtree(site, ignore_errors=True)
 
 
-def test_a_selection_whose_owner_never_started_frees_its_slot_after_a_restart(tmp_path: Path, ctx):
-    """The intake went down after recording a selection and before its owner started: nothing was
-    sent for it (no write-ahead record of the position exists), so the restarted intake frees the slot."""
+def _intake_world(tmp_path: Path, ctx, wave_limit: int = 2):
     from actors.signal_intake import SignalIntake
     from adapters.paper import PaperEngine, PaperExchange
     from adapters.venue import STYLES, Venue
-    from core.events import Event
-    from core.messages import Shutdown
     from supervision.actor import ActorContext
     from supervision.directory import Directory
-    from supervision.supervisor import ChildSpec, Supervisor
+    from supervision.supervisor import ChildSpec
     from tests.conftest import make_config
     from tests.test_waves import markets
     from tradebot.wiring import build_executor, position_spec
 
-    cfg = make_config(tmp_path, '[signals]\nsource = "bundled"\nwave_limit = 2\n[demo]\nsignals_file = ""\n')
+    cfg = make_config(tmp_path, f'[signals]\nsource = "bundled"\nwave_limit = {wave_limit}\nmin_free_balance = 0\n[position]\nverify_interval_secs = 3600\n[feeds]\nmark_interval_ms = 600000\n[demo]\nsignals_file = ""\n')
     ctx = ActorContext(clock=ctx.clock, io=ctx.io, store=ctx.store, config=cfg, directory=Directory())
     ms = markets()
-    exchange = PaperExchange(PaperEngine(ms, flavour="binance"), ctx.clock, flavour="binance", markets_path=SHARED / "data" / "markets" / "binanceusdm-linear.json")
+    exchange = PaperExchange(PaperEngine(ms, flavour="binance", initial_balance=Decimal(10**6)), ctx.clock, flavour="binance", markets_path=SHARED / "data" / "markets" / "binanceusdm-linear.json")
+    for m in ms:
+        exchange.set_mark(m.symbol, Decimal(40000))
     venue = Venue("paper", exchange, ms, build_executor(cfg, "paper", ctx.clock, ctx.store), STYLES["binance"])
+    spec_for = lambda req: position_spec(venue, ctx.directory, req.position_id, req.symbol, req)  # noqa: E731
+    intake = ChildSpec(name="intake", factory=lambda n, c: SignalIntake.start(name=n, ctx=c, venue=venue, markets_by_exchange={"paper": ms}, position_spec=spec_for), kind="intake")
+    return ctx, intake
+
+
+def _received(ctx, wave: int, i: int):
+    from core.events import Event
+
+    now = ctx.clock.now_ms()
+    return Event(type="intake.signal_received", ts_ms=now, actor="intake", correlation_id=f"s-{i}", data={
+        "signal_id": f"s-{i}", "wave_ts_ms": wave, "symbol": f"W{i:03d}USDT", "side": "long", "score_week": str(1 - i / 10), "score_month": "0.5",
+        "exchange": "paper", "unified_symbol": f"W{i:03d}/USDT:USDT", "action": "buy", "created_ms": now})
+
+
+def test_a_processed_wave_killed_before_its_candidates_were_decided_resumes_after_the_restart(tmp_path: Path, ctx):
+    """Found by the long soak: the ranked buffer of a processed wave was memory only; candidates
+    not yet decided at a kill were never opened nor skipped. Rebuilt from the events now."""
+    from core.events import Event
+    from core.messages import Shutdown
+    from supervision.supervisor import Supervisor
+
+    ctx, intake = _intake_world(tmp_path, ctx)
+    wave = ctx.clock.now_ms() - ctx.clock.now_ms() % 900_000
+    for i in (1, 2, 3):
+        ctx.store.append(_received(ctx, wave, i))
+    ctx.store.append(Event(type="intake.wave_processed", ts_ms=ctx.clock.now_ms(), actor="intake", data={"wave_ts_ms": wave, "signals": 3, "candidates": 3, "buffer": ["s-1", "s-2", "s-3"], "limit": 2}))
+    sup = Supervisor.start(ctx=ctx, children=[intake])
+    try:
+        types = lambda *t: ctx.io.run(ctx.store.query(types=t), 5)  # noqa: E731
+        eventually(lambda: (ctx.clock.advance(50), len(types("intake.position_opened")) == 2)[1], timeout=30, what="the rebuilt buffer filled to the limit")
+        assert sorted(e.data["signal_id"] for e in types("intake.signal_selected")) == ["s-1", "s-2"]
+        skipped = eventually(lambda: types("intake.signal_skipped"), what="the third decided")
+        assert [e.data["signal_id"] for e in skipped] == ["s-3"] and "wave limit" in skipped[0].data["reason"]
+        assert [e.data["wave_ts_ms"] for e in types("intake.wave_processed")] == [wave], "not processed again"
+        assert types("intake.wave_resumed") and types("intake.wave_finished")
+    finally:
+        sup.tell(Shutdown(reason="test end"))
+        if not sup.actor_stopped.wait(5):
+            ctx.clock.advance(60_000)
+            sup.actor_stopped.wait(10)
+
+
+def test_a_selection_whose_owner_never_started_frees_its_slot_after_a_restart(tmp_path: Path, ctx):
+    """The intake went down after recording a selection and before its owner started: nothing was
+    sent for it (no write-ahead record of the position exists), so the restarted intake frees the slot."""
+    from core.events import Event
+    from core.messages import Shutdown
+    from supervision.supervisor import Supervisor
+
+    ctx, intake = _intake_world(tmp_path, ctx)
     wave = ctx.clock.now_ms() - ctx.clock.now_ms() % 900_000
     ctx.store.append(Event(type="intake.wave_processed", ts_ms=ctx.clock.now_ms(), actor="intake", data={"wave_ts_ms": wave, "signals": 1, "candidates": 1, "buffer": ["s-1"], "limit": 2}))
     ctx.store.append(Event(type="intake.signal_selected", ts_ms=ctx.clock.now_ms(), actor="intake", position_id="ghost1",
                            data={"signal_id": "s-1", "wave_ts_ms": wave, "symbol": "W001USDT", "side": "long", "position_id": "ghost1", "quote_amount": "100"}))
-    spec_for = lambda req: position_spec(venue, ctx.directory, req.position_id, req.symbol, req)  # noqa: E731
-    intake = ChildSpec(name="intake", factory=lambda n, c: SignalIntake.start(name=n, ctx=c, venue=venue, markets_by_exchange={"paper": ms}, position_spec=spec_for), kind="intake")
     sup = Supervisor.start(ctx=ctx, children=[intake])
     try:
         failed = eventually(lambda: ctx.io.run(ctx.store.query(types=("intake.position_failed",)), 5), what="the slot freed")
