@@ -9,6 +9,12 @@ The command's answer comes back as ``IOCompleted`` tagged with an operation
 number (a late answer to an old operation is never mistaken for the current
 one) and goes to the planner its :class:`~actors.position_commands.Step` names.
 
+Write-ahead records are queued without blocking the actor: the command they
+announce is sent only once the record is committed (``_Committed`` comes
+back), so a slow store slows a position down but never fails it, and nothing
+reaches the exchange without its record. The wait counts as the operation
+being in flight.
+
 One exchange operation is in flight at a time. Marks, checks and close
 requests that arrive meanwhile are considered afresh once it is done. Retries
 are scheduled messages; nothing sleeps here. Only venue and network errors are
@@ -19,8 +25,6 @@ safe).
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
@@ -37,20 +41,15 @@ from adapters.errors import Outcome, VenueError, translate
 from adapters.venue import Venue
 from core.events import Event
 from core.ids import Side, position_actor_name
-from core.messages import ClosePosition, IOCompleted, Tick
-from supervision.actor import ActorContext, ManagedActor, handles
+from core.messages import ClosePosition, IOCompleted, Message, OwnerRecovered, Tick
+from supervision.actor import ActorContext, Fenced, ManagedActor, handles
 
 __all__ = ["PositionActor", "position_actor_name"]
 
-#: Crash-test hook: "before:<event type>" or "after:<event type>" makes the
-#: process SIGKILL itself at that exact step of a position's life (the tests
-#: use it to prove recovery from a kill at every step; unset in normal runs).
-_CRASH_POINT = os.environ.get("TRADEBOT_CRASH_POINT", "")
+class _Committed(Message, frozen=True, kw_only=True):
+    """Internal: the write-ahead record of operation ``op`` is committed; send it now."""
 
-
-def _crash_if(when: str, type_: str) -> None:
-    if _CRASH_POINT and _CRASH_POINT == f"{when}:{type_}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    op: int
 
 
 S = pc.Step
@@ -111,6 +110,9 @@ class PositionActor(ManagedActor):
         self._ensure_check_due = False
         self._verify_round = 0
         self._aged_due = False  # the aged timer fired while an operation was in flight
+        self._recovering = False  # rebuilt from events: tells the supervisor once its recovery plan is done
+        self._checked_ok = False  # the last exchange operation was answered (not a venue error)
+        self._durable: Any = None  # the future of the newest write-ahead record not yet known committed
 
     @property
     def cfg(self) -> Any:
@@ -129,7 +131,9 @@ class PositionActor(ManagedActor):
         if recovered is not None:
             self.state = recovered
             self.log.info("recovered from {} events in state {}", len(history), recovered.state.value)
+            self._recovering = r is None  # started by the supervisor at start-up (not adopted, not a new open)
             self._run(self._resume())
+            self._report_recovered()
         elif r is not None and r.adopt is not None:
             self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=Side(r.adopt.side), correlation_id=r.correlation_id)
             self._run(plan_open.begin_adoption(self.s, r.adopt))
@@ -211,18 +215,32 @@ class PositionActor(ManagedActor):
             type=type_, ts_ms=now, actor=self.name, severity=event.severity, position_id=self.pid, correlation_id=s.correlation_id,
             symbol=s.symbol, exchange=s.exchange, data=pe.to_record(event), projection=new.projection(),
         )
-        _crash_if("before", type_)
-        self.append_event(ev, durable=event.WRITE_AHEAD)
-        if _CRASH_POINT:
-            self.ctx.store.flush()
-            _crash_if("after", type_)
+        if event.WRITE_AHEAD:  # committed before its command is sent (see _start); the actor does not block
+            self._durable = self.append_durable_then(ev, None)
+        else:
+            self.append_event(ev)  # (crash points: TRADEBOT_CRASH_POINT, see supervision.actor)
         self.state = new
 
     def _start(self, cmd: pc.Command) -> None:
         assert self._op is None, f"{self.pid}: {cmd.step.value} started while {self._op[1].step.value if self._op else ''} is in flight"
         self._op_seq += 1
         self._op = (self._op_seq, cmd)
-        self.io_call(cmd.step.value, self._coroutine(cmd), correlation_id=str(self._op_seq))
+        durable, self._durable = self._durable, None
+        if durable is not None and not durable.done():
+            self.tell_when_committed(durable, _Committed(op=self._op_seq))
+            return  # sent on _Committed: its write-ahead record first
+        if durable is not None and isinstance(durable.exception(), Fenced):
+            raise durable.exception()
+        self._send(cmd)
+
+    def _send(self, cmd: pc.Command) -> None:
+        assert self._op is not None
+        self.io_call(cmd.step.value, self._coroutine(cmd), correlation_id=str(self._op[0]))
+
+    @handles(_Committed)
+    def _on_committed(self, msg: _Committed) -> None:
+        if self._op is not None and self._op[0] == msg.op:
+            self._send(self._op[1])
 
     def _coroutine(self, cmd: pc.Command) -> Coroutine[Any, Any, Any]:
         s, v, ctx = self.s, self.venue, self._ctx()
@@ -270,6 +288,11 @@ class PositionActor(ManagedActor):
         plan = AFTER[cmd.step](self.s, cmd, None if error else msg.result, error, self._env())
         self._run(plan)
         self._continue()
+        self._checked_ok = error is None
+        if error is not None and self._recovering and self._op is None:
+            self.after(self.cfg.retry_delay_ms, RetryStep(retry=pc.Retry(step=pc.Again.VERIFY, delay_ms=self.cfg.retry_delay_ms)))  # the recovery check again, soon
+        else:
+            self._report_recovered()
         self.finish_drain_if_idle()
 
     def _continue(self) -> None:
@@ -298,6 +321,19 @@ class PositionActor(ManagedActor):
                 except pykka.ActorDeadError:
                     pass
 
+    def _report_recovered(self) -> None:
+        """Rebuilt at start-up: once its orders are checked (no operation in flight, protected), say so;
+        the intake opens when every recovered owner has (a closed one reports by stopping)."""
+        s = self.state
+        if not self._recovering or not self._checked_ok or self._op is not None or s is None or s.state is not P.PROTECTED:
+            return
+        self._recovering = False
+        if self.ctx.supervisor is not None:
+            try:
+                self.ctx.supervisor.tell(OwnerRecovered(name=self.name, state=s.state.value, protected=s.is_protected))
+            except pykka.ActorDeadError:
+                pass
+
     def busy(self) -> bool:
         return self._op is not None or (self.state is not None and self.state.state in (P.PENDING_ENTRY, P.ENTRY_PLACED, P.PENDING_STOP, P.CLOSING))
 
@@ -325,6 +361,7 @@ class PositionActor(ManagedActor):
             self.after(self.cfg.retry_delay_ms, msg)
             return
         self._run(self._plan_retry(msg.retry))
+        self._report_recovered()
 
     def _plan_retry(self, r: pc.Retry) -> pc.Plan:
         s, A = self.s, pc.Again

@@ -28,7 +28,14 @@ anything else is our bug and crashes the actor (its supervisor restarts it).
 Every decision is an event with the wave and the signal's correlation id; the
 actor's state is a fold over its own events, so a restart in the middle of a
 wave resumes its count (positions that finished while it was down are read
-from the projection).
+from the projection). Waves received but not yet processed are part of that
+fold too (``intake.signal_received`` carries the whole signal): after a kill
+they are processed once, at their time, or, if that passed while the bot was
+down, as soon as the intake opens (at most :data:`RECOVERED_WAVE_WAIT_MS`
+after the start; then with the intake's reasons for skipping). A processed
+wave's ranked buffer is rebuilt too (``intake.wave_processed`` names it), so
+candidates not yet decided at a kill are opened or skipped after the restart,
+when the intake opens. A re-sent signal is still a duplicate: its id was seen.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ from actors.messages import OpenRequest, PositionClosed, PositionOpened, Positio
 from actors.position_state import from_projection
 from adapters.errors import Outcome, translate
 from adapters.read_only import READ_ONLY_REASON
-from core.events import Severity
+from core.events import Event, Severity
+from core.ids import position_actor_name
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -53,6 +61,10 @@ from supervision.commands import IntakeBlock
 
 #: The supervisor's intake block while entries pause for margin.
 MARGIN_BLOCK = "intake:insufficient-margin"
+
+#: A wave recovered after a restart whose processing time has passed waits for the intake to
+#: open (the startup reconcile and the recovered positions come first), at most this long.
+RECOVERED_WAVE_WAIT_MS = 60_000
 
 
 class SignalFrame(Message, frozen=True, kw_only=True):
@@ -68,6 +80,18 @@ class FeedStateChanged(Message, frozen=True, kw_only=True):
 
 class ProcessWave(Message, frozen=True, kw_only=True):
     wave_ts_ms: int | None = None  # None: the scheduled one (the wave containing now)
+
+
+class _ResumeWave(Message, frozen=True, kw_only=True):
+    """Internal: resume filling a wave rebuilt after a restart (the intake opened, or the wait ran out)."""
+
+    wave_ts_ms: int
+
+
+class _StartOpen(Message, frozen=True, kw_only=True):
+    """Internal: the selection of ``position_id`` is committed; its position actor may start."""
+
+    position_id: str
 
 
 class CheckMargin(Message, frozen=True, kw_only=True):
@@ -93,6 +117,10 @@ class SignalIntake(ManagedActor):
         self._balance: Decimal | None = None
         #: Set while entries pause after an insufficient-margin refusal: the reason (from the events).
         self.margin_pause: str | None = None
+        self._first_seen_ms: dict[int, int] = {}  # wave -> when its first signal arrived
+        self._overdue: set[int] = set()  # recovered waves whose time passed: processed when the intake opens
+        self._starting: dict[str, Any] = {}  # position id -> its child spec, until its selection is committed
+        self._resuming: set[int] = set()  # processed waves rebuilt with candidates undecided: filled once the intake opens
 
     @property
     def scfg(self):
@@ -101,7 +129,8 @@ class SignalIntake(ManagedActor):
     # ------------------------------------------------------------ start
     def started(self) -> None:
         for ev in self.load_events(actor=self.name):
-            self._fold(ev.type, ev.data)
+            self._fold(ev.type, ev.data, ev.ts_ms)
+        self._resuming = {w for w, q in self.queue.items() if q}  # no decisions on these before the intake opens
         owned = [from_projection(row) for row in self.ctx.io.run(self.ctx.store.positions(open_only=False), 10)]
         states = {p.position_id: p for p in owned}
         self.held = {p.symbol for p in owned if p.state.is_open}
@@ -111,18 +140,83 @@ class SignalIntake(ManagedActor):
                 self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row.side, qty=row.qty, entry_price=row.entry_price, stop_price=row.stop_price, stop_order_id=row.stop_order_id))
             elif row is not None and not row.state.is_open:
                 self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.state.value} while the intake was down", outcome=row.state.value))
+            elif row is None and (self.ctx.directory is None or self.ctx.directory.lookup(position_actor_name(symbol, pid)) is None):
+                # selected, but its owner never started (the intake went down between the record and the start):
+                # nothing was sent for it (its first write-ahead record is missing), so its slot is free again
+                self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason="its position actor never started (the intake restarted first)", outcome=Outcome.REJECTED.value))
         if self.margin_pause is not None:  # paused before a restart: still paused, still checking
             self.ctx.supervisor.tell(IntakeBlock(key=MARGIN_BLOCK, reason=self.margin_pause))
             self.after(self._recheck_ms, CheckMargin())
         self._schedule_next()
+        self._resume_pending()
 
-    def _fold(self, type_: str, d: dict[str, Any]) -> None:
+    def _unqueue(self, wave: int, signal_id: str) -> None:
+        queue = self.queue.get(wave)
+        if queue:
+            self.queue[wave] = [sig for sig in queue if sig.id != signal_id]
+
+    def _resume_pending(self) -> None:
+        """Waves received before a restart and not processed: each once, at its time or when the intake opens.
+        Waves processed with candidates still undecided: their filling resumes when the intake opens."""
+        now = self.ctx.clock.now_ms()
+        max_age_ms = self.scfg.max_signal_age_secs * 1000
+        for wave, queue in sorted(self.queue.items()):
+            if queue and now - wave > max_age_ms:  # too old to act on now: decided as skipped
+                for sig in queue:
+                    self._skip(sig, f"wave {wave} is older than signals.max_signal_age_secs after the restart")
+                queue.clear()
+                self._resuming.discard(wave)
+            if not queue and not any(w == wave for w, _ in self.in_flight.values()):
+                del self.queue[wave]  # everything decided; only its wave_finished was missing
+                self.emit("intake.wave_finished", {"wave_ts_ms": wave, "confirmed": self.confirmed.get(wave, 0), "limit": self.scfg.wave_limit})
+                continue
+            self._resuming.add(wave)
+            self.emit("intake.wave_resumed", {"wave_ts_ms": wave, "candidates": [sig.id for sig in queue], "in_flight": sum(1 for w, _ in self.in_flight.values() if w == wave)})
+            self.after(RECOVERED_WAVE_WAIT_MS, _ResumeWave(wave_ts_ms=wave))  # if the intake never opens
+        for wave, signals in sorted(self.pending.items()):
+            if now - wave > max_age_ms:  # too old to act on now: recorded as processed, every signal skipped
+                del self.pending[wave]
+                self.processed.add(wave)
+                self.emit("intake.wave_processed", {"wave_ts_ms": wave, "signals": len(signals), "candidates": 0, "buffer": [], "limit": self.scfg.wave_limit, "stale": True})
+                for sig in signals.values():
+                    self._skip(sig, f"wave {wave} is older than signals.max_signal_age_secs after the restart")
+                continue
+            due = self._due_ms(wave)
+            self.emit("intake.wave_recovered", {"wave_ts_ms": wave, "signals": len(signals), "due_ms": due, "overdue": due <= now})
+            if due <= now:
+                self._overdue.add(wave)
+                self.after(RECOVERED_WAVE_WAIT_MS, ProcessWave(wave_ts_ms=wave))  # if the intake never opens
+            elif self.process_after_secs:
+                self.after(due - now, ProcessWave(wave_ts_ms=wave))
+            # else: the schedule's next processing instant is this wave's own
+
+    def _due_ms(self, wave: int) -> int:
+        """When a wave is processed: after its first signal (arrival mode), else at its processing minute."""
+        if self.process_after_secs:
+            return self._first_seen_ms.get(wave, wave) + self.process_after_secs * 1000
+        sched = processing_times(self.scfg.processing_minutes)
+        due = sched.next_after(wave - 1)
+        return due if wave_of(due) == wave else wave  # no processing minute inside the wave: at once
+
+    def _fold(self, type_: str, d: dict[str, Any], ts_ms: int = 0) -> None:
         if type_ == "intake.signal_received":
             self.seen.add(d["signal_id"])
+            wave = int(d["wave_ts_ms"])
+            if wave not in self.processed and (sig := _signal_of(d)) is not None:
+                self.pending.setdefault(wave, {})[sig.id] = sig
+                self._first_seen_ms.setdefault(wave, ts_ms)
         elif type_ == "intake.wave_processed":
-            self.processed.add(int(d["wave_ts_ms"]))
+            wave = int(d["wave_ts_ms"])
+            self.processed.add(wave)
+            signals = self.pending.pop(wave, {})
+            self.queue[wave] = [signals[i] for i in d.get("buffer", ()) if i in signals]  # its ranked candidates, in order
         elif type_ == "intake.signal_selected":
             self.in_flight[d["position_id"]] = (int(d["wave_ts_ms"]), d["symbol"])
+            self._unqueue(int(d["wave_ts_ms"]), d["signal_id"])
+        elif type_ == "intake.signal_skipped" and "wave_ts_ms" in d:
+            self._unqueue(int(d["wave_ts_ms"]), d["signal_id"])
+        elif type_ == "intake.wave_finished":
+            self.queue.pop(int(d["wave_ts_ms"]), None)
         elif type_ == "intake.position_opened":
             wave, _ = self.in_flight.pop(d["position_id"], (int(d["wave_ts_ms"]), ""))
             self.confirmed[wave] = self.confirmed.get(wave, 0) + 1
@@ -137,8 +231,9 @@ class SignalIntake(ManagedActor):
 
     @property
     def process_after_secs(self) -> int:
-        """Demo mode (the bundled server replays past waves): process a wave soon after it arrives."""
-        return self.scfg.process_after_secs if self.scfg.source == "bundled" else 0
+        """Demo mode (the bundled server replays past waves) or ``signals.process_on_arrival``:
+        process a wave soon after it arrives."""
+        return self.scfg.process_after_secs if self.scfg.source == "bundled" or self.scfg.process_on_arrival else 0
 
     def _schedule_next(self) -> None:
         if self.process_after_secs:
@@ -151,6 +246,19 @@ class SignalIntake(ManagedActor):
     @handles(IntakeChanged)
     def _on_intake(self, msg: IntakeChanged) -> None:
         self.intake_open = msg.open
+        if msg.open and self._overdue:
+            for wave in sorted(self._overdue):
+                self.actor_ref.tell(ProcessWave(wave_ts_ms=wave))
+            self._overdue.clear()
+        if msg.open and self._resuming:
+            for wave in sorted(self._resuming):
+                self.actor_ref.tell(_ResumeWave(wave_ts_ms=wave))
+
+    @handles(_ResumeWave)
+    def _on_resume_wave(self, msg: _ResumeWave) -> None:
+        if msg.wave_ts_ms in self._resuming:
+            self._resuming.discard(msg.wave_ts_ms)
+            self.io_call("balance", self.venue.free_balance(), correlation_id=str(msg.wave_ts_ms))  # then _fill, as after processing
 
     @handles(FeedStateChanged)
     def _on_feed_state(self, msg: FeedStateChanged) -> None:
@@ -166,12 +274,13 @@ class SignalIntake(ManagedActor):
         for r in result.rejected:
             self.emit("intake.signal_rejected", {"signal_id": r.signal_id, "reason": r.reason, "raw": r.raw}, severity=Severity.WARNING, correlation_id=r.signal_id)
         for sig in result.accepted:
-            self.emit("intake.signal_received", {"signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "side": sig.side, "score_week": sig.score_week, "score_month": sig.score_month}, correlation_id=sig.id, symbol=sig.symbol, exchange=sig.exchange)
+            self.emit("intake.signal_received", _record_of(sig), correlation_id=sig.id, symbol=sig.symbol, exchange=sig.exchange)
             if sig.wave_ts_ms in self.processed:
                 self.emit("intake.signal_skipped", {"signal_id": sig.id, "reason": f"wave {sig.wave_ts_ms} was already processed (late signal)"}, correlation_id=sig.id)
                 continue
             first = sig.wave_ts_ms not in self.pending
             self.pending.setdefault(sig.wave_ts_ms, {})[sig.id] = sig
+            self._first_seen_ms.setdefault(sig.wave_ts_ms, now)
             if first and self.process_after_secs:
                 self.after(self.process_after_secs * 1000, ProcessWave(wave_ts_ms=sig.wave_ts_ms))
 
@@ -184,6 +293,7 @@ class SignalIntake(ManagedActor):
         if wave in self.processed:
             return
         self.processed.add(wave)
+        self._overdue.discard(wave)
         signals = list(self.pending.pop(wave, {}).values())
         candidates = self._select(wave, signals)
         limit = self.scfg.wave_limit
@@ -236,6 +346,8 @@ class SignalIntake(ManagedActor):
 
     def _fill(self, wave: int) -> None:
         """Open the next candidates while confirmed + in flight stays under the limit."""
+        if wave in self._resuming and not self.intake_open:
+            return  # rebuilt after a restart: its candidates wait for the intake to open (or the bounded wait)
         cfg = self.scfg
         queue = self.queue.get(wave, [])
         while queue and self.confirmed.get(wave, 0) + sum(1 for w, _ in self.in_flight.values() if w == wave) < cfg.wave_limit:
@@ -271,10 +383,18 @@ class SignalIntake(ManagedActor):
             quote = (self._balance * self.scfg.size_percent_of_free / 100).quantize(Decimal("0.01"))
         pid = uuid.uuid4().hex[:10]
         req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage_for(sig.symbol), correlation_id=sig.id, requested_by=self.actor_ref)
-        self.emit("intake.signal_selected", {"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote}, correlation_id=sig.id, symbol=sig.symbol, position_id=pid, durable=True)
+        event = Event(type="intake.signal_selected", ts_ms=self.ctx.clock.now_ms(), actor=self.name, correlation_id=sig.id, symbol=sig.symbol, position_id=pid,
+                      data={"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote})
+        self._starting[pid] = self.position_spec(req)
+        self.append_durable_then(event, _StartOpen(position_id=pid))  # started once recorded; a wave's opens share one commit
         self.in_flight[pid] = (wave, sig.symbol)
         self.held.add(sig.symbol)
-        self.ctx.supervisor.tell(StartChild(spec=self.position_spec(req)))
+
+    @handles(_StartOpen)
+    def _on_start_open(self, msg: _StartOpen) -> None:
+        spec = self._starting.pop(msg.position_id, None)
+        if spec is not None:
+            self.ctx.supervisor.tell(StartChild(spec=spec))
 
     # ------------------------------------------------------------ outcomes
     @handles(PositionOpened)
@@ -356,3 +476,21 @@ class SignalIntake(ManagedActor):
     @handles(PositionClosed)
     def _on_closed(self, msg: PositionClosed) -> None:
         self.held.discard(msg.symbol)
+
+
+def _record_of(sig: AcceptedSignal) -> dict[str, Any]:
+    """``intake.signal_received``: the whole accepted signal, so a restart can rebuild its wave."""
+    return {
+        "signal_id": sig.id, "wave_ts_ms": sig.wave_ts_ms, "symbol": sig.symbol, "side": sig.side, "score_week": sig.score_week,
+        "score_month": sig.score_month, "exchange": sig.exchange, "unified_symbol": sig.unified_symbol, "action": sig.action, "created_ms": sig.created_ms,
+    }
+
+
+def _signal_of(d: dict[str, Any]) -> AcceptedSignal | None:
+    """The signal of an ``intake.signal_received`` record (None for a record from before it carried one)."""
+    if "unified_symbol" not in d:
+        return None
+    return AcceptedSignal(
+        id=d["signal_id"], exchange=d["exchange"], symbol=d["symbol"], unified_symbol=d["unified_symbol"], side=d["side"], action=d["action"],
+        score_week=Decimal(str(d["score_week"])), score_month=Decimal(str(d["score_month"])), wave_ts_ms=int(d["wave_ts_ms"]), created_ms=int(d["created_ms"]),
+    )

@@ -281,7 +281,7 @@ class SyncActor(ManagedActor):
         if msg.cached_ok and msg.reply_to is not None and self.streams_live() and self.view.read_ms is not None:
             self._view_waiting.append(msg)  # the guard's check: the view, no request to the exchange
             if len(self._view_waiting) == 1:
-                self.io_call("view", self.ctx.store.positions(open_only=True))
+                self.io_call("view", self.ctx.store.positions(open_only=True, consistent=False))
             return
         self._waiting.append(msg)
         if not self._reading and not self._cancels:
@@ -295,7 +295,7 @@ class SyncActor(ManagedActor):
         positions closed lately (before a restart), whose leftovers are ours to clean."""
         positions = await self.venue.positions()
         orders = await self.venue.open_orders()
-        rows = [p for p in await self.ctx.store.positions(open_only=not with_closed) if p.get("exchange") == self.venue.name]
+        rows = [p for p in await self.ctx.store.positions(open_only=not with_closed, consistent=False) if p.get("exchange") == self.venue.name]
         since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
         recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
         owned = tuple(p for p in rows if p.get("is_open", True))

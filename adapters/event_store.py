@@ -6,6 +6,21 @@ arrival order. Event ids are assigned by the writer, so id order *is* commit
 order. A failed write is retried with backoff, never dropped; while it keeps
 failing the store reports itself critical (see :meth:`EventStore.health`).
 
+Group commit: everything waiting when the writer takes a batch (events,
+durable ones included, incarnation records, flush barriers; up to
+``batch_max`` events) goes into *one* transaction, and each durable caller is
+released when that transaction has committed (WAL, ``synchronous=NORMAL``:
+committed means it survives the process being killed; an OS crash may lose
+the last commits). Only maintenance jobs (:meth:`run_job`) end a batch.
+
+Reads run on their own read-only connection (WAL: readers never wait for the
+writer's transaction, nor it for them), so a burst of writes never queues a
+read behind it. ``consistent=True`` (the default) first waits until everything
+appended before the read is committed (read-your-writes, what a rebuild
+needs); ``consistent=False`` answers at once from what is committed (a status
+read, the reconcile's projection: write-ahead records are committed before
+their exchange call by construction).
+
 One bot process owns a database at a time (an ``flock`` on ``<db>.lock``);
 readers such as ``tradebot events`` open it read-only.
 
@@ -92,6 +107,11 @@ class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
     committed: int
     failing_since_ms: int | None
     last_error: str | None
+    #: How long the oldest durable write still waiting has waited (0: none waiting).
+    durable_wait_ms: int = 0
+    #: The last batch: events in it and how long its transaction took.
+    last_batch: int = 0
+    last_commit_ms: float = 0.0
 
 
 class _Barrier:
@@ -146,16 +166,21 @@ class EventStore:
         self._retry_max_ms = retry_max_ms
         self._critical_after_ms = critical_after_ms
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._queue: collections.deque[Any] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._wake_scheduled = False
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # a batch is being taken or committed (loop thread)
         self._next_id = 1
         self._committed = 0
         self._uncommitted = 0  # events appended and not yet committed (queued or being retried)
         self._count_lock = threading.Lock()
         self._failing_since: float | None = None
         self._last_error: str | None = None
+        self._durable_waiting: collections.deque[tuple[float, concurrent.futures.Future[int]]] = collections.deque()
+        self._last_batch = 0
+        self._last_commit_ms = 0.0
         self._lock_fd: int | None = None
         self._closed = False
         # name -> its newest epoch in effect, and names whose newest incarnation
@@ -220,6 +245,8 @@ class EventStore:
         ) as cur:
             (self._last_epoch,) = await _one(cur)
         self._first_epoch = self._last_epoch + 1
+        self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+        await self._reader.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         self._wake = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="event-store-writer")
 
@@ -263,6 +290,9 @@ class EventStore:
                 logger.critical("event store: {} events could not be written before close", self._uncommitted)
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -287,6 +317,7 @@ class EventStore:
         self._enqueue(_prepare(event, future, fence, None))
         with self._count_lock:
             self._uncommitted += 1
+            self._durable_waiting.append((time.monotonic(), future))
         return future
 
     # ------------------------------------------------------------- fencing
@@ -376,35 +407,47 @@ class EventStore:
             await self._wake.wait()
             self._wake.clear()
             self._wake_scheduled = False
-            while self._queue:
-                await self._write_some()
+            self._writing = True
+            try:
+                while self._queue:
+                    await self._write_some()
+            finally:
+                self._writing = False
 
     async def _write_some(self) -> None:
-        """Take one batch (events up to a barrier or job) and commit it, retrying until it lands."""
+        """Take one batch (everything waiting up to ``batch_max`` events or a job) and commit it in one
+        transaction, retrying until it lands; then release every caller waiting on it."""
         batch: list[_Prepared] = []
+        incarnations: list[_Incarnate] = []
+        barriers: list[_Barrier] = []
         queue = self._queue
         while queue and len(batch) < self._batch_max:
             head = queue[0]
-            if not isinstance(head, _Prepared):
+            if isinstance(head, _Job):
                 break
-            item = queue.popleft()
-            batch.append(item if item.fence is None or self._claim(item.fence) else self._refused(item))
-        if batch:
-            await self._with_retry(f"write of {len(batch)} events", lambda: self._commit(batch))
+            queue.popleft()
+            if isinstance(head, _Prepared):
+                batch.append(head if head.fence is None or self._claim(head.fence) else self._refused(head))
+            elif isinstance(head, _Incarnate):
+                self._claim(head.fence)  # in effect from here: what is queued behind it is checked against it
+                incarnations.append(head)
+            elif isinstance(head, _Retire):
+                if self._epochs.get(head.fence.name) == head.fence.epoch:
+                    self._retired[head.fence.name] = head.fence.epoch
+            else:
+                barriers.append(head)
+        if batch or incarnations:
+            await self._with_retry(f"write of {len(batch)} events", lambda: self._commit(batch, incarnations))
+        for barrier in barriers:
+            if not barrier.future.done():
+                barrier.future.set_result(None)
+        if batch or incarnations or barriers or not queue:
             return
-        head = queue.popleft()
-        if isinstance(head, _Barrier):
-            head.future.set_result(None)
-        elif isinstance(head, _Incarnate):
-            await self._incarnate(head)
-        elif isinstance(head, _Retire):
-            if self._epochs.get(head.fence.name) == head.fence.epoch:
-                self._retired[head.fence.name] = head.fence.epoch
-        else:
-            try:
-                head.future.set_result(await head.fn(self._db))
-            except Exception as exc:
-                head.future.set_exception(exc)
+        job = queue.popleft()
+        try:
+            job.future.set_result(await job.fn(self._db))
+        except Exception as exc:
+            job.future.set_exception(exc)
 
     def _refused(self, item: _Prepared) -> _Prepared:
         """A fenced event: tell its writer, and store the refusal in its place."""
@@ -419,18 +462,6 @@ class EventStore:
             except Exception as err:
                 logger.error("event store: on_refused callback failed: {}", err)
         return _prepare(_fenced_event(exc, item.row[0]), None, None, None)
-
-    async def _incarnate(self, item: _Incarnate) -> None:
-        fence = item.fence
-
-        async def record() -> None:
-            db = self._db
-            assert db is not None
-            await db.execute(_INCARNATION_INSERT, (fence.epoch, fence.name, item.started_ms, fence.urn))
-            await db.commit()
-
-        self._claim(fence)  # in effect from here: what is queued behind it is checked against it
-        await self._with_retry(f"record of incarnation {fence.name} {fence.epoch}", record)
 
     async def _with_retry(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
         delay_s = 0.02
@@ -453,9 +484,10 @@ class EventStore:
             self._failing_since = None
             return
 
-    async def _commit(self, batch: list[_Prepared]) -> None:
+    async def _commit(self, batch: list[_Prepared], incarnations: list[_Incarnate] | None = None) -> None:
         db = self._db
         assert db is not None
+        started = time.perf_counter()
         first_id = self._next_id
         rows = []
         upserts = []
@@ -464,17 +496,24 @@ class EventStore:
             rows.append((event_id, *item.row))
             if item.upsert is not None:
                 upserts.append((*item.upsert, event_id))
-        await db.executemany(_EVENT_INSERT, rows)
+        if incarnations:  # in the same transaction: an epoch is recorded with the events queued around it
+            await db.executemany(_INCARNATION_INSERT, [(i.fence.epoch, i.fence.name, i.started_ms, i.fence.urn) for i in incarnations])
+        if rows:
+            await db.executemany(_EVENT_INSERT, rows)
         if upserts:
             await db.executemany(_POSITION_UPSERT, upserts)
         await db.commit()
+        self._last_batch, self._last_commit_ms = len(batch), (time.perf_counter() - started) * 1000
         self._next_id = first_id + len(batch)
         self._committed += len(batch)
         with self._count_lock:
             self._uncommitted -= len(batch)
-        for offset, item in enumerate(batch):
-            if item.future is not None and not item.future.done():
-                item.future.set_result(first_id + offset)
+            waiting = self._durable_waiting
+            for offset, item in enumerate(batch):
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(first_id + offset)
+            while waiting and waiting[0][1].done():
+                waiting.popleft()
 
     async def _rollback(self) -> None:
         try:
@@ -494,7 +533,18 @@ class EventStore:
             committed=self._committed,
             failing_since_ms=None if failing is None else int((time.time() - (time.monotonic() - failing)) * 1000),
             last_error=self._last_error if failing is not None else None,
+            durable_wait_ms=self.durable_wait_ms(),
+            last_batch=self._last_batch,
+            last_commit_ms=round(self._last_commit_ms, 2),
         )
+
+    def durable_wait_ms(self) -> int:
+        """How long the oldest durable write still waiting for its commit has waited."""
+        with self._count_lock:
+            waiting = self._durable_waiting
+            while waiting and waiting[0][1].done():
+                waiting.popleft()
+            return int((time.monotonic() - waiting[0][0]) * 1000) if waiting else 0
 
     # ------------------------------------------------------------- reading
     def run_job(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]) -> concurrent.futures.Future[Any]:
@@ -503,11 +553,17 @@ class EventStore:
         self._enqueue(_Job(fn, future))
         return future
 
-    async def _read(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]]) -> Any:
+    async def _read(self, fn: Callable[[aiosqlite.Connection], Coroutine[Any, Any, Any]], consistent: bool = True) -> Any:
+        """``fn`` on the reader connection; ``consistent``: once everything appended before is committed."""
         if self._readonly or self._writer is None:
             assert self._db is not None, "event store is not open"
             return await fn(self._db)
-        return await asyncio.wrap_future(self.run_job(fn))
+        if consistent and (self._queue or self._writing):
+            barrier: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._enqueue(_Barrier(barrier))
+            await asyncio.wrap_future(barrier)
+        assert self._reader is not None, "event store is not open"
+        return await fn(self._reader)
 
     async def query(
         self,
@@ -521,8 +577,10 @@ class EventStore:
         after_id: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        consistent: bool = True,
     ) -> list[Event]:
-        """Events matching every given filter, oldest first (sees all prior appends)."""
+        """Events matching every given filter, oldest first (``consistent``: sees all prior appends;
+        else what is committed, at once)."""
         where: list[str] = []
         args: list[Any] = []
         for column, value in (("position_id", position_id), ("actor", actor), ("correlation_id", correlation_id)):
@@ -555,11 +613,11 @@ class EventStore:
             async with db.execute(sql, args) as cur:
                 return [_row_to_event(tuple(r)) for r in await cur.fetchall()]
 
-        rows = await self._read(_q)
+        rows = await self._read(_q, consistent)
         return rows[::-1] if newest_first else rows
 
-    async def positions(self, *, open_only: bool = True) -> list[dict[str, Any]]:
-        """The projection: one dict per position (its latest snapshot)."""
+    async def positions(self, *, open_only: bool = True, consistent: bool = True) -> list[dict[str, Any]]:
+        """The projection: one dict per position (its latest snapshot); ``consistent`` as in :meth:`query`."""
         sql = "SELECT position_id, data, last_event_id FROM positions"
         if open_only:
             sql += " WHERE is_open = 1"
@@ -569,7 +627,7 @@ class EventStore:
             async with db.execute(sql) as cur:
                 return [{**_decode_data(data), "position_id": pid, "last_event_id": last} for pid, data, last in await cur.fetchall()]
 
-        return await self._read(_q)
+        return await self._read(_q, consistent)
 
     async def prune(self, older_than_ms: int) -> int:
         """Retention: delete events older than the cut-off, except those of open positions."""
@@ -587,7 +645,9 @@ class EventStore:
             await db.commit()
             return cur.rowcount
 
-        return await self._read(_q)
+        if self._readonly or self._writer is None:
+            raise RuntimeError("event store is not open for writing")
+        return await asyncio.wrap_future(self.run_job(_q))
 
 
 class _Prepared:

@@ -71,9 +71,10 @@ class StoreConfig(_Section, frozen=True):
     critical_after_ms: Annotated[int, _n(ge=0)] = 3000
     retention_days: Annotated[int, _n(ge=1)] = 90
     prune_interval_secs: Annotated[int, _n(ge=60)] = 3600
-    #: An actor waits this long for a durable write (a write-ahead intent) to
-    #: commit before it fails. Must be below
-    #: guard.reply_deadline_secs, or the guard restarts an owner that is only waiting.
+    #: A durable write (a write-ahead intent) still waiting for its commit after this
+    #: long makes the store a health problem (store.slow); the actor keeps waiting (a
+    #: position owner without blocking: it answers probes), never acts without its
+    #: record and never fails for it. Must be below guard.reply_deadline_secs.
     durable_wait_secs: Annotated[int, _n(ge=1, le=300)] = 10
 
 
@@ -91,6 +92,10 @@ class SupervisorConfig(_Section, frozen=True):
     shutdown_timeout_secs: Annotated[int, _n(ge=1, le=600)] = 15
     child_check_interval_ms: Annotated[int, _n(ge=50)] = 1000
     restart_backoff_ms: Annotated[int, _n(ge=0)] = 200
+    #: At start-up the intake stays closed until every recovered position has checked its
+    #: stop on the exchange, at most this long (then it opens with an error event naming
+    #: the ones that never reported).
+    recovery_wait_secs: Annotated[int, _n(ge=1, le=3600)] = 120
 
 
 class ControlConfig(_Section, frozen=True):
@@ -338,8 +343,14 @@ class SignalsConfig(_Section, frozen=True):
     #: ... except with the bundled demo source: there, a wave is processed this long
     #: after its first signal (the demo replays waves whose minutes have passed).
     process_after_secs: Annotated[int, _n(ge=1)] = 3
-    #: Positions per wave (counted only when confirmed open and protected).
-    wave_limit: Annotated[int, _n(ge=1, le=100)] = 5
+    #: Process every wave process_after_secs after its first signal whatever the source
+    #: (a signal server that publishes waves faster than every 15 minutes, e.g. `tradebot soak`).
+    process_on_arrival: bool = False
+    #: Positions per wave (counted only when confirmed open and protected). At most 1,000:
+    #: a wave's opens (entry + stop: two orders each) must fit inside its 15 minutes under
+    #: the venue's order limits at the bot's share (Binance 1,200 orders/min: ~3 min for
+    #: 1,000; Bybit 10 creates/s: ~6 min), and docs/scaling.md measures 1,000-3,000 owners per process.
+    wave_limit: Annotated[int, _n(ge=1, le=1000)] = 5
     #: Candidates kept per wave: this times the limit, best scores first.
     buffer_factor: Annotated[Decimal, _n(ge=1, le=10)] = Decimal("1.5")
     #: No new entries while this many positions are open, or while the free balance is below the reserve.

@@ -58,6 +58,15 @@ class ChildStopped(Message, frozen=True, kw_only=True):
     actor_urn: str
 
 
+class OwnerRecovered(Message, frozen=True, kw_only=True):
+    """Told to the supervisor by an owner rebuilt at start-up once it has checked its orders on the
+    exchange (its recovery plan done): the intake waits for every recovered owner."""
+
+    name: str
+    state: str
+    protected: bool
+
+
 class Shutdown(Message, frozen=True, kw_only=True):
     reason: str
 

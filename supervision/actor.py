@@ -8,7 +8,10 @@ A :class:`ManagedActor` is a pykka ThreadingActor that
 * schedules timers through the injected clock (a timer only *tells* a
   message; nothing sleeps in a handler) and cancels them when it stops;
 * writes events to the store with its name (:meth:`ManagedActor.append_event`),
-  each also logged at its severity on the actor's bound logger;
+  each also logged at its severity on the actor's bound logger; a write-ahead
+  record either waits for its commit (``durable=True``: slowly if the store is
+  slow, never failing for it) or, without blocking, tells the actor a message
+  once it is committed (:meth:`ManagedActor.append_durable_then`);
 * is fenced: on start it takes a new epoch for its name from the store, and
   once a newer incarnation has started, its event appends and I/O calls are
   refused (decided by the store's writer and on the I/O loop, where epochs
@@ -24,6 +27,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
+import random
+import signal
 import time
 import traceback
 from collections.abc import Callable, Coroutine
@@ -44,6 +50,35 @@ __all__ = ["ActorContext", "DurableWriteTimeout", "Fenced", "ManagedActor", "han
 
 _encode = msgspec.json.Encoder().encode
 
+#: Crash-test hook: "before:<event type>" or "after:<event type>" makes the process
+#: SIGKILL itself at that exact step, when any actor writes that event (the tests and
+#: ``tradebot soak`` use it to prove recovery from a kill at every step; unset in normal runs).
+CRASH_POINT = os.environ.get("TRADEBOT_CRASH_POINT", "")
+
+
+def _crash_if(when: str, type_: str) -> None:
+    if CRASH_POINT and CRASH_POINT == f"{when}:{type_}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SoakActorCrash(RuntimeError):
+    """Raised on purpose by the soak's actor-crash hook (never in a normal run)."""
+
+
+def _soak_crash_hook() -> tuple[float, random.Random] | None:
+    """``TRADEBOT_SOAK_ACTOR_CRASHES="<probability per message>:<seed>"``, set only by ``tradebot soak``
+    for the bot it runs: position owners and the intake then crash now and then as a message arrives
+    (the message is lost, as in a bug), to prove the supervisor's restart from events."""
+    spec = os.environ.get("TRADEBOT_SOAK_ACTOR_CRASHES", "")
+    if not spec:
+        return None
+    rate, _, seed = spec.partition(":")
+    logger.critical("soak mode: actors crash on purpose (probability {} per message)", rate)
+    return float(rate), random.Random(int(seed or 0) ^ os.getpid())
+
+
+_SOAK_CRASHES = _soak_crash_hook()
+
 _HANDLES_ATTR = "__handles__"
 
 
@@ -58,7 +93,7 @@ def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[...
 
 
 class DurableWriteTimeout(TimeoutError):
-    """A durable write was not committed within ``store.durable_wait_secs``."""
+    """Kept for callers that name it: a slow durable write no longer raises (it waits)."""
 
 
 class _FencedOut(Message, frozen=True, kw_only=True):
@@ -213,6 +248,10 @@ class ManagedActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if self._fenced:
             return None  # superseded: what is still queued is the new incarnation's business
+        if _SOAK_CRASHES is not None and (self.name.startswith("position:") or self.name == "intake") and not isinstance(message, (Probe, Drain, _FencedOut)):
+            rate, rng = _SOAK_CRASHES
+            if rng.random() < rate:
+                raise SoakActorCrash(f"soak: {self.name} crashes on purpose at {type(message).__name__}")
         handler = self._dispatch.get(type(message))
         if handler is None:
             self.log.warning("ignored unexpected message {}", type(message).__name__)
@@ -330,25 +369,76 @@ class ManagedActor(pykka.ThreadingActor):
     def append_event(self, event: Event, *, durable: bool = False) -> None:
         """Write ``event`` to the store (fenced) and log it at its severity.
 
-        ``durable=True`` waits until it is committed, at most
-        ``store.durable_wait_secs`` (then :class:`DurableWriteTimeout`): for
-        write-ahead intents (record, then act on the exchange), so a crash never
-        leaves an action without its record. Raises :class:`Fenced` if a newer
+        ``durable=True`` waits until it is committed: for write-ahead intents
+        (record, then act on the exchange), so a crash never leaves an action
+        without its record. A slow store slows the actor, never fails it: after
+        each ``store.durable_wait_secs`` still waiting it logs a warning and
+        waits on (the supervisor reports the slow store as a health problem).
+        Actors that must stay responsive meanwhile use
+        :meth:`append_durable_then`. Raises :class:`Fenced` if a newer
         incarnation owns the name (let it propagate: the actor stops quietly).
         """
         fence, store = self._current_fence(), self.ctx.store
         if not store.admits(fence):
             raise store.refuse(fence, f"event {event.type}", event.ts_ms)
+        _crash_if("before", event.type)
         if durable:
             wait_s = self.ctx.config.store.durable_wait_secs
             future = store.append_durable(event, fence=fence)
-            try:
-                future.result(timeout=wait_s)
-            except concurrent.futures.TimeoutError:
-                raise DurableWriteTimeout(f"{self.name}: event {event.type} was not committed within {wait_s} s") from None
+            waited = 0
+            while True:
+                try:
+                    future.result(timeout=wait_s)
+                    break
+                except concurrent.futures.TimeoutError:
+                    waited += wait_s
+                    self.log.warning("event {} not committed after {} s: the store is slow; waiting (nothing is done without it)", event.type, waited)
         else:
             store.append(event, fence=fence, on_refused=self._refused_teller or self._teller_of_refusal())
+        if CRASH_POINT:
+            store.flush()
+            _crash_if("after", event.type)
         self.log.log(event.severity.name, "{}", _describe(event))
+
+    def append_durable_then(self, event: Event, message: Any | None) -> concurrent.futures.Future[int]:
+        """Queue a write-ahead record without waiting; tell ourselves ``message`` once it is committed.
+
+        The actor stays responsive meanwhile (probes, marks); it must not act on
+        what the record announces before it is committed (``message``, or
+        :meth:`tell_when_committed` on the returned future). If the writer refuses
+        it (a newer incarnation), the actor is fenced out instead.
+        """
+        fence, store = self._current_fence(), self.ctx.store
+        if not store.admits(fence):
+            raise store.refuse(fence, f"event {event.type}", event.ts_ms)
+        _crash_if("before", event.type)
+        future = store.append_durable(event, fence=fence)
+        if CRASH_POINT:
+            store.flush()
+            _crash_if("after", event.type)
+        self.log.log(event.severity.name, "{}", _describe(event))
+        self.tell_when_committed(future, message, event.type)
+        return future
+
+    def tell_when_committed(self, future: concurrent.futures.Future[int], message: Any | None, what: str = "a durable write") -> None:
+        """Tell ourselves ``message`` (None: nothing) once ``future`` (a durable append) is committed;
+        a refusal fences this incarnation out."""
+        ref = self.actor_ref
+
+        def committed(fut: concurrent.futures.Future[int]) -> None:  # on the I/O loop: only tells
+            exc = fut.exception()
+            if exc is not None and not isinstance(exc, Fenced):
+                logger.critical("{} was not written ({}); what it announces is not done", what, exc)
+                return
+            reply = _FencedOut(error=exc) if isinstance(exc, Fenced) else message
+            if reply is None:
+                return
+            try:
+                ref.tell(reply)
+            except pykka.ActorDeadError:
+                pass
+
+        future.add_done_callback(committed)
 
     def _teller_of_refusal(self) -> Callable[[Fenced], None]:
         """Called by the writer (on the I/O loop) when it refused one of our appends: only tells."""

@@ -142,7 +142,7 @@ class CommandsMixin(_Base):
 
     def cmd_positions(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
-        self.io_call("positions", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
+        self.io_call("positions", self.ctx.store.positions(open_only=True, consistent=False), correlation_id=msg.request_id)
 
     @handles(IOCompleted)
     def _on_io_completed(self, msg: IOCompleted) -> None:
@@ -163,7 +163,7 @@ class CommandsMixin(_Base):
 
     def cmd_aged(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
-        self.io_call("aged", self.ctx.store.positions(open_only=True), correlation_id=msg.request_id)
+        self.io_call("aged", self.ctx.store.positions(open_only=True, consistent=False), correlation_id=msg.request_id)
 
     def start_retention(self) -> None:
         cutoff = self.ctx.clock.now_ms() - self.ctx.config.store.retention_days * 86_400_000

@@ -10,6 +10,11 @@ pykka gives actors but no supervision. This is ours, after Erlang/OTP:
 * restart intensity: more than ``max_restarts`` within ``restart_window_secs``
   and the child is given up: new entries stop (intake blocked), protection of
   what is open continues, and a critical event is recorded;
+* start-up gate: intake stays closed until the first reconcile succeeded *and*
+  every position owner rebuilt at start has checked its orders on the exchange
+  (``OwnerRecovered``, or it stopped: the position was closed), at most
+  ``supervisor.recovery_wait_secs`` (then it opens with an error event naming
+  the owners that never reported);
 * ``Shutdown`` stops intake, asks every child to drain (finish in-flight work,
   then stop), waits for them up to ``shutdown_timeout_secs`` and stops itself.
   Stop orders on the exchange are left alone on purpose.
@@ -35,6 +40,7 @@ from core.messages import (
     FeedStatus,
     HealthChanged,
     Message,
+    OwnerRecovered,
     ReconcileFinished,
     RestartChild,
     Shutdown,
@@ -68,8 +74,13 @@ class _RestartDue(Message, frozen=True, kw_only=True):
     name: str
 
 
+class _RecoveryDeadline(Message, frozen=True, kw_only=True):
+    """Internal: the bounded wait for the recovered owners has elapsed."""
+
+
 _DRAIN_ORDER = {"intake": 0, "service": 1, "position": 2}
 _STARTUP = "startup-reconcile"
+_RECOVERY = "startup-recovery"
 
 
 class Supervisor(CommandsMixin, ManagedActor):
@@ -105,6 +116,8 @@ class Supervisor(CommandsMixin, ManagedActor):
         self._suspects: set[str] = set()
         self.feed: dict[str, Any] = {"state": "none"}
         self.degraded: dict[str, str] = {}  # component -> problem (HealthChanged)
+        self.recovering: set[str] = set()  # owners rebuilt at start that have not reported yet
+        self._recovery_started_ms = 0
 
     # ----------------------------------------------------------- start
     def started(self) -> None:
@@ -114,6 +127,11 @@ class Supervisor(CommandsMixin, ManagedActor):
             self.intake_blocks[_STARTUP] = "waiting for the first reconcile with the exchange"
         if self.ctx.config.exchange.read_only:
             self.intake_blocks["read-only"] = READ_ONLY_REASON
+        self.recovering = {c.name for c in self._initial if c.kind == "position"}
+        if self.recovering:
+            self._recovery_started_ms = self.started_ms
+            self.intake_blocks[_RECOVERY] = self._recovery_reason()
+            self.after(self.ctx.config.supervisor.recovery_wait_secs * 1000, _RecoveryDeadline())
         self.emit("supervisor.started", {"children": [c.name for c in self._initial], "intake_paused": self.user_paused})
         for spec in self._initial:
             self._start(spec)
@@ -166,6 +184,7 @@ class Supervisor(CommandsMixin, ManagedActor):
             self._draining.discard(msg.name)
             return self._finish_shutdown_if_done()
         spec = self.specs.get(msg.name)
+        self._recovered(msg.name)  # an owner that stopped on purpose (its position closed) has reported
         if spec is not None and spec.restart == "permanent":
             self.emit("supervisor.child_exited", {"child": msg.name}, severity=Severity.WARNING)
             self._on_child_down(msg.name, "stopped unexpectedly")
@@ -238,6 +257,7 @@ class Supervisor(CommandsMixin, ManagedActor):
     def _on_tick(self, msg: Tick) -> None:
         if msg.name == "child_check":
             self._check_liveness()
+            self._check_store()
         elif msg.name == "retention":
             self.start_retention()
 
@@ -258,6 +278,18 @@ class Supervisor(CommandsMixin, ManagedActor):
                 self._on_child_failed(ChildFailed(name=name, actor_urn=ref.actor_urn, error="died without reporting (found by liveness check)"))
             else:
                 self._suspects.add(ref.actor_urn)
+
+    def _check_store(self) -> None:
+        """A slow store is a health problem (``store.slow``), not a failure: owners wait for their records."""
+        limit_ms = self.ctx.config.store.durable_wait_secs * 1000
+        h = self.ctx.store.health()
+        slow = h.durable_wait_ms > limit_ms
+        if slow and "store" not in self.degraded:
+            self.degraded["store"] = f"durable writes waiting {h.durable_wait_ms / 1000:.1f} s (over store.durable_wait_secs = {limit_ms // 1000}); backlog {h.backlog} events; actors wait, nothing acts without its record"
+            self.emit("store.slow", {"durable_wait_ms": h.durable_wait_ms, "backlog": h.backlog, "last_batch": h.last_batch, "last_commit_ms": h.last_commit_ms}, severity=Severity.WARNING)
+        elif not slow and "store" in self.degraded and h.durable_wait_ms < limit_ms // 2:
+            del self.degraded["store"]
+            self.emit("store.recovered", {"backlog": h.backlog, "last_commit_ms": h.last_commit_ms})
 
     # ---------------------------------------------------------- intake
     @handles(FeedStatus)
@@ -282,7 +314,44 @@ class Supervisor(CommandsMixin, ManagedActor):
         elif _STARTUP in self.intake_blocks:
             self.intake_blocks[_STARTUP] = f"first reconcile failed ({msg.findings.get('error')}): protecting what is known, opening nothing new"
         if self.intake_open != before:
-            self.emit("intake.reconcile_gate", {"open": self.intake_open, "ok": msg.ok})
+            self.emit("intake.reconcile_gate", {"open": self.intake_open, "ok": msg.ok, "by": "reconcile"})
+            self.publish_intake()
+
+    # -------------------------------------------------------- recovery
+    def _recovery_reason(self) -> str:
+        return f"waiting for {len(self.recovering)} recovered position(s) to check their stops on the exchange"
+
+    @handles(OwnerRecovered)
+    def _on_owner_recovered(self, msg: OwnerRecovered) -> None:
+        self._recovered(msg.name)
+
+    def _recovered(self, name: str) -> None:
+        if name not in self.recovering:
+            return
+        self.recovering.discard(name)
+        if self.recovering:
+            self.intake_blocks[_RECOVERY] = self._recovery_reason()
+            return
+        before = self.intake_open
+        self.intake_blocks.pop(_RECOVERY, None)
+        self.emit("supervisor.recovery_complete", {"owners": sum(1 for c in self._initial if c.kind == "position"), "ms": self.ctx.clock.now_ms() - self._recovery_started_ms})
+        self._gate_changed(before, "recovery")
+
+    @handles(_RecoveryDeadline)
+    def _on_recovery_deadline(self, msg: _RecoveryDeadline) -> None:
+        if not self.recovering:
+            return
+        before = self.intake_open
+        missing, self.recovering = sorted(self.recovering), set()
+        self.intake_blocks.pop(_RECOVERY, None)
+        wait_s = self.ctx.config.supervisor.recovery_wait_secs
+        self.emit("supervisor.recovery_incomplete", {"missing": missing, "waited_secs": wait_s, "intake": "opens anyway; these owners keep trying and the guard checks them"}, severity=Severity.ERROR)
+        self.log.error("{} recovered position(s) did not report within {} s: {}", len(missing), wait_s, ", ".join(missing))
+        self._gate_changed(before, "recovery deadline")
+
+    def _gate_changed(self, before: bool, by: str) -> None:
+        if self.intake_open != before:
+            self.emit("intake.reconcile_gate", {"open": self.intake_open, "ok": True, "by": by})
             self.publish_intake()
 
     @property

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TRADEBOT = [sys.executable, "-m", "tradebot"]
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's code, whatever is installed
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(REPO)}  # this checkout's code, not the installed one
 #: shutdown_timeout_secs (15, the default) + the runtime's 5 s margin + process start/exit.
 SHUTDOWN_BOUND_S = 15 + 5 + 5
 
@@ -201,7 +202,7 @@ def test_events_since_accepts_ages_iso_and_epoch(finished_run: dict[str, Any], s
 
 def test_events_since_in_the_future_finds_nothing(finished_run: dict[str, Any]):
     """`--since` really filters: a time after the run matches no event (text mode says so on stderr)."""
-    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).isoformat()
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
     assert events_json(finished_run["cwd"], "--since", later) == []
     res = tb(finished_run["cwd"], "events", "--since", later)
     assert res.returncode == 0 and "no matching events" in res.stderr

@@ -92,3 +92,8 @@ def test_diff_and_live_merge_apply_only_the_named_keys():
     merged = merge_live(old, new, live)
     assert merged.logging.level == "INFO"
     assert merged.store.batch_max == 1000  # needs a restart: not applied
+
+
+def test_wave_limit_goes_up_to_what_a_wave_can_open_in_its_15_minutes():
+    assert parse_config("[signals]\nwave_limit = 1000\n").signals.wave_limit == 1000
+    assert error_of("[signals]\nwave_limit = 1001\n") == "config.toml: signals.wave_limit: expected an integer >= 1 and <= 1000, got 1001"

@@ -16,9 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,7 +27,8 @@ from tests.conftest import SHARED, eventually
 
 pytestmark = pytest.mark.slow
 
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's code, whatever is installed
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRADEBOT_CRASH_POINT")}, "PYTHONPATH": str(ROOT)}  # this checkout's code
 SIGNALS = [
     {"id": "k-btc", "wave": "w1", "symbol": "BTCUSDT", "side": "long", "after_secs": 0.2},
     {"id": "k-eth", "wave": "w1", "symbol": "ETHUSDT", "side": "short", "after_secs": 0.2},

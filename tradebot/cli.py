@@ -69,11 +69,33 @@ def _parser() -> argparse.ArgumentParser:
     paper_sub = paper.add_subparsers(dest="paper_cmd", required=True, metavar="ACTION")
     serve = paper_sub.add_parser("serve", help="run the paper exchange until SIGTERM/SIGINT (state is kept across restarts)")
     _config_arg(serve)
+    serve.add_argument("--faults", metavar="FILE", help="inject faults: a JSON fault plan (error_rates, ambiguous_timeout_rate, latency_ms_min/max, partial_fill_prob, seed)")
     serve.set_defaults(func=_cmd_paper_serve)
 
     sig = sub.add_parser("signals", help="the bundled signal server")
     sig_sub = sig.add_subparsers(dest="signals_cmd", required=True, metavar="ACTION")
     sig_sub.add_parser("serve", help="serve signals over WebSocket on loopback: --replay FILE --port N --every SECONDS")
+
+    soak = sub.add_parser("soak", help="the chaos run: faults, kills, actor crashes, then a verdict on every protection invariant")
+    soak.add_argument("--profile", choices=("short", "long"), default="short", help="short: about a minute (make test); long: 15 minutes (releases)")
+    soak.add_argument("--seed", type=int, help="random seed (waves, kills, faults)")
+    soak.add_argument("--duration", type=_positive_float, dest="duration_s", metavar="SECONDS", help="chaos time (the final reconcile comes on top)")
+    soak.add_argument("--kills", type=int, help="SIGKILLs at random moments")
+    soak.add_argument("--crash-point", action="append", metavar="WHEN:EVENT", help="a run that SIGKILLs itself at this step, e.g. after:position.stop_move_sent (repeatable; '' for none)")
+    soak.add_argument("--actor-crash-rate", type=float, help="probability per message that a position owner or the intake crashes")
+    soak.add_argument("--error-rate", type=float, help="transient errors (network, 503) per exchange call")
+    soak.add_argument("--timeout-rate", type=float, help="ambiguous timeouts per order call (executed, answer lost)")
+    soak.add_argument("--reject-rate", type=float, help="refusals (rate limit) per exchange call")
+    soak.add_argument("--latency-ms", metavar="LO,HI", help="latency range of every exchange call")
+    soak.add_argument("--partial-fill", type=float, help="share of market orders that fill only in part")
+    soak.add_argument("--speed", type=int, help="price history replay speed")
+    soak.add_argument("--wave-every", type=_positive_float, dest="wave_every_s", metavar="SECONDS", help="seconds between signal waves")
+    soak.add_argument("--budget-ms", type=int, help="longest unprotected stretch allowed while the bot runs")
+    soak.add_argument("--dir", metavar="PATH", help="work here (kept) instead of a temporary directory")
+    soak.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    soak.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    soak.add_argument("--quiet", action="store_true", help="no progress lines")
+    soak.set_defaults(func=_cmd_soak)
 
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
@@ -135,11 +157,24 @@ def _cmd_paper_serve(args: argparse.Namespace) -> int:
     logger.remove()
     logger.add(sys.stderr, level=config.logging.console_level)
     try:
-        server = PaperServer(config, socket_path=config.paper_socket, state_path=config.paper_state_path)
-    except (OSError, ValueError) as exc:
+        faults = None
+        if args.faults:
+            import msgspec
+
+            from adapters.paper.faults import FaultPlan
+
+            faults = msgspec.json.decode(Path(args.faults).read_bytes(), type=FaultPlan)
+        server = PaperServer(config, socket_path=config.paper_socket, state_path=config.paper_state_path, faults=faults)
+    except (OSError, ValueError) as exc:  # a bad fault plan is a ValueError (msgspec.DecodeError)
         print(f"tradebot paper serve: could not start: {exc}", file=sys.stderr)
         return 2
     return server.run()
+
+
+def _cmd_soak(args: argparse.Namespace) -> int:
+    from tradebot.soak import main as soak
+
+    return soak(args)
 
 
 # ------------------------------------------------------------------ ctl

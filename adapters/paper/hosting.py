@@ -30,8 +30,9 @@ def markets_path(config: Any) -> Path:
     return config.paper_data_dir / "markets" / MARKET_FILES[config.paper.flavour]
 
 
-def build_paper_exchange(config: Any, clock: Any, state_path: Path | None = None) -> PaperExchange:
-    """Engine (restored from ``state_path`` when it exists), price replay and facade; not started."""
+def build_paper_exchange(config: Any, clock: Any, state_path: Path | None = None, faults: Any = None) -> PaperExchange:
+    """Engine (restored from ``state_path`` when it exists), price replay and facade (with the
+    :class:`~adapters.paper.faults.FaultPlan` ``faults``, if any); not started."""
     p = config.paper
     mpath = markets_path(config)
     markets = Markets.from_file(mpath)
@@ -47,7 +48,7 @@ def build_paper_exchange(config: Any, clock: Any, state_path: Path | None = None
         engine = PaperEngine(markets, flavour=p.flavour, initial_balance=p.starting_balance, leverage=p.leverage, taker_fee_rate=p.taker_fee_rate, slippage_bps=p.slippage_bps, seed=p.seed, hedge_mode=config.exchange.hedge_mode)
         replay_start = clock.now_ms()
     replay = PriceReplay(markets, start_ms=replay_start, time_scale=max(1, int(p.speed)), seed=p.seed, data_dir=config.paper_data_dir / "prices")
-    exchange = PaperExchange(engine, clock, flavour=p.flavour, price_replay=replay, tick_interval_ms=p.tick_interval_ms, markets_path=mpath)
+    exchange = PaperExchange(engine, clock, flavour=p.flavour, faults=faults, price_replay=replay, tick_interval_ms=p.tick_interval_ms, markets_path=mpath)
     exchange.replay_start_ms = replay_start
     return exchange
 

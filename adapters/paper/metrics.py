@@ -40,6 +40,8 @@ class Episode(msgspec.Struct, kw_only=True):
     overlap_ms: int = 0
     max_unprotected_stretch_ms: int = 0
     current_stretch_ms: int = 0
+    #: When the longest stretch began (engine ms), to tell one across a bot's downtime from one it caused.
+    max_stretch_started_ms: int | None = None
     liquidated: bool = False
 
 
@@ -110,7 +112,9 @@ class Measurements(msgspec.Struct, kw_only=True):
             if unprotected:
                 ep.unprotected_ms += dt
                 ep.current_stretch_ms += dt
-                ep.max_unprotected_stretch_ms = max(ep.max_unprotected_stretch_ms, ep.current_stretch_ms)
+                if ep.current_stretch_ms > ep.max_unprotected_stretch_ms:
+                    ep.max_unprotected_stretch_ms = ep.current_stretch_ms
+                    ep.max_stretch_started_ms = now_ms - ep.current_stretch_ms
                 self.unprotected_ms += dt
                 tot.unprotected_ms += dt
             else:

@@ -4,7 +4,8 @@ Killing the bot, even with SIGKILL, leaves this "exchange" running: prices
 keep moving and stops keep triggering, exactly as in life. It serves the
 ccxt-unified methods (and a few admin methods for tests and the demo: set a
 mark, act as a human on the UI -- one action, or several at one instant
-with ``external_actions`` --, read the measurements, script faults) as
+with ``external_actions`` --, read the measurements, script faults or
+replace the fault plan started with ``--faults``) as
 JSON lines over a Unix socket (0600, in a 0700 directory). State is saved
 after every change (at most every 200 ms) and on shutdown, and restored at
 start.
@@ -26,8 +27,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from loguru import logger
 
+from adapters.paper.faults import FaultInjector, FaultPlan
 from adapters.paper.hosting import StateSaver, build_paper_exchange
 from core.clock import RealClock
 
@@ -38,18 +41,18 @@ CCXT_METHODS = frozenset(
         "set_position_mode", "watch_orders", "watch_positions",
     }
 )
-ADMIN_METHODS = frozenset({"set_mark", "external_close_position", "external_cancel_order", "external_open_position", "external_place_order", "external_actions", "metrics", "position_metrics", "fail_next", "ping"})
+ADMIN_METHODS = frozenset({"set_mark", "external_close_position", "external_cancel_order", "external_open_position", "external_place_order", "external_actions", "metrics", "position_metrics", "fail_next", "set_faults", "ping"})
 #: What ``external_actions`` may do in one step (a human on the UI, or the market moving).
 ATOMIC_ACTIONS = frozenset({"set_mark", "external_close_position", "external_cancel_order", "external_open_position", "external_place_order"})
 
 
 class PaperServer:
-    def __init__(self, config: Any, *, socket_path: Path, state_path: Path) -> None:
+    def __init__(self, config: Any, *, socket_path: Path, state_path: Path, faults: FaultPlan | None = None) -> None:
         self.config = config
         self.socket_path = Path(socket_path)
         self.state_path = Path(state_path)
         self.clock = RealClock()
-        self.exchange = build_paper_exchange(config, self.clock, self.state_path)
+        self.exchange = build_paper_exchange(config, self.clock, self.state_path, faults=faults)
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------ serving
@@ -127,6 +130,9 @@ class PaperServer:
             return self.exchange.set_mark(args[0], Decimal(str(args[1])))
         if method == "fail_next":
             return self.exchange.faults.fail_next(*args, **kwargs)
+        if method == "set_faults":  # a new fault plan (JSON of a FaultPlan; {} = none), e.g. for a soak's final reconcile
+            self.exchange.faults = FaultInjector(msgspec.convert(args[0] if args else {}, FaultPlan), self.exchange.flavour)
+            return msgspec.to_builtins(self.exchange.faults.plan)
         if method in ("metrics", "position_metrics"):
             return self.exchange.with_engine(lambda e, now: getattr(e, method)(*args, now_ms=now, **kwargs))
         if method == "external_actions":
