@@ -19,8 +19,8 @@ Two sources, one output (``MarkPrice`` told to each subscriber):
   ``ctl status``, and told again with ``problem=None`` once it is up), and the
   stale guard while it is up: a symbol the stream has not updated for
   :data:`STALE_AFTER_INTERVALS` intervals (a new subscription, a silently
-  lost one) is read anyway; when every symbol is stale at once the connection
-  is open but silent, and it is dropped so the pump dials anew.
+  lost one) is read anyway; when every symbol has been silent for twice that
+  the connection is open but says nothing, and it is dropped so the pump dials anew.
 
 A stream update is passed on when the price changed or an interval has passed
 since the last one told (Bybit pushes its ticker every 100 ms, mostly with
@@ -53,6 +53,8 @@ from supervision.actor import ActorContext, ManagedActor, handles
 
 #: A symbol without a stream update for this many mark intervals is read over REST.
 STALE_AFTER_INTERVALS = 3
+#: A silent mark connection is dropped at most this often (each redial costs a handshake).
+REDIAL_SPACING_MS = 10_000
 #: The component named in ``HealthChanged`` (and so in ``ctl status`` problems).
 COMPONENT = "stream:marks"
 
@@ -95,6 +97,7 @@ class PriceFeed(ManagedActor):
         self._told_ms: dict[str, int] = {}
         self._stale: set[str] = set()
         self._redialled_ms = -(10**15)
+        self._watched_ms: dict[str, int] = {}  # symbol -> since when the stream carries it
         self._swap_lock: asyncio.Lock | None = None  # created on the I/O loop
 
     @property
@@ -162,7 +165,8 @@ class PriceFeed(ManagedActor):
             if s in self._stream_seen_ms:  # a new subscription is expected to be read until its first update
                 self.emit("feed.mark_stale", {"stream": COMPONENT, "silent_ms": now - self._stream_seen_ms[s]}, severity=Severity.WARNING, symbol=s, exchange=self.venue.name)
         self._stale = set(stale)
-        if stale and len(stale) == len(symbols) and all(s in self._stream_seen_ms for s in symbols) and now - self._redialled_ms > limit:
+        quiet = all(now - self._stream_seen_ms.get(s, self._watched_ms.get(s, now)) > 2 * limit for s in symbols)
+        if stale and len(stale) == len(symbols) and quiet and now - self._redialled_ms > max(limit, REDIAL_SPACING_MS):
             # every symbol silent at once: the connection is open but says nothing; dial anew
             self._redialled_ms = now
             self.emit("feed.stream_silent", {"stream": COMPONENT, "symbols": len(symbols)}, severity=Severity.WARNING, exchange=self.venue.name)
@@ -207,6 +211,8 @@ class PriceFeed(ManagedActor):
         old, old_symbols = self._pump, self._pump_symbols
         self._pump_symbols = wanted
         self._stream_seen_ms = {s: t for s, t in self._stream_seen_ms.items() if s in wanted}
+        now = self.ctx.clock.now_ms()
+        self._watched_ms = {s: self._watched_ms.get(s, now) for s in wanted}
         if not wanted:
             self._pump, self.stream_state = None, "off"
             if self._down_since_ms is not None:

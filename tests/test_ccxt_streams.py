@@ -741,6 +741,38 @@ def test_price_feed_resubscribes_when_the_symbols_change(feed_world: FeedWorld):
 
 
 
+def test_price_feed_never_hands_out_a_stale_mark_as_fresh(feed_world: FeedWorld):
+    """Bug 2: a symbol's last streamed mark must not reach a new subscriber later, stamped now
+    (a re-entry trailed from the pre-trigger mark). Marks carry the venue's time; a push older
+    than the feed's freshness bound is dropped; an unsubscribed symbol's mark is forgotten."""
+    w, env = feed_world, feed_world.env
+    v, s = env.v, env.server
+    w.tick()
+    eventually(lambda: v.public_ready(s) and w.stream_state() == "up", what="stream up")
+    now = env.ctx.clock.now_ms()
+    s.push(v.public, v.mark("40100.5", ts=now - 200))
+    eventually(lambda: w.got()[-1:] == [D("40100.5")], what="streamed mark")
+    first = w.marks.proxy().got.get()[-1]
+    assert first.ts_ms == now - 200  # the venue's time, not the arrival's
+    w.feed.tell(UnsubscribeMarks(symbol="BTCUSDT", name="pos"))
+    w.tick()
+    env.ctx.clock.advance(10_000)  # the market moves on; nobody follows BTC
+    env.fake.marks["BTCUSDT"] = D("39000")
+    late = MarkCollector.start(name="pos2", ctx=env.ctx)
+    try:
+        w.feed.tell(SubscribeMarks(symbol="BTCUSDT", subscriber=late, name="pos2"))
+        w.tick()
+        got = eventually(lambda: late.proxy().got.get(), what="a mark for the new subscriber")
+        assert got[0].price == D("39000") and got[0].ts_ms >= env.ctx.clock.now_ms() - w.feed.proxy().fresh_ms.get()
+        # a push whose venue time is far behind is no current mark
+        stale_ts = env.ctx.clock.now_ms() - 60_000
+        s.push(v.public, v.mark("41111.5", ts=stale_ts), v.mark("39001.5", ts=env.ctx.clock.now_ms()))
+        eventually(lambda: late.proxy().got.get()[-1].price == D("39001.5"), what="the fresh push")
+        assert D("41111.5") not in [m.price for m in late.proxy().got.get()]
+    finally:
+        late.stop()
+
+
 # ========================================================== small pieces
 def test_rest_only_exchange_keeps_polling(tmp_path: Path, ctx: ActorContext):
     """Without streams in the config the exchange is ccxt's REST class: no watch_*, the venue polls."""
