@@ -8,7 +8,7 @@ import time
 
 from loguru import logger
 
-from benchmarks import bench_actors, bench_aged, bench_detection, bench_executor, bench_positions, bench_reconcile, bench_signals, bench_store, bench_trailing, bench_venue
+from benchmarks import bench_actors, bench_aged, bench_detection, bench_executor, bench_positions, bench_reconcile, bench_signals, bench_store, bench_streams, bench_trailing, bench_venue
 from core.config import parse_config
 
 
@@ -19,7 +19,7 @@ def main() -> int:
     sys.setswitchinterval(interval_us / 1_000_000)  # as the runtime does
     print(f"tradebot benchmarks - Python {platform.python_version()} on {platform.machine()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"(GIL switch interval {interval_us} us, as runtime.gil_switch_interval_us; figures vary with machine load: compare ratios within one run)\n")
-    for bench in (bench_store, bench_actors, bench_executor, bench_positions, bench_trailing, bench_aged, bench_reconcile, bench_detection, bench_signals, bench_venue):
+    for bench in (bench_store, bench_actors, bench_executor, bench_positions, bench_trailing, bench_aged, bench_reconcile, bench_detection, bench_signals, bench_venue, bench_streams):
         bench.run()
         print()
     return 0

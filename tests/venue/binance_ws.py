@@ -94,6 +94,7 @@ class BinanceStreams:
         self._seen: set[str] = set()  # engine order ids already announced (NEW pushed)
         self._pushed_children: set[str] = set()
         self.pushes: list[tuple[int, str, dict[str, Any]]] = []  # (t_ms, event type, frame) in push order
+        self._closing: set[asyncio.Future[Any]] = set()
         server.engine.add_listener(self._on_engine)
 
     # ------------------------------------------------------------- routes
@@ -325,7 +326,9 @@ class BinanceStreams:
                 if how == "abort":
                     c.transport.abort() if hasattr(c.transport, "abort") else c.transport.close()
                 else:
-                    asyncio.ensure_future(c.ws.close(code=1001, message=b"going away"))
+                    task = asyncio.ensure_future(c.ws.close(code=1001, message=b"going away"))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
 
         self._on_loop(run)
         return len(conns)
