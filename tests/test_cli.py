@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TRADEBOT = [sys.executable, "-m", "tradebot"]
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the editable install is enough
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(REPO)}  # this checkout's code, not the editable install's
 #: shutdown_timeout_secs (15, the default) + the runtime's 5 s margin + process start/exit.
 SHUTDOWN_BOUND_S = 15 + 5 + 5
 
