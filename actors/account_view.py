@@ -20,8 +20,11 @@ from typing import Any
 import msgspec
 
 from adapters.venue import OrderReport, OrderStatus, PositionReport
+from adapters.venue_streams import FLAT_EITHER
 
 LIVE = (OrderStatus.OPEN, OrderStatus.UNKNOWN)
+#: Ended orders remembered, so a late answer (a placement's, after its fill was pushed) cannot revive one.
+ENDED_MEMORY = 2_000
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +44,13 @@ class AccountView:
         self.read_ms: int | None = None  # when the last full read was taken
         self.updated_ms: int | None = None  # the last change of any kind
         self._during_read: list[tuple[str, Any]] | None = None
+        self._ended: dict[str, None] = {}  # ids of orders seen ending lately (insertion-ordered, bounded)
+
+    def _end(self, order_id: str) -> None:
+        self.orders.pop(order_id, None)
+        self._ended[order_id] = None
+        if len(self._ended) > ENDED_MEMORY:
+            del self._ended[next(iter(self._ended))]
 
     def read_started(self) -> None:
         self._during_read = []
@@ -63,18 +73,34 @@ class AccountView:
             self._apply(kind, item)
         self.updated_ms = now_ms
 
+    def on_own(self, action: str, item: Any, now_ms: int) -> None:
+        """Our own order action as the venue answered it (``place``: its report; ``cancel``: the
+        order id): in the view before its push arrives (or if it never does)."""
+        if action == "cancel":
+            item = ("cancelled", item)
+        kind = "orders" if action == "place" else "own_cancel"
+        if self._during_read is not None:
+            self._during_read.append((kind, item))
+        self._apply(kind, item)
+        self.updated_ms = now_ms
+
     def _apply(self, kind: str, item: Any) -> None:
+        if kind == "own_cancel":
+            self._end(item[1])
+            return
         if kind == "orders":
             order: OrderReport = item
             if order.status in LIVE:
-                self.orders[order.order_id] = order
+                if order.order_id not in self._ended:  # an order only moves forward: a late answer never revives it
+                    self.orders[order.order_id] = order
             else:
-                self.orders.pop(order.order_id, None)
+                self._end(order.order_id)
             return
         symbol, side, qty = item
         key = (symbol, side)
         if qty == 0:
-            self.positions.pop(key, None)
+            for k in ((symbol, "long"), (symbol, "short")) if side == FLAT_EITHER else (key,):
+                self.positions.pop(k, None)  # a flat one-way push closes whichever side was open
         elif (known := self.positions.get(key)) is not None:
             self.positions[key] = msgspec.structs.replace(known, qty=qty)
         else:  # opened since the read: entry and mark come with the next read

@@ -30,12 +30,33 @@ While both streams are live the guard's checks are answered from that view
 (a backstop for a lost push). A stream that fails is a health problem in
 ``ctl status`` and everything falls back to reads (``interval_secs``, and the
 guard's own interval); when it comes back, a full read covers what was missed.
+
+A stream can also fail silently: the connection stays open, nothing is pushed
+(a venue-side stall, a proxy, a half-dead TCP path). Two checks catch it
+while the streams count as live:
+
+* **Expected pushes.** Every order action of ours the venue accepted (a
+  placement, a cancel; :meth:`Venue.add_order_listener`) must be confirmed
+  by a push about that order within ``sync.push_deadline_secs``. The venue's
+  answer itself goes into the view at once, so the guard judges our own
+  stops right even before their push arrives.
+* **Quiet probes.** With orders or positions live and no push for
+  ``sync.quiet_probe_secs``, a full read is made and compared with the view:
+  every difference not explained by a push or an action during the read is a
+  push owed, due within the same deadline.
+
+A push owed and not received: the streams are marked down (a health
+problem in ``ctl status``), everything is read in full, and their connection
+is dropped so the pumps dial anew (a new listenKey on Binance). The next
+push, or the pumps' reconnect, clears it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -43,7 +64,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors.account_view import AccountView, Snapshot
+from actors.account_view import LIVE, AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
 from actors.position_state import from_projection
 from adapters.streams import StreamPump
@@ -74,6 +95,31 @@ class StreamState(Message, frozen=True, kw_only=True):
     kind: str
     state: str
     error: str | None = None
+
+
+class OrderActed(Message, frozen=True, kw_only=True):
+    """From the venue's order listener: an order action of ours the venue accepted."""
+
+    action: str  # place / cancel
+    order_id: str
+    report: OrderReport | None = None
+
+
+#: How many order ids (and client ids) pushed lately are remembered, to match expectations.
+PUSHED_MEMORY = 5_000
+#: How often the expected pushes and the quiet probe are checked.
+WATCHDOG_MS = 1_000
+
+
+@dataclasses.dataclass
+class _Expected:
+    """A push owed: about any of ``keys`` (order id, client id, ``pos:<symbol>``); ``done``: one
+    saying the order ended."""
+
+    keys: frozenset[str]
+    done: bool
+    deadline_ms: int
+    what: str
 
 
 def references(row: dict[str, Any]) -> set[str]:
@@ -170,6 +216,14 @@ class SyncActor(ManagedActor):
         self.traded: set[str] = set()  # symbols we have traded since the start: others' leftovers there are zombies
         self._zombie_check_due = False
         self._view_waiting: list[ReconcileNow] = []
+        # silent-stream watchdog
+        self._expected: list[_Expected] = []
+        self._pushed: OrderedDict[str, bool] = OrderedDict()  # key -> a push said it ended
+        self._last_push_ms = 0
+        self._read_touched: set[str] | None = None  # keys pushed or acted on while a read is out
+        self.silent: str | None = None  # why the streams were marked down for silence
+        self.probes = 0  # quiet probes made (status, tests, benchmarks)
+        self._listener: Callable[[str, OrderReport | None, str], None] | None = None
 
     def started(self) -> None:
         self.every(self.ctx.config.sync.interval_secs * 1000, "reconcile")
@@ -185,6 +239,14 @@ class SyncActor(ManagedActor):
                 pump = StreamPump(kind, watch, on_batch, on_state, connected=functools.partial(self.venue.stream_connected, kind))
                 pump.start(self.ctx.io.loop)
                 self._pumps.append(pump)
+            self._last_push_ms = self.ctx.clock.now_ms()
+
+            def acted(action: str, report: OrderReport | None, order_id: str) -> None:
+                ref.tell(OrderActed(action=action, order_id=order_id, report=report))
+
+            self._listener = acted
+            self.venue.add_order_listener(acted)
+            self.every(WATCHDOG_MS, "watchdog")
 
     def _stream_callbacks(self, ref: Any, kind: str) -> tuple[Callable[[Any], None], Callable[[str, str | None], None]]:
         """The pump's batch and state callbacks (run on the I/O loop: they only tell)."""
@@ -200,6 +262,8 @@ class SyncActor(ManagedActor):
     def stopping(self) -> None:
         for pump in self._pumps:
             self.ctx.io.submit(pump.stop())
+        if self._listener is not None:
+            self.venue.remove_order_listener(self._listener)
 
     @handles(StreamState)
     def _on_stream_state(self, msg: StreamState) -> None:
@@ -211,8 +275,15 @@ class SyncActor(ManagedActor):
             problem = f"{self.venue.name} {msg.kind} stream down ({msg.error}): polling every {self.ctx.config.sync.interval_secs} s, guard reads every {self.ctx.config.guard.interval_secs} s"
             self.ctx.supervisor.tell(HealthChanged(component=f"stream:{msg.kind}", problem=problem))
         elif msg.state != "down" and was_down:
-            self.ctx.supervisor.tell(HealthChanged(component=f"stream:{msg.kind}", problem=None))
-            self._on_reconcile(ReconcileNow())  # pushes were missed while it was down: read everything
+            self._stream_back(msg.kind)
+
+    def _stream_back(self, kind: str) -> None:
+        self.ctx.supervisor.tell(HealthChanged(component=f"stream:{kind}", problem=None))
+        if self.silent is not None and all(self.streams.get(k) != "down" for k in ("orders", "positions")):
+            self.emit("sync.stream_recovered", {"was": self.silent}, exchange=self.venue.name)
+            self.silent = None
+            self._last_push_ms = self.ctx.clock.now_ms()
+        self._on_reconcile(ReconcileNow())  # pushes were missed while it was down: read everything
 
     def streams_live(self) -> bool:
         """Both streams subscribed and not failing: the view is as fresh as the exchange's pushes.
@@ -221,9 +292,105 @@ class SyncActor(ManagedActor):
         for the next change); a failure flips it to "down" until it resubscribes."""
         return bool(self._pumps) and all(self.streams.get(k) in ("connecting", "up") for k in ("orders", "positions"))
 
+    # ------------------------------------------------------ silent streams
+    def _keys(self, kind: str, item: Any) -> tuple[set[str], bool]:
+        """The expectation keys a pushed item answers, and whether it says an order ended."""
+        if kind == "orders":
+            return {k for k in (item.order_id, item.client_id) if k}, item.status not in LIVE
+        return {f"pos:{item[0]}"}, False
+
+    def _pushed_now(self, kind: str, items: tuple[Any, ...]) -> None:
+        self._last_push_ms = self.ctx.clock.now_ms()
+        for item in items:
+            keys, done = self._keys(kind, item)
+            for k in keys:
+                self._pushed[k] = self._pushed.get(k, False) or done
+                self._pushed.move_to_end(k)
+            if self._read_touched is not None:
+                self._read_touched |= keys
+            self._expected = [e for e in self._expected if not (e.keys & keys and (done or not e.done))]
+        while len(self._pushed) > PUSHED_MEMORY:
+            self._pushed.popitem(last=False)
+        if self.silent is not None:  # a push: the stream speaks again
+            for k in ("orders", "positions"):
+                if self.streams.get(k) == "down":
+                    self.streams[k] = "up"
+                    self._stream_back(k)
+
+    def _expect(self, keys: set[str], *, done: bool, what: str) -> None:
+        if any(k in self._pushed and (self._pushed[k] or not done) for k in keys):
+            return  # the push came first
+        deadline = self.ctx.clock.now_ms() + self.ctx.config.sync.push_deadline_secs * 1000
+        self._expected.append(_Expected(frozenset(keys), done, deadline, what))
+
+    @handles(OrderActed)
+    def _on_acted(self, msg: OrderActed) -> None:
+        """Our order action, as the venue answered it: into the view now, and a push is owed."""
+        now = self.ctx.clock.now_ms()
+        if msg.action == "cancel":
+            self.view.on_own("cancel", msg.order_id, now)
+            keys, done, what = {msg.order_id}, True, f"our cancel of {msg.order_id}"
+        elif msg.report is not None:
+            self.view.on_own("place", msg.report, now)
+            keys, done, what = {k for k in (msg.report.order_id, msg.report.client_id) if k}, False, f"our order {msg.report.client_id or msg.order_id}"
+        else:
+            return
+        if self._read_touched is not None:
+            self._read_touched |= keys
+        if self.streams_live():
+            self._expect(keys, done=done, what=what)
+
+    def _on_watchdog(self) -> None:
+        if not self.streams_live():
+            self._expected.clear()  # down: nothing is owed, the reads are the source
+            return
+        now, cfg = self.ctx.clock.now_ms(), self.ctx.config.sync
+        overdue = [e for e in self._expected if now >= e.deadline_ms]
+        if overdue:
+            return self._silent_streams(overdue[0], len(overdue), now)
+        quiet_since = max(self._last_push_ms, self.view.read_ms or 0)
+        if not self._reading and (self.view.orders or self.view.positions) and now - quiet_since >= cfg.quiet_probe_secs * 1000:
+            self.probes += 1
+            self._on_reconcile(ReconcileNow())  # the probe: a read compared with the view
+
+    def _silent_streams(self, first: _Expected, n: int, now: int) -> None:
+        cfg = self.ctx.config.sync
+        self.silent = f"no push for {first.what} within {cfg.push_deadline_secs} s"
+        self.emit("sync.stream_silent", {"streams": ["orders", "positions"], "missing": first.what, "owed": n, "quiet_ms": now - self._last_push_ms}, severity=Severity.WARNING, exchange=self.venue.name)
+        self._expected.clear()
+        for kind in ("orders", "positions"):
+            self.streams[kind] = "down"
+            problem = f"{self.venue.name} {kind} stream silent ({self.silent}): redialling; polling every {cfg.interval_secs} s, guard reads every {self.ctx.config.guard.interval_secs} s"
+            self.ctx.supervisor.tell(HealthChanged(component=f"stream:{kind}", problem=problem))
+        self._on_reconcile(ReconcileNow())
+        self.ctx.io.submit(self._redial(self.silent))
+
+    async def _redial(self, reason: str) -> None:
+        self.venue.redial_streams(("orders", "positions"), reason)
+
+    def _owed_by_read(self, snap: Snapshot) -> None:
+        """A read while the streams are live: what it shows that the view lacks (or the other
+        way round) is owed a push, unless a push or an action of ours touched it meanwhile."""
+        touched, self._read_touched = self._read_touched or set(), None
+        if not self.streams_live() or self.view.read_ms is None:
+            return
+        read_orders = {o.order_id: o for o in snap.orders}
+        for oid in read_orders.keys() ^ self.view.orders.keys():
+            o = read_orders.get(oid) or self.view.orders[oid]
+            keys = {k for k in (oid, o.client_id) if k}
+            if not keys & touched:
+                gone = oid in self.view.orders  # the view has it live, the venue does not: an end was not pushed
+                self._expect(keys, done=gone, what=f"{'the end of ' if gone else ''}order {o.client_id or oid} ({o.symbol}), seen by a read")
+        read_pos = {(p.symbol, p.side): p.qty for p in snap.positions}
+        view_pos = {k: p.qty for k, p in self.view.positions.items()}
+        for symbol in {k[0] for k in read_pos.keys() ^ view_pos.keys()} | {k[0] for k in read_pos.keys() & view_pos.keys() if read_pos[k] != view_pos[k]}:
+            if f"pos:{symbol}" not in touched:
+                self._expect({f"pos:{symbol}"}, done=False, what=f"the {symbol} position, changed as a read shows")
+
     @handles(StreamBatch)
     def _on_stream(self, msg: StreamBatch) -> None:
         """Exchange updates as they happen: owners verify at once, no need to wait for a read."""
+        self._pushed_now(msg.kind, msg.items)
         self.view.on_stream(msg.kind, msg.items, self.ctx.clock.now_ms())
         owned = [p for n in (self.ctx.directory.names(POSITION_PREFIX) if self.ctx.directory else []) if (p := PositionName.parse(n)) is not None]
         if msg.kind == "orders":
@@ -269,6 +436,8 @@ class SyncActor(ManagedActor):
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
+        if msg.name == "watchdog":
+            return self._on_watchdog()
         if msg.name != "reconcile":
             return
         read_ms = self.view.read_ms
@@ -287,6 +456,7 @@ class SyncActor(ManagedActor):
         if not self._reading and not self._cancels:
             self._reading = True
             self._started = time.perf_counter()
+            self._read_touched = set()
             self.view.read_started()
             self.io_call("read", self._read(with_closed=self.view.read_ms is None))
 
@@ -319,9 +489,11 @@ class SyncActor(ManagedActor):
             self._reading = False
             if msg.error is not None:
                 self.view.read_failed()
+                self._read_touched = None
                 return self._finish(False, {"error": msg.error})
             snap, recent = msg.result
             self.traded |= recent
+            self._owed_by_read(snap)
             self.view.apply_read(snap)
             return self._reconcile(snap)
         if msg.purpose == "cancel":

@@ -13,6 +13,10 @@ new connection and sends its subscription (Bybit: ``auth`` first; Binance
 user data: the listenKey is in the URL) again. ``tests/test_ccxt_streams.py``
 checks this against a local websocket server.
 
+:meth:`rewatch` ends the pending ``watch`` call and starts the next at once (no
+state change, no backoff): for a ``watch`` whose arguments changed (the mark
+feed's set of symbols), so the new set is watched without dropping the connection.
+
 States told to ``on_state``: ``connecting`` (once, at start), ``up`` (an update
 arrived, or ``connected()`` says the connection is open again), ``down``
 (with the error). A stream that only speaks when something happens (orders,
@@ -26,6 +30,9 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+#: What :meth:`StreamPump._next` returns for a watch ended by :meth:`StreamPump.rewatch`.
+_REWATCH = object()
 
 
 class StreamPump:
@@ -55,6 +62,8 @@ class StreamPump:
         self._sleep = sleep
         self._jitter = jitter
         self._task: asyncio.Task[None] | None = None
+        self._inner: asyncio.Future[Any] | None = None  # the pending watch call
+        self._rewatching = False
         self.state = "stopped"
         #: Failed watch calls in a row (reset by the next update).
         self.failures = 0
@@ -75,12 +84,20 @@ class StreamPump:
             self._task = None
         self.state = "stopped"
 
+    def rewatch(self) -> None:
+        """End the pending watch call; the next one starts at once (call it on the loop's thread)."""
+        if self._inner is not None and not self._inner.done():
+            self._rewatching = True
+            self._inner.cancel()
+
     async def _run(self) -> None:
         delay = self._initial
         self._set("connecting", None)
         while True:
             try:
                 batch = await self._next()
+                if batch is _REWATCH:
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -101,17 +118,21 @@ class StreamPump:
 
     async def _next(self) -> Any:
         """The next batch; meanwhile, report ``up`` as soon as ``connected()`` says so."""
-        if self._connected is None:
-            return await self._watch()
-        task = asyncio.ensure_future(self._watch())
+        self._rewatching = False
+        task = self._inner = asyncio.ensure_future(self._watch())
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=self._probe_s)
+                done, _ = await asyncio.wait({task}, timeout=self._probe_s if self._connected is not None else None)
                 if done:
+                    if task.cancelled():  # by rewatch(), or by the library under it: a failed watch
+                        if self._rewatching:
+                            return _REWATCH
+                        raise ConnectionError(f"{self.name}: watch cancelled")
                     return task.result()
                 if self.state != "up" and self._probe():
                     self._set("up", None)
         finally:
+            self._inner = None
             if not task.done():
                 task.cancel()
 

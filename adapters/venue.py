@@ -142,6 +142,7 @@ class Venue(StreamingVenue):
         #: Leverage and margin mode set before the first entry on a symbol (real venues; None: left alone).
         self.setup = setup
         self._marks_seen: dict[str, Any] = {}  # StreamingVenue: ccxt.pro tickers already handed out
+        self._order_listeners = []  # StreamingVenue.add_order_listener
 
     def market(self, symbol: str) -> Market:
         try:
@@ -214,13 +215,16 @@ class Venue(StreamingVenue):
         limit: Decimal | None = None, ctx: dict[str, Any] | None,
     ) -> OrderReport:
         """Every order goes out once: after an ambiguous failure it is looked up by its client id."""
-        return await self.executor.run(
+        report: OrderReport = await self.executor.run(
             op,
             lambda: self._create(m, kind, side, qty, params, price, limit),
             idempotent=False,
             lookup=lambda: self.fetch_order(m.id, client_id=client_id, conditional=conditional),
             context=ctx,
         )
+        if report is not None:
+            self._acted("place", report, report.order_id)
+        return report
 
     async def cancel(self, symbol: str, order_id: str, *, ctx: dict[str, Any] | None = None) -> OrderReport | None:
         """Cancel an order; None if the venue does not know it (already gone).
@@ -235,6 +239,7 @@ class Venue(StreamingVenue):
             if err.outcome is Outcome.NOT_FOUND:
                 return None
             raise
+        self._acted("cancel", None, order_id)
         return self._order(raw, m)
 
     async def clear_attached(self, symbol: str, position_side: str | None, *, ctx: dict[str, Any] | None = None) -> bool:

@@ -14,6 +14,7 @@ is the venue's exact decimal, never a float round trip.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +129,12 @@ def order_fields(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "info": {**info, **extra}}
 
 
-def _position_side(p: dict[str, Any]) -> str:
+#: The side of a flat one-way position push (Binance ``ps = BOTH`` with ``pa = 0``, Bybit
+#: ``side = ""`` with ``positionIdx = 0``): it names no side, and closes whichever was open.
+FLAT_EITHER = "both"
+
+
+def _position_side(p: dict[str, Any], flat: bool) -> str:
     side = str(p.get("side") or "").lower()
     if side in ("long", "short"):
         return side
@@ -139,20 +145,24 @@ def _position_side(p: dict[str, Any]) -> str:
     by_idx = {"1": "long", "2": "short"}.get(str(info.get("positionIdx", "")))
     if by_idx:
         return by_idx
+    if flat:
+        return FLAT_EITHER  # one-way mode has one position per symbol: this push says it is gone
     if (signed := _d(info.get("pa"))) is not None and signed < 0:
         return "short"
-    return {"Sell": "short"}.get(str(info.get("side") or ""), "long")  # flat one-way: either side means "gone"
+    return {"Sell": "short"}.get(str(info.get("side") or ""), "long")
 
 
 def position_updates(raw: list[dict[str, Any]], markets: Markets) -> list[tuple[str, str, Decimal]]:
-    """(symbol id, long / short, quantity; 0 = flat) for each streamed position of a known market."""
+    """(symbol id, side, quantity; 0 = flat) for each streamed position of a known market.
+
+    The side is long / short, or :data:`FLAT_EITHER` for a flat one-way push."""
     out = []
     for p in raw or ():
         m = markets.by_symbol.get(p.get("symbol", ""))
         if m is None:
             continue
         qty = abs(_d(p.get("contracts")) or Decimal(0)) * m.contract_size
-        out.append((m.id, _position_side(p), qty))
+        out.append((m.id, _position_side(p, qty == 0), qty))
     return out
 
 
@@ -166,17 +176,80 @@ def mark_of(ticker: dict[str, Any]) -> Decimal | None:
     return price if price is not None and price.is_finite() and price > 0 else None
 
 
-def mark_updates(raw: dict[str, Any], markets: Markets) -> dict[str, Decimal]:
-    """{symbol id: mark} from a ``watch_mark_prices`` / ``watch_tickers`` result."""
+def mark_updates(raw: dict[str, Any], markets: Markets) -> dict[str, tuple[Decimal, int | None]]:
+    """{symbol id: (mark, the venue's time of it in ms, if it gave one)} from a
+    ``watch_mark_prices`` / ``watch_tickers`` result."""
     out = {}
     for symbol, ticker in (raw or {}).items():
         if not isinstance(ticker, dict):
             continue
         m = markets.by_symbol.get(ticker.get("symbol") or symbol)
         price = mark_of(ticker)
+        ts = ticker.get("timestamp")
         if m is not None and price is not None:
-            out[m.id] = price
+            out[m.id] = (price, int(ts) if isinstance(ts, int | float) and ts > 0 else None)
     return out
+
+
+def subscribed_symbols(exchange: Any, prefixes: tuple[str, ...]) -> set[str]:
+    """The unified symbols ccxt.pro holds a subscription for, on any open client, under
+    ``prefixes`` (Binance ``markPrice:markPrice@<symbol>``, Bybit ``ticker:<symbol>``)."""
+    clients = getattr(exchange, "clients", None)
+    out: set[str] = set()
+    if not prefixes or not isinstance(clients, dict):
+        return out
+    for client in list(clients.values()):
+        for key in list(getattr(client, "subscriptions", None) or ()):
+            key = str(key)
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    out.add(key.rsplit("@", 1)[-1] if "@" in key else key[len(prefix):])
+    return out
+
+
+#: Side watches (:meth:`StreamingVenue.watch_mark_prices`) still waiting for their first update.
+_side_watches: set[asyncio.Future[Any]] = set()
+
+
+def _spawn_side_watch(awaitable: Any) -> None:
+    task = asyncio.ensure_future(awaitable)
+    _side_watches.add(task)
+
+    def done(t: asyncio.Future[Any]) -> None:
+        _side_watches.discard(t)
+        if not t.cancelled():
+            t.exception()  # retrieved: a closed connection rejects it, and nobody waits for it
+
+    task.add_done_callback(done)
+
+
+def drop_clients(exchange: Any, prefixes: tuple[str, ...], reason: str) -> int:
+    """Close every ccxt.pro client carrying a subscription under ``prefixes``, failing its
+    pending watches with ``reason`` (a NetworkError), so the next ``watch_*`` dials anew.
+
+    For a stream that stays open but says nothing (a venue-side stall, a half-dead TCP
+    path): ccxt cannot tell it from a quiet one. A user-data URL's listenKey is forgotten
+    too, so the new connection logs in with a fresh key. The number of clients dropped."""
+    import ccxt  # the venue layer's dependency; imported here to keep this module's import light
+
+    clients = getattr(exchange, "clients", None)
+    if not prefixes or not isinstance(clients, dict):
+        return 0
+    dropped = 0
+    for url, client in list(clients.items()):
+        if not any(str(k).startswith(prefixes) for k in list(getattr(client, "subscriptions", None) or ())):
+            continue
+        for bucket in getattr(exchange, "options", {}).values():
+            if isinstance(bucket, dict) and bucket.get("listenKey") and bucket["listenKey"] in str(url):
+                bucket.update(listenKey=None, lastAuthenticatedTime=0)
+        error = ccxt.NetworkError(f"{getattr(exchange, 'id', 'exchange')} stream dropped: {reason}")
+        client.error = error  # a closing we asked for: not a server disconnect
+        client.reset(error)
+        if clients.get(url) is client:
+            del clients[url]
+        _spawn_side_watch(client.close())
+        dropped += 1
+    return dropped
 
 
 async def bounded(awaitable: Any, timeout_s: float) -> Any:
@@ -196,6 +269,7 @@ class StreamingVenue:
     markets: Markets
     style: Any
     _marks_seen: dict[str, Any]  # ccxt.pro tickers already handed out, per symbol
+    _order_listeners: list[Callable[[str, OrderReport | None, str], None]]
 
     if TYPE_CHECKING:  # the venue's (declared for the type checker only)
 
@@ -237,18 +311,55 @@ class StreamingVenue:
                 raw = take(cache) or raw
         return position_updates(raw, self.markets)
 
-    async def watch_mark_prices(self, symbols: list[str]) -> dict[str, Decimal]:
-        """The next mark price updates of ``symbols``: {symbol id: mark}.
+    async def watch_mark_prices(self, symbols: list[str]) -> dict[str, tuple[Decimal, int | None]]:
+        """The next mark price updates of ``symbols``: {symbol id: (mark, venue time ms)}.
 
         Every symbol whose ticker ccxt.pro cached since the last call, not only the one
-        that woke the watch (Binance pushes all ``@markPrice@1s`` streams at once)."""
+        that woke the watch (Binance pushes all ``@markPrice@1s`` streams at once).
+
+        When ``symbols`` adds to what is subscribed, only the new ones are subscribed:
+        ccxt.pro would send the whole set again (the symbols already streaming get a
+        needless SUBSCRIBE); a side watch of just the new symbols subscribes them first,
+        so the watch of the whole set finds every subscription in place and sends nothing."""
         unified = [self.market(s).symbol for s in symbols]
+        method = getattr(self.exchange, self.style.mark_watch_method)
+        prefixes = self.style.stream_subscriptions.get("marks", ())
+        have = subscribed_symbols(self.exchange, prefixes)
+        missing = [s for s in unified if s not in have]
+        if have and missing and len(missing) < len(unified):
+            _spawn_side_watch(method(missing))
+            for _ in range(50):  # until ccxt has registered them (its first step, no I/O)
+                await asyncio.sleep(0)
+                if set(missing) <= subscribed_symbols(self.exchange, prefixes):
+                    break
         seen = self._marks_seen
         fresh = fresh_tickers(self.exchange, unified, seen)
         if not fresh:
-            fresh = await getattr(self.exchange, self.style.mark_watch_method)(unified)
+            fresh = await method(unified)
             fresh = {**fresh, **fresh_tickers(self.exchange, unified, seen)}
         return mark_updates(fresh, self.markets)
+
+    def redial_streams(self, kinds: tuple[str, ...], reason: str) -> int:
+        """Drop the connections of the ``orders`` / ``positions`` / ``marks`` streams (ccxt.pro):
+        their pumps see the failure and dial anew. The number of connections dropped."""
+        prefixes = tuple(p for k in kinds for p in self.style.stream_subscriptions.get(k, ()))
+        return drop_clients(self.exchange, prefixes, reason)
+
+    def add_order_listener(self, fn: Callable[[str, OrderReport | None, str], None]) -> None:
+        """``fn(action, report, order_id)`` after each order action of ours the venue accepted:
+        ``place`` (with the venue's answer) or ``cancel``. Called on the I/O loop: it must only tell."""
+        self._order_listeners.append(fn)
+
+    def remove_order_listener(self, fn: Callable[[str, OrderReport | None, str], None]) -> None:
+        if fn in self._order_listeners:
+            self._order_listeners.remove(fn)
+
+    def _acted(self, action: str, report: OrderReport | None, order_id: str) -> None:
+        for fn in list(self._order_listeners):
+            try:
+                fn(action, report, order_id)
+            except Exception:  # a listener's failure is not the order's
+                pass
 
     async def unwatch_mark_prices(self, symbols: list[str], timeout_s: float = 5.0) -> None:
         """End the mark subscription of exactly ``symbols`` (as watched), so the connection stops

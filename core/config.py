@@ -298,6 +298,13 @@ class SyncConfig(_Section, frozen=True):
     #: While both streams are live the full read is only a backstop against a lost
     #: push: it runs this often instead (and the guard checks the stream-fed view).
     interval_secs_streaming: Annotated[int, _n(ge=1)] = 600
+    #: Streams live: every order action of ours (a placement, a cancel) must be confirmed
+    #: by a push within this, as must every difference a read finds with the stream-fed
+    #: view; else the streams count as silent: marked down, read in full, redialled.
+    push_deadline_secs: Annotated[int, _n(ge=1, le=60)] = 5
+    #: Streams live, orders or positions open, and no push for this long: a probe (a full
+    #: read compared with the view). Silence is caught within this plus push_deadline_secs.
+    quiet_probe_secs: Annotated[int, _n(ge=1)] = 15
 
 
 class ZombiesConfig(_Section, frozen=True):

@@ -39,7 +39,7 @@ import pykka
 import pytest
 from aiohttp import WSMsgType, web
 
-from actors.messages import MarkPrice, SubscribeMarks
+from actors.messages import MarkPrice, SubscribeMarks, UnsubscribeMarks
 from actors.price_feed import STALE_AFTER_INTERVALS as STALE, PriceFeed
 from adapters.ccxt_exchange import build_ccxt_exchange, build_ccxt_venue, intercept_http, wants_streams
 from adapters.io_loop import IOLoop
@@ -505,10 +505,12 @@ def test_mark_prices_arrive_exact(env: Env):
         return got
 
     got = env.run(go())
-    assert got[0] == {"BTCUSDT": D("40123.45")} and isinstance(got[0]["BTCUSDT"], Decimal)
-    assert got[1] == {"BTCUSDT": D("40124.10")}
+    prices = [{s: p for s, (p, _ts) in g.items()} for g in got]
+    assert prices[0] == {"BTCUSDT": D("40123.45")} and isinstance(prices[0]["BTCUSDT"], Decimal)
+    assert prices[1] == {"BTCUSDT": D("40124.10")}
+    assert got[0]["BTCUSDT"][1] == T0 and got[1]["BTCUSDT"][1] == T0 + 1000  # the venue's time of each mark
     if v.name == "bybit":
-        assert got[2:] == [{"BTCUSDT": D("40124.10")}, {"BTCUSDT": D("40130.00")}]
+        assert prices[2:] == [{"BTCUSDT": D("40124.10")}, {"BTCUSDT": D("40130.00")}]
     [conn] = s.conns
     assert conn.path.startswith(v.public) and v.subscribed(conn, v.mark_topic("BTCUSDT"))
     assert env.venue.mark_streams_supported() and env.venue.streams_supported()
@@ -568,7 +570,7 @@ def test_dropped_connection_is_reported_redialled_and_resubscribed(env: Env, kin
         assert second.query == {"listenKey": env.fake.listen_keys[0]} and env.rest("POST /fapi/v1/listenKey") == 1
     if kind == "marks":
         assert v.subscribed(second, v.mark_topic("BTCUSDT"))
-        assert p.batches[-1] == {"BTCUSDT": D("40102.5")}
+        assert p.batches[-1] == {"BTCUSDT": (D("40102.5"), T0 + 2)}
     else:
         assert [o.client_id for o in p.batches[-1]] == ["tb-p1-e2"]
 
@@ -721,13 +723,56 @@ def test_price_feed_resubscribes_when_the_symbols_change(feed_world: FeedWorld):
     w.tick()
     eventually(lambda: v.public_ready(s, "ETHUSDT"), what="ETH subscribed")
     [conn] = s.live(v.public)  # the same connection carries the new set
-    assert v.unsubscribed(conn, v.mark_topic("BTCUSDT"))  # the old set ended first
-    assert v.subscribed(conn, v.mark_topic("ETHUSDT"))
+    key, value, field = ("method", "SUBSCRIBE", "params") if v.name == "binanceusdm" else ("op", "subscribe", "args")
+    subs = [list(f.get(field, ())) for f in conn.sent(key, value)]
+    assert subs == [[v.mark_topic("BTCUSDT")], [v.mark_topic("ETHUSDT")]], subs  # only the difference is sent
+    assert not v.unsubscribed(conn, v.mark_topic("BTCUSDT"))  # BTC streams throughout: no gap
     s.push(v.public, v.mark("3001.5", "ETHUSDT"), v.mark("40100.5"))
     eventually(lambda: w.got("ETHUSDT")[-1:] == [D("3001.5")] and w.got()[-1:] == [D("40100.5")], what="both symbols streamed")
+    # BTC's subscriber leaves: only BTC is unsubscribed; ETH keeps streaming on the same watch
+    w.feed.tell(UnsubscribeMarks(symbol="BTCUSDT", name="pos"))
+    w.tick()
+    eventually(lambda: v.unsubscribed(conn, v.mark_topic("BTCUSDT")), what="BTC unsubscribed")
+    key, value, field = ("method", "UNSUBSCRIBE", "params") if v.name == "binanceusdm" else ("op", "unsubscribe", "args")
+    assert [list(f.get(field, ())) for f in conn.sent(key, value)] == [[v.mark_topic("BTCUSDT")]]
+    s.push(v.public, v.mark("3002.5", "ETHUSDT", ts=T0 + 3000))
+    eventually(lambda: w.got("ETHUSDT")[-1:] == [D("3002.5")], what="ETH streams after BTC left")
+    assert w.stream_state() == "up" and s.live(v.public) == [conn]
 
 
 
+
+
+def test_price_feed_never_hands_out_a_stale_mark_as_fresh(feed_world: FeedWorld):
+    """Bug 2: a symbol's last streamed mark must not reach a new subscriber later, stamped now
+    (a re-entry trailed from the pre-trigger mark). Marks carry the venue's time; a push older
+    than the feed's freshness bound is dropped; an unsubscribed symbol's mark is forgotten."""
+    w, env = feed_world, feed_world.env
+    v, s = env.v, env.server
+    w.tick()
+    eventually(lambda: v.public_ready(s) and w.stream_state() == "up", what="stream up")
+    now = env.ctx.clock.now_ms()
+    s.push(v.public, v.mark("40100.5", ts=now - 200))
+    eventually(lambda: w.got()[-1:] == [D("40100.5")], what="streamed mark")
+    first = w.marks.proxy().got.get()[-1]
+    assert first.ts_ms == now - 200  # the venue's time, not the arrival's
+    w.feed.tell(UnsubscribeMarks(symbol="BTCUSDT", name="pos"))
+    w.tick()
+    env.ctx.clock.advance(10_000)  # the market moves on; nobody follows BTC
+    env.fake.marks["BTCUSDT"] = D("39000")
+    late = MarkCollector.start(name="pos2", ctx=env.ctx)
+    try:
+        w.feed.tell(SubscribeMarks(symbol="BTCUSDT", subscriber=late, name="pos2"))
+        w.tick()
+        got = eventually(lambda: late.proxy().got.get(), what="a mark for the new subscriber")
+        assert got[0].price == D("39000") and got[0].ts_ms >= env.ctx.clock.now_ms() - w.feed.proxy().fresh_ms.get()
+        # a push whose venue time is far behind is no current mark
+        stale_ts = env.ctx.clock.now_ms() - 60_000
+        s.push(v.public, v.mark("41111.5", ts=stale_ts), v.mark("39001.5", ts=env.ctx.clock.now_ms()))
+        eventually(lambda: late.proxy().got.get()[-1].price == D("39001.5"), what="the fresh push")
+        assert D("41111.5") not in [m.price for m in late.proxy().got.get()]
+    finally:
+        late.stop()
 
 
 # ========================================================== small pieces

@@ -48,6 +48,7 @@ def read_time_mark(world: World) -> Decimal | None:
     return pos.mark_price
 
 
+@pytest.mark.parametrize("extra_toml", ["[sync]\nquiet_probe_secs = 3600\n"])  # no probe reads: the view's mark stays the read's
 @pytest.mark.parametrize(("side", "best", "moved"), [("long", "40600", D("40397.0")), ("short", "39400", D("39597.0"))])
 def test_a_stop_trailed_past_the_read_time_mark_is_protection(world: World, side: str, best: str, moved: Decimal):
     """Streams live: the view keeps the mark of its last full read (40000). A long's stop raised

@@ -312,8 +312,10 @@ def run_for(world: World, ms: int, step_ms: int = 5_000) -> None:
         eventually(lambda: not world.ctx.directory.lookup("sync").proxy().busy().get(), what="sync idle")
 
 
+@pytest.mark.parametrize("extra_toml", ["[sync]\nquiet_probe_secs = 3600\n"])
 def test_live_streams_spare_the_exchange_reads(world: World):
-    """Streams live: the guard's 10 s checks use the stream-fed view; only the 600 s backstop reads."""
+    """Streams live: the guard's 10 s checks use the stream-fed view; only the 600 s backstop reads
+    (quiet probes off here: see the next test)."""
     world.open()
     opened(world)
     run_for(world, 10_000)
@@ -323,6 +325,19 @@ def test_live_streams_spare_the_exchange_reads(world: World):
     run_for(world, 60_000)
     per_read = 1 + len(world.venue.style.open_order_queries())  # positions + open orders (Binance: both books)
     assert reads(world) == per_read, [(r["method"], r["ts_ms"]) for r in world.exchange.requests if r["method"] in READS]  # one backstop full read
+
+
+def test_quiet_streams_are_probed_every_quiet_probe_secs(world: World):
+    """Streams live and nothing pushed: a full read every sync.quiet_probe_secs (15 s) checks that
+    the quiet is real (a silent stream would differ from the view), no more."""
+    world.open()
+    opened(world)
+    run_for(world, 10_000)
+    world.exchange.requests.clear()
+    run_for(world, 150_000, step_ms=1_000)
+    per_read = 1 + len(world.venue.style.open_order_queries())
+    assert 9 * per_read <= reads(world) <= 10 * per_read, reads(world)
+    assert world.ctx.directory.lookup("sync").proxy().probes.get() >= 9
 
 
 @pytest.mark.parametrize("extra_toml", ["[sync]\nuse_streams = false\n"])

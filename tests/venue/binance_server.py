@@ -68,6 +68,7 @@ from aiohttp import web
 from adapters.markets import Markets
 from adapters.paper.engine import PaperEngine
 from adapters.paper.model import CANCELED, CLOSED, EXPIRED, OPEN, Order
+from tests.venue.binance_ws import BinanceStreams
 from tests.venue.timeline import Request, Snapshot, Stop, Timeline
 
 D = Decimal
@@ -95,7 +96,7 @@ FUTURES_URL_KEYS = {
 
 def ccxt_urls(base_url: str) -> dict[str, Any]:
     """The ``[exchange.ccxt_options] urls`` that send every futures request to ``base_url``
-    (REST, and ccxt.pro's USDⓈ-M websocket base ``ws.linear``, which this server refuses: streams down)."""
+    (REST, and ccxt.pro's USDⓈ-M websocket base ``ws.linear``: served with ``streams=True``, else refused)."""
     ws = base_url.replace("http://", "ws://", 1)
     return {"api": {**{key: f"{base_url}{path}" for key, path in FUTURES_URL_KEYS.items()}, "ws": {"linear": f"{ws}/ws"}}}
 
@@ -211,7 +212,11 @@ class BinanceVenueServer:
         host: str = "127.0.0.1",
         port: int = 0,
         extra_symbols: int = 0,
+        streams: bool = False,
+        mark_push_ms: int = 1000,
     ) -> None:
+        """``streams``: also serve the websocket side (:mod:`tests.venue.binance_ws`, :attr:`ws`);
+        without it the websocket handshakes are refused (HTTP 404) and a streaming bot polls."""
         self.raw_markets: dict[str, dict[str, Any]] = json.loads(markets_file.read_text())
         self.raw_markets.update(synthetic_markets(self.raw_markets, extra_symbols))
         self.markets = Markets.from_ccxt(self.raw_markets)
@@ -247,6 +252,7 @@ class BinanceVenueServer:
             self.engine.on_mark(symbol, D(price), now)
         self.engine.add_listener(lambda kind, key: self._snapshot())
         self._snapshot()
+        self.ws: BinanceStreams | None = BinanceStreams(self, mark_push_ms=mark_push_ms) if streams else None
 
     # ================================================================ life
     def start(self) -> BinanceVenueServer:
@@ -277,6 +283,8 @@ class BinanceVenueServer:
     async def _serve(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/admin/{name}", self._admin)
+        if self.ws is not None:
+            self.ws.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -524,7 +532,7 @@ class BinanceVenueServer:
             "GET /fapi/v1/leverageBracket": lambda: self._brackets(p),
             "GET /fapi/v1/symbolConfig": lambda: self._symbol_config(p),
             "POST /fapi/v1/listenKey": lambda: self._new_listen_key(),
-            "PUT /fapi/v1/listenKey": lambda: {"listenKey": self._listen_key or self._new_listen_key()["listenKey"]},
+            "PUT /fapi/v1/listenKey": self._keep_alive,
             "DELETE /fapi/v1/listenKey": lambda: {},
         }[route]
         try:
@@ -655,7 +663,16 @@ class BinanceVenueServer:
         return {"code": 200, "msg": "success"}
 
     def _new_listen_key(self) -> dict[str, str]:
-        self._listen_key = hashlib.sha256(str(_now_ms()).encode()).hexdigest()
+        if self._listen_key is not None and (self.ws is None or self._listen_key in self.ws.keys):
+            return {"listenKey": self._listen_key}  # Binance: the active key again
+        self._listen_key = hashlib.sha256(f"{_now_ms()}-{next(self._child_ids)}".encode()).hexdigest()
+        if self.ws is not None:
+            self.ws.issue_key(self._listen_key)
+        return {"listenKey": self._listen_key}
+
+    def _keep_alive(self) -> dict[str, str]:
+        if self._listen_key is None or (self.ws is not None and self._listen_key not in self.ws.keys):
+            raise VenueError(400, -1125, "This listenKey does not exist.")
         return {"listenKey": self._listen_key}
 
     # ------------------------------------------------------------ orders
@@ -794,6 +811,7 @@ class BinanceVenueServer:
     def _admin_routes(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         """For a server in its own process: the same hooks as JSON over ``/admin/<name>``."""
         return {
+            **(self.ws.admin_routes() if self.ws is not None else {}),
             "mark": lambda a: self.set_mark(a["symbol"], a["price"]),
             "close": lambda a: [o.id for o in self.human_close(a["symbol"])],
             "cancel": lambda a: self.human_cancel(a.get("symbol"), algo_id=a.get("algo_id")),
