@@ -411,6 +411,15 @@ def check(s: PositionState, reason: str = "") -> Plan:
     return Plan(next=LookUpOrder(step=Step.AGED_CHECK, order_id=s.aged_order_id, reason=reason))
 
 
+_FLAT = "flat: "
+
+
+def check_flat(s: PositionState, reason: str) -> Plan:
+    """The position was found flat: did the live exit fill? (filled -> the aged close with its
+    fill; gone -> the next of our orders is asked, then ``reason``: closed outside the bot)."""
+    return check(s, _FLAT + reason)
+
+
 def due(s: PositionState, mark: Decimal) -> bool:
     """The mark has reached the live exit's price: worth asking whether it filled."""
     if s.aged_order_id is None or s.aged_price is None:
@@ -429,8 +438,8 @@ def after_check(s: PositionState, cmd: LookUpOrder, order: OrderReport | None, e
         return NOTHING
     status = order.status.value if order is not None else "not found"
     gone = pe.AgedExitCancelled(order_id=cmd.order_id, reason=f"gone on the exchange ({status})")
-    if cmd.reason == "flat":
-        return Plan(events=(gone,)).then(_found_flat(fold(s, (gone,), env.now_ms), "aged: found flat before the exit"))
+    if cmd.reason.startswith(_FLAT):
+        return Plan(events=(gone,)).then(_found_flat(fold(s, (gone,), env.now_ms), cmd.reason.removeprefix(_FLAT)))
     return Plan(events=(gone,))  # the next review places a new one (reading the position first)
 
 
@@ -460,11 +469,7 @@ def after_fill_read(s: PositionState, cmd: ReadPosition, pos: PositionReport | N
 def _found_flat(s: PositionState, reason: str) -> Plan:
     from actors import plan_exit
 
-    if s.aged_order_id is not None:
-        return check(s, "flat")
-    if s.stop_order_id:
-        return Plan(next=LookUpOrder(step=Step.EXIT_CHECK_STOP, order_id=s.stop_order_id, reason=reason))
-    return plan_exit.closed_elsewhere(s, reason)
+    return plan_exit.found_flat(s, reason)
 
 
 # ----------------------------------------------------------------- leaving

@@ -36,9 +36,7 @@ def after_close_read(s: PositionState, cmd: ReadPosition, pos: PositionReport | 
     if error is not None:
         return Plan(retry=Retry(step=Again.CLOSE, delay_ms=env.config.position.retry_delay_ms, attempt=1, reason=cmd.reason))
     if pos is None:  # nothing to close: what closed it?
-        if s.stop_order_id:
-            return Plan(next=LookUpOrder(step=Step.EXIT_CHECK_STOP, order_id=s.stop_order_id, reason=f"{cmd.reason} (found flat before the close)"))
-        return closed_elsewhere(s, f"{cmd.reason} (found flat before the close)")
+        return found_flat(s, f"{cmd.reason} (found flat before the close)")
     events: tuple[pe.PositionEvent, ...] = ()
     if pos.qty != s.qty:
         events = (pe.QtyCorrected(qty=pos.qty, was=s.qty, source="exchange"),)
@@ -85,6 +83,19 @@ def after_exit_check_stop(s: PositionState, cmd: LookUpOrder, order: OrderReport
     return closed_elsewhere(s, cmd.reason or f"{s.close_reason or 'closed'} (found flat)")
 
 
+def found_flat(s: PositionState, reason: str) -> Plan:
+    """Flat, and not by a close of ours we know filled: ask our own exits first, in turn —
+    the live aged exit (a limit order that may have filled), then the stop — and only
+    then record it as closed outside the bot (``reason``)."""
+    from actors import plan_aged
+
+    if s.aged_order_id is not None:
+        return plan_aged.check_flat(s, reason)
+    if s.stop_order_id:
+        return Plan(next=LookUpOrder(step=Step.EXIT_CHECK_STOP, order_id=s.stop_order_id, reason=reason))
+    return closed_elsewhere(s, reason)
+
+
 def closed_elsewhere(s: PositionState, reason: str) -> Plan:
     """Flat, and not by an order of ours: the exchange's own fills say at what price, and
     whether it was a liquidation (Bybit marks those; Binance's trade list does not)."""
@@ -94,6 +105,17 @@ def closed_elsewhere(s: PositionState, reason: str) -> Plan:
 def after_outside_fills(s: PositionState, cmd: ReadFills, fills: list[FillReport] | None, error: VenueError | None, env: Env) -> Plan:
     ours = s.order_refs() | {s.entry_order_id}
     closing = [f for f in fills or () if f.side == s.closing_side and f.kind in ("trade", "liquidation", "adl") and f.order_id not in ours]
+    if error is None and not closing:
+        exits: dict[str, str] = {tp.order_id: f"take-profit {tp.level}" for tp in s.open_tps if tp.order_id}
+        if s.aged_order_id is not None:
+            exits[s.aged_order_id] = s.aged_reason or "aged exit"
+        own = [(f, f.order_id) for f in fills or () if f.side == s.closing_side and f.order_id in exits]
+        if own:  # a live exit order of ours closed it after all (its fill seen only here)
+            qty = sum((f.qty for f, _ in own), Decimal(0))
+            average = sum((f.price * f.qty for f, _ in own), Decimal(0)) / qty
+            last_id = own[-1][1] or ""
+            fill = OrderReport(order_id=last_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average)
+            return record_exit(s, pe.Closed, fill, exits[last_id], env)
     if error is not None or not closing:
         return record_exit(s, pe.Closed, None, cmd.reason, env, outside=True)  # no price to be had: recorded without one
     qty = sum((f.qty for f in closing), Decimal(0))

@@ -65,7 +65,7 @@ def after_lost_stop_position(s: PositionState, cmd: ReadPosition, pos: PositionR
     if error is not None:
         return Plan(retry=Retry(step=Again.VERIFY, delay_ms=env.config.position.retry_delay_ms))
     if pos is None:
-        return plan_exit.closed_elsewhere(s, "gone on the exchange (closed outside the bot)")
+        return plan_exit.found_flat(s, "gone on the exchange (closed outside the bot)")
     head = Plan(events=_corrected(s, pos))
     return head.then(plan_open.lost_stop(fold(s, head.events, env.now_ms), cmd.reason, env))
 
@@ -87,10 +87,7 @@ def after_verify_view(s: PositionState, cmd: ReadPosition, pos: PositionReport |
     if error is not None:
         return NOTHING
     if pos is None:
-        reason = "closed outside the bot (found flat by reconciliation)"
-        if s.stop_order_id:
-            return Plan(next=LookUpOrder(step=Step.EXIT_CHECK_STOP, order_id=s.stop_order_id, reason=reason))
-        return plan_exit.closed_elsewhere(s, reason)
+        return plan_exit.found_flat(s, "closed outside the bot (found flat by reconciliation)")
     if pos.qty < s.qty and s.state is P.PROTECTED and s.open_tps:
         # smaller: our own take-profits may explain it; they are recorded first
         return Plan(next=ReadOpenTps(step=Step.VIEW_TPS, qty=pos.qty, orders=cmd.orders))

@@ -9,6 +9,7 @@ from decimal import Decimal
 import ccxt
 import pytest
 
+from actors.messages import ExchangeView
 from actors.position_state import P
 from core.clock import VirtualClock
 from core.ids import ClientOrderId
@@ -126,6 +127,29 @@ def test_a_position_gone_before_the_exit_is_recorded_closed_elsewhere(world: Wor
     assert world.state().state is P.CLOSED
     assert of(world, "position.closed")[0].data["outside"] is True
     assert not of(world, "position.aged_exit_placed")
+
+
+@pytest.mark.parametrize("extra_toml", [FAST])
+def test_an_aged_exit_that_fills_before_the_owner_notices_is_its_close_not_an_outside_one(world: World):
+    """Reconciliation reports the position flat before the owner has seen its own exit fill (no mark
+    tick reached it): the owner asks its live exit first and records the close as the aged exit,
+    with its price and PnL. Before: "closed outside the bot (found flat by reconciliation)", no price."""
+    name = world.open()
+    opened(world)
+    world.exchange.set_mark(BTC, D("39800"))
+    run_until(world, lambda: of(world, "position.aged_exit_placed"), "the grace exit")
+    grace = of(world, "position.aged_exit_placed")[0].data
+    world.exchange.set_mark(BTC, D("40100"))  # the exit fills on the exchange; the clock stands still
+    assert world.positions() == []
+    ref = world.ctx.directory.lookup(name)
+    assert ref is not None
+    ref.tell(ExchangeView(position=None, read_ms=world.ctx.clock.now_ms()))  # what the sync actor reports
+    run_until(world, lambda: not world.state().state.is_open, "recorded closed")
+    closed = of(world, "position.closed")[0].data
+    assert closed["reason"] == "aged: grace" and closed["outside"] is False
+    assert D(closed["exit_price"]) == D(grace["price"]) and closed["order_id"] == grace["order_id"]
+    assert D(closed["pnl"]) == (D(grace["price"]) - D(40000)) * D("0.025")
+    assert world.open_orders() == []
 
 
 LIMIT = lambda args: args.get("type") == "limit"  # noqa: E731

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from actors import plan_exit, plan_open
+from actors import plan_aged, plan_exit, plan_open
 from actors import position_commands as pc
 from actors import position_events as pe
 from actors.position_state import P, PositionState, apply
 from adapters.errors import Outcome, VenueError
 from adapters.markets import Markets
 from adapters.paper.exchange import MARKET_FILES
-from adapters.venue import OrderReport, OrderStatus
+from adapters.venue import FillReport, OrderReport, OrderStatus
 from core.ids import Side
 from core.messages import ClosePosition
 from tests.conftest import SHARED, make_config
@@ -124,6 +124,35 @@ def test_a_close_of_a_position_already_gone_records_it_closed_elsewhere():
     assert isinstance(first.next, pc.ReadPosition)
     then = plan_exit.after_close_read(s, first.next, None, None, env("40100"))
     assert isinstance(then.next, pc.LookUpOrder) and then.next.step is pc.Step.EXIT_CHECK_STOP  # what closed it?
+
+
+def aged_exit_live(s: PositionState) -> PositionState:
+    for e in (
+        pe.AgedExitSent(client_id="tb-p1-x3", price=D("40040.1"), qty=D("0.025"), loss_percent=D(0), reason="aged: grace", seq=3),
+        pe.AgedExitPlaced(order_id="3", client_id="tb-p1-x3", price=D("40040.1"), qty=D("0.025"), loss_percent=D(0), reason="aged: grace"),
+    ):
+        s = apply(s, e, 2_000)
+    return s
+
+
+def test_found_flat_asks_the_live_aged_exit_before_the_stop():
+    s = aged_exit_live(position())
+    plan = plan_exit.found_flat(s, "closed outside the bot (found flat by reconciliation)")
+    assert isinstance(plan.next, pc.LookUpOrder) and plan.next.step is pc.Step.AGED_CHECK and plan.next.order_id == "3"
+    gone = plan_aged.after_check(s, plan.next, None, None, env("40100"))  # not found: the stop is asked next
+    assert isinstance(gone.next, pc.LookUpOrder) and gone.next.step is pc.Step.EXIT_CHECK_STOP
+    assert gone.next.reason == "closed outside the bot (found flat by reconciliation)"
+
+
+def test_outside_fills_of_our_own_live_exit_record_that_exit():
+    """The fills say our own aged exit closed it (its report was missed): recorded as that exit, with its price."""
+    s = aged_exit_live(position())
+    fills = [FillReport(trade_id="t1", order_id="3", client_id="tb-p1-x3", symbol="BTCUSDT", side="sell", price=D("40040.1"), qty=D("0.025"))]
+    cmd = pc.ReadFills(step=pc.Step.OUTSIDE_FILLS, since_ms=1_000, reason="closed outside the bot")
+    plan = plan_exit.after_outside_fills(s, cmd, fills, None, env("40100"))
+    closed = [e for e in plan.events if isinstance(e, pe.Closed)]
+    assert closed and closed[0].reason == "aged: grace" and closed[0].outside is False
+    assert closed[0].exit_price == D("40040.1") and closed[0].pnl == D("1.0025")
 
 
 # ------------------------------- 9: a restart in ENTRY_PLACED with no average price
