@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from actors.position_state import PositionState
 from adapters.venue import OrderReport, OrderStatus, PositionReport
 from adapters.venue_streams import FLAT_EITHER
 
@@ -31,7 +32,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     read_ms: int
     positions: tuple[PositionReport, ...]
     orders: tuple[OrderReport, ...]
-    owned: tuple[dict[str, Any], ...]  # open positions of the projection
+    owned: tuple[PositionState, ...]  # open positions of the projection, typed
     source: str = "read"  # read: a full read; streams: the last read plus every push since
     #: When the positions' mark prices were read (the last full read; pushes carry no mark).
     marks_ms: int | None = None
@@ -106,7 +107,7 @@ class AccountView:
         else:  # opened since the read: entry and mark come with the next read
             self.positions[key] = PositionReport(symbol=symbol, side=side, qty=qty, entry_price=Decimal(0))
 
-    def snapshot(self, now_ms: int, owned: tuple[dict[str, Any], ...]) -> Snapshot:
+    def snapshot(self, now_ms: int, owned: tuple[PositionState, ...]) -> Snapshot:
         """The account now: positions and live orders as of the last push; the positions'
         marks (and entry prices) are the last full read's, at ``marks_ms``."""
         return Snapshot(read_ms=now_ms, positions=tuple(self.positions.values()), orders=tuple(self.orders.values()), owned=owned, source="streams", marks_ms=self.read_ms)

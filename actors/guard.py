@@ -180,13 +180,13 @@ class GuardActor(ManagedActor):
             self._next_check(self._interval_ms())  # sync's own read was a check: the next is due an interval after it
         self.has_positions = bool(snap.positions)
         marks_ms = snap.marks_ms if snap.marks_ms is not None else snap.read_ms
-        owners = {(r["symbol"], r["side"]): r for r in snap.owned}
+        owners = {(r.symbol, r.side.value): r for r in snap.owned}
         seen, by_mark = set(), set()
         for pos in snap.positions:
             key = f"{pos.symbol}:{pos.side}"
             seen.add(key)
             row = owners.get((pos.symbol, pos.side))
-            pid = row["position_id"] if row else None
+            pid = row.position_id if row else None
             covered = covering_stops(pos, snap.orders, owner=pid)
             mark = None
             if covered < pos.qty:  # not by its owner's stops alone: the others are judged by a current mark

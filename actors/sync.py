@@ -66,7 +66,7 @@ import pykka
 
 from actors.account_view import LIVE, AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
-from actors.position_state import from_projection
+from actors.position_state import P, PositionState, from_projection
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from core.events import Severity
@@ -122,9 +122,8 @@ class _Expected:
     what: str
 
 
-def references(row: dict[str, Any]) -> set[str]:
-    """Every order id and client id a position's projection still stands behind (its entry's too)."""
-    s = from_projection(row)
+def references(s: PositionState) -> set[str]:
+    """Every order id and client id a position still stands behind (its entry's too)."""
     return s.order_refs() | s.client_refs() | {i for i in (s.entry_order_id, s.entry_client_id) if i}
 
 
@@ -468,7 +467,7 @@ class SyncActor(ManagedActor):
         rows = [p for p in await self.ctx.store.positions(open_only=not with_closed, consistent=False) if p.get("exchange") == self.venue.name]
         since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
         recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
-        owned = tuple(p for p in rows if p.get("is_open", True))
+        owned = tuple(from_projection(p) for p in rows if p.get("is_open", True))
         now = self.ctx.clock.now_ms()
         return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent
 
@@ -480,7 +479,7 @@ class SyncActor(ManagedActor):
                 for w in waiting:
                     self._on_reconcile(msgspec.structs.replace(w, cached_ok=False))
                 return None
-            snap = self.view.snapshot(self.ctx.clock.now_ms(), tuple(p for p in msg.result if p.get("exchange") == self.venue.name))
+            snap = self.view.snapshot(self.ctx.clock.now_ms(), tuple(from_projection(p) for p in msg.result if p.get("exchange") == self.venue.name))
             report = ReconcileFinished(ok=True, findings={"source": "streams", "positions": len(snap.positions), "orders": len(snap.orders)}, snapshot=snap)
             for w in waiting:
                 _reply(w.reply_to, report)
@@ -512,8 +511,8 @@ class SyncActor(ManagedActor):
         dry = dry or cfg.exchange.read_only  # read-only: zombies are reported, never cancelled
         f: dict[str, Any] = {"positions": len(snap.positions), "orders": len(snap.orders), "untracked": [], "phantoms": [], "mismatches": [], "strays": [], "zombies": [], "cancelled": 0, "cancel_failed": 0, "dry_run": dry}
         by_key = {(p.symbol, p.side): p for p in snap.positions}
-        owners = {(r["symbol"], r["side"]): r for r in snap.owned}
-        by_pid = {r["position_id"]: r for r in snap.owned}
+        owners = {(r.symbol, r.side.value): r for r in snap.owned}
+        by_pid = {r.position_id: r for r in snap.owned}
         alive = {p.position_id for n in (self.ctx.directory.names(POSITION_PREFIX) if self.ctx.directory else []) if (p := PositionName.parse(n)) is not None}
         strays: dict[str, list[str]] = {}
         for key, pos in by_key.items():
@@ -521,14 +520,14 @@ class SyncActor(ManagedActor):
             if row is None:
                 f["untracked"].append({"symbol": pos.symbol, "side": pos.side, "qty": str(pos.qty)})
                 self._adopt(pos, now)
-            elif Decimal(str(row.get("quantity", "0"))) != pos.qty and row.get("state") == "protected":
-                f["mismatches"].append({"position_id": row["position_id"], "ours": row.get("quantity"), "exchange": str(pos.qty)})
+            elif row.qty != pos.qty and row.state is P.PROTECTED:
+                f["mismatches"].append({"position_id": row.position_id, "ours": str(row.qty), "exchange": str(pos.qty)})
         for key, row in owners.items():
-            if key not in by_key and row.get("state") in ("protected", "pending_stop"):
-                f["phantoms"].append({"position_id": row["position_id"], "symbol": row["symbol"], "owner_alive": row["position_id"] in alive})
+            if key not in by_key and row.state in (P.PROTECTED, P.PENDING_STOP):
+                f["phantoms"].append({"position_id": row.position_id, "symbol": row.symbol, "owner_alive": row.position_id in alive})
         zombies: list[tuple[OrderReport, str]] = []
         held = {p.symbol for p in snap.positions}
-        self.traded |= {r["symbol"] for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o.client_id)}
+        self.traded |= {r.symbol for r in snap.owned} | {o.symbol for o in snap.orders if owner_of(o.client_id)}
         traded = self.traded
         for o in snap.orders:
             young = o.ts_ms is not None and now - o.ts_ms < cfg.sync.grace_secs * 1000
@@ -559,13 +558,13 @@ class SyncActor(ManagedActor):
 
     def _tell_owners(self, snap: Snapshot, by_key: dict, owners: dict, alive: set[str], strays: dict[str, list[str]]) -> None:
         for key, row in owners.items():
-            pid = row["position_id"]
+            pid = row.position_id
             if pid not in alive:
                 continue
             pos = by_key.get(key)
-            mismatch = pos is None or Decimal(str(row.get("quantity", "0"))) != pos.qty
+            mismatch = pos is None or row.qty != pos.qty
             if mismatch or pid in strays:
-                self.ctx.directory.tell(position_actor_name(row["symbol"], pid), ExchangeView(position=pos, stray_orders=tuple(strays.get(pid, ())), read_ms=snap.read_ms))
+                self.ctx.directory.tell(position_actor_name(row.symbol, pid), ExchangeView(position=pos, stray_orders=tuple(strays.get(pid, ())), read_ms=snap.read_ms))
 
     def _adopt(self, pos: PositionReport, now: int) -> None:
         key = (pos.symbol, pos.side)

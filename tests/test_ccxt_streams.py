@@ -661,6 +661,9 @@ def feed_world(env: Env):
     marks = MarkCollector.start(name="pos", ctx=ctx)
     world = FeedWorld(env, sup, marks)
     world.feed.tell(SubscribeMarks(symbol="BTCUSDT", subscriber=marks, name="pos"))
+    # Subscribed (so started: its mark timer is armed) before the first tick advances the clock;
+    # on a loaded machine a tick could otherwise pass before the timer exists, and nothing fires.
+    eventually(lambda: "BTCUSDT" in world.feed.proxy().subscribers.get(), what="feed subscribed")
     yield world
     sup.tell(Shutdown(reason="test end"))
     if not sup.actor_stopped.wait(3):

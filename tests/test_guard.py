@@ -13,6 +13,7 @@ from actors.account_view import Snapshot
 from actors.guard import GuardActor, covering_stops
 from actors.messages import MarkPrice, OpenRequest, SubscribeMarks, UnsubscribeMarks
 from actors.position import PositionActor
+from actors.position_state import from_projection
 from adapters.venue import OrderReport, OrderStatus, PositionReport
 from core.events import Severity
 from core.messages import Message, Probe, ProbeAnswered, ReconcileFinished, ReconcileNow, Shutdown, StartChild
@@ -137,7 +138,7 @@ class HeldSync(ManagedActor):
 
 STOP = OrderReport(order_id="3", client_id="tb-p1-s2", symbol="BTCUSDT", side="sell", status=OrderStatus.OPEN, amount=D("0.025"), filled=D(0), trigger_price=D(40397), reduce_only=True)
 TP = OrderReport(order_id="4", client_id="tb-p1-t1", symbol="BTCUSDT", side="sell", status=OrderStatus.OPEN, amount=D("0.025"), filled=D(0), trigger_price=D(39500), reduce_only=True)
-OWNED = ({"position_id": "p1", "symbol": "BTCUSDT", "side": "long"},)
+OWNED = (from_projection({"position_id": "p1", "exchange": "paper", "symbol": "BTCUSDT", "side": "long", "state": "protected"}),)
 
 
 def snapshot(at: int, *orders: OrderReport, mark: str = "40000", marks_ms: int | None = None) -> Snapshot:

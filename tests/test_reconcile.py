@@ -113,9 +113,11 @@ def test_human_opens_a_position_it_is_adopted_and_protected(world: World):
     assert len([o for o in world.open_orders() if o["symbol"] == ETH]) == 1  # adopted once, one stop
 
 
+@pytest.mark.parametrize("extra_toml", ["[zombies]\ndry_run = true\n"])
 def test_zombie_orders_are_cancelled_and_dry_run_only_reports(world: World):
     """Orders left behind after a position closed: ours (owner gone) and a human's stop are zombies;
-    a human's stop on a symbol the bot never trades is left alone."""
+    a human's stop on a symbol the bot never trades is left alone. Dry run by config (so the
+    reconciles the clock's advance sets off only report), then one asked for without it cancels."""
     name = world.open()
     opened(world)
     world.exchange.set_mark(ETH, D(3000))
