@@ -13,15 +13,8 @@ It then gets one reduce-only GTC limit exit order beside its stop:
 * **cap**: a critical event; the exit stays at the cap price, or with
   ``at_cap = "market"`` the position is closed at market.
 
-The loss is *net of fees*, as a share of the entry notional: a long's exit is
-``entry x (1 + f - L) / (1 - f)``, a short's ``entry x (1 - f + L) / (1 + f)``
-(``f`` the taker fee per side: the market's where the market data has it, else
-``aged.fallback_fee_percent``). The price is put on the tick grid in the
-direction that accepts *less* loss (a long's sell rounds up, a short's buy
-down), is at least one tick, and is kept inside the venue's price limits:
-where the percent-price band bounds the aggressive side it is moved towards
-the market (less loss, and the order fills at once); where the venue's
-min/max price would force more loss the exit is refused with a clear event.
+The phases, the accepted loss and the exit's price on the grid are the
+policy's (:mod:`actors.aged_policy`); this planner places and moves the exit.
 
 Exactly one exit order: a move places the new order, then cancels the old one
 and verifies it gone (as for stops); every placement first reads the position
@@ -43,22 +36,18 @@ the exit is cancelled and the trailing stop decides (an ``aged_phase`` event
 
 from __future__ import annotations
 
-import enum
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 from actors import position_events as pe
+from actors.aged_policy import ACTIVE, HOUR_MS, Phase, age_of, allowed_loss, chunk_qty, exit_price, fee_rate, pct, phase_at, reason_of, target_price
 from actors.position_commands import NOTHING, Again, CancelOrder, Env, LookUpOrder, Note, PlaceExit, Plan, ReadPosition, Retry, Step, error_text, fold, next_client_id
 from actors.position_state import P, PositionState
 from adapters.errors import Outcome, VenueError
-from adapters.markets import Market, Rounding
 from adapters.venue import OrderReport, OrderStatus, PositionReport
 from core.events import Severity
 from core.ids import Side
 
-HOUR_MS = 3_600_000
-_HUNDRED = Decimal(100)
-_LOSS_QUANTUM = Decimal("0.01")  # the allowance is rounded down to 0.01 % (never more loss than allowed)
 _MAX_RETRY_MS = HOUR_MS
 
 #: Venue codes whose refusal has a known meaning for an exit.
@@ -71,116 +60,6 @@ KNOWN_REFUSALS: dict[str, str] = {
     "-4024": "outside the venue's price band",
     "110003": "outside the venue's price band",
 }
-
-
-class Phase(enum.StrEnum):
-    GRACE = "grace"
-    PROGRESSIVE = "progressive"
-    CAP = "cap"
-
-
-#: Phases in which the position is on the aged path (after them: left / gave_up).
-ACTIVE = frozenset({None, Phase.GRACE.value, Phase.PROGRESSIVE.value, Phase.CAP.value})
-
-
-# ------------------------------------------------------------------ policy
-def _ms(hours: Decimal) -> Decimal:
-    return hours * HOUR_MS
-
-
-def phase_at(cfg: Any, age_ms: int) -> Phase | None:
-    """The aged phase of a position ``age_ms`` old (None: not aged yet)."""
-    if age_ms < _ms(cfg.max_age_hours):
-        return None
-    if age_ms < _ms(cfg.max_age_hours + cfg.grace_hours):
-        return Phase.GRACE
-    return Phase.CAP if raw_loss(cfg, age_ms) >= cfg.max_loss_percent else Phase.PROGRESSIVE
-
-
-def raw_loss(cfg: Any, age_ms: int) -> Decimal:
-    """The accepted loss by the schedule alone (percent, uncapped, exact)."""
-    start = _ms(cfg.max_age_hours + cfg.grace_hours)
-    if age_ms <= start:
-        return Decimal(0)
-    turn = max(start, _ms(cfg.accelerate_after_hours))
-    slow = min(Decimal(age_ms), turn) - start
-    fast = max(Decimal(age_ms) - turn, Decimal(0))
-    return cfg.loss_step_percent_per_hour * (slow + fast * cfg.acceleration) / HOUR_MS
-
-
-def allowed_loss(cfg: Any, age_ms: int, widen: Decimal = Decimal(0)) -> Decimal:
-    """The accepted loss (percent, net of fees) at ``age_ms``: schedule plus fallback widening, never above the cap."""
-    if phase_at(cfg, age_ms) is None:
-        return Decimal(0)
-    loss = min(raw_loss(cfg, age_ms) + widen, cfg.max_loss_percent)
-    return loss.quantize(_LOSS_QUANTUM, rounding=ROUND_FLOOR)
-
-
-def fee_rate(market: Market, cfg: Any) -> Decimal:
-    """The taker fee per side: the market's where the market data has it, else the config's."""
-    return market.taker_fee if market.taker_fee is not None else cfg.fallback_fee_percent / _HUNDRED
-
-
-def target_price(side: Side, entry: Decimal, fee: Decimal, loss_percent: Decimal) -> Decimal:
-    """The exit price at which the loss net of both taker fees is ``loss_percent`` of the entry notional (off the grid)."""
-    loss = loss_percent / _HUNDRED
-    if side is Side.LONG:
-        return entry * (1 + fee - loss) / (1 - fee)
-    return entry * (1 - fee + loss) / (1 + fee)
-
-
-def exit_price(market: Market, side: Side, target: Decimal, mark: Decimal | None) -> tuple[Decimal | None, str]:
-    """``target`` on the grid, never accepting more loss, inside the venue's limits: (price, note) or (None, why not)."""
-    closing = side.closing_side
-    if not target.is_finite() or target <= 0:
-        return None, f"target {target} is not a positive price"
-    ticks = (target / market.tick_size).to_integral_value(rounding=(Rounding.UP if side is Side.LONG else Rounding.DOWN).value)
-    if ticks < 1:
-        return None, f"target {target} is below one tick {market.tick_size}: a buy at one tick would accept more loss"
-    price = ticks * market.tick_size
-    low, high = market.limit_bounds(closing, mark)
-    note = ""
-    if side is Side.LONG:
-        if high is not None and price > high:
-            return None, f"sell price {price} above the venue's maximum {high}: any lower price accepts more loss"
-        if price < low:
-            price, note = low, f"raised to the venue's lowest sell price {low} (less loss; fills at once)"
-    else:
-        if price < low:
-            return None, f"buy price {price} below the venue's minimum {low}: any higher price accepts more loss"
-        if high is not None and price > high:
-            if high < low:
-                return None, f"the venue's price band leaves no buy price between {low} and {high}"
-            price, note = high, f"lowered to the venue's highest buy price {high} (less loss; fills at once)"
-    return price, note
-
-
-def reason_of(phase: Phase, loss: Decimal) -> str:
-    """The close reason an exit records: ``aged: grace``, ``aged: progressive 2.5%``, ``aged: cap 10%``."""
-    if phase is Phase.GRACE and loss == 0:
-        return "aged: grace"
-    return f"aged: {phase.value} {_pct(loss)}%"
-
-
-def _pct(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text
-
-
-def age_of(s: PositionState, now_ms: int) -> int | None:
-    start = s.aged_from_ms or s.opened_ts_ms
-    return None if start is None else max(0, now_ms - start)
-
-
-def chunk_qty(market: Market, qty: Decimal, chunks: int, price: Decimal) -> Decimal:
-    """One chunk of ``qty``: on the step grid, above min quantity and notional; else the whole of it."""
-    if chunks <= 1:
-        return qty
-    part = market.round_qty(qty / chunks)
-    rest = qty - part
-    ok = part >= market.min_qty and part * price * market.contract_size >= market.min_notional
-    rest_ok = rest >= market.min_qty and rest * price * market.contract_size >= market.min_notional
-    return part if ok and rest_ok else qty
 
 
 # ------------------------------------------------------------------ review
@@ -212,7 +91,7 @@ def review(s: PositionState, env: Env) -> Plan:
     if phase is Phase.CAP and cfg.at_cap == "market":
         from actors import plan_exit
 
-        return head.then(plan_exit.begin_close(after, f"aged: cap {_pct(cfg.max_loss_percent)}% (market)", env))
+        return head.then(plan_exit.begin_close(after, f"aged: cap {pct(cfg.max_loss_percent)}% (market)", env))
     if s.aged_retry_at_ms is not None and env.now_ms < s.aged_retry_at_ms:
         return head
     wanted = _wanted(after, phase, age, env, s.qty)
@@ -232,11 +111,11 @@ def _phase_events(s: PositionState, phase: Phase, age: int, env: Env) -> Plan:
     events: list[pe.PositionEvent] = []
     notes: list[Note] = []
     if s.aged_phase is None:
-        events.append(pe.AgedPhase(phase="aged", age_ms=age, loss_percent=loss, since=s.aged_since or "entry fill", from_ms=s.aged_from_ms or s.opened_ts_ms, reason=f"older than {_pct(cfg.max_age_hours)} h"))
+        events.append(pe.AgedPhase(phase="aged", age_ms=age, loss_percent=loss, since=s.aged_since or "entry fill", from_ms=s.aged_from_ms or s.opened_ts_ms, reason=f"older than {pct(cfg.max_age_hours)} h"))
     why = {
         Phase.GRACE: "exit at breakeven including fees",
-        Phase.PROGRESSIVE: f"grace over: accepted loss {_pct(loss)}% and growing",
-        Phase.CAP: f"accepted loss at the cap {_pct(cfg.max_loss_percent)}%; " + ("closing at market" if cfg.at_cap == "market" else "the exit holds at the cap price"),
+        Phase.PROGRESSIVE: f"grace over: accepted loss {pct(loss)}% and growing",
+        Phase.CAP: f"accepted loss at the cap {pct(cfg.max_loss_percent)}%; " + ("closing at market" if cfg.at_cap == "market" else "the exit holds at the cap price"),
     }[phase]
     events.append(pe.AgedPhase(phase=phase.value, age_ms=age, loss_percent=loss, reason=why))
     if phase is Phase.CAP:
@@ -504,7 +383,7 @@ def view(s: PositionState, now_ms: int, mark: Decimal | None) -> dict[str, Any]:
     age = age_of(s, now_ms)
     dist = None
     if mark is not None and s.aged_price is not None and mark > 0:
-        dist = ((s.aged_price - mark) / mark * _HUNDRED).quantize(Decimal("0.01"))
+        dist = ((s.aged_price - mark) / mark * 100).quantize(Decimal("0.01"))
     return {
         "age_h": (Decimal(age) / HOUR_MS).quantize(Decimal("0.01")) if age is not None else None, "phase": s.aged_phase, "since": s.aged_since,
         "loss_percent": s.aged_loss, "exit_price": s.aged_price, "exit_qty": s.aged_qty, "exit_order_id": s.aged_order_id, "distance_percent": dist,

@@ -2,7 +2,8 @@
 
 It holds no rules of its own: it *interprets* the plans of the pure planners
 (:mod:`actors.plan_open`, :mod:`actors.plan_moves`, :mod:`actors.plan_tps`,
-:mod:`actors.plan_exit`, :mod:`actors.plan_truth`). A plan's events are folded
+:mod:`actors.plan_exit`, :mod:`actors.plan_truth`, :mod:`actors.plan_aged`; which
+answers which step: :mod:`actors.position_dispatch`). A plan's events are folded
 and stored (write-ahead ones durably, before the exchange is asked), its
 commentary emitted, its reports told, and its one command run on the I/O loop.
 The command's answer comes back as ``IOCompleted`` tagged with an operation
@@ -25,7 +26,7 @@ safe).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -35,9 +36,10 @@ from actors import plan_aged, plan_exit, plan_moves, plan_open, plan_tps, plan_t
 from actors import position_commands as pc
 from actors import position_events as pe
 from actors.messages import EnsureProtected, ExchangeView, MarkPrice, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
+from actors.position_dispatch import AFTER, resume_plan, retry_plan
 from actors.position_state import P, PositionState, apply, rebuild
 from actors.trailing import TrailState
-from adapters.errors import Outcome, VenueError, translate
+from adapters.errors import VenueError, translate
 from adapters.venue import Venue
 from core.events import Event
 from core.ids import Side, position_actor_name
@@ -50,45 +52,6 @@ class _Committed(Message, frozen=True, kw_only=True):
     """Internal: the write-ahead record of operation ``op`` is committed; send it now."""
 
     op: int
-
-
-S = pc.Step
-#: What each step's answer goes to: (state, command, result, error, env) -> Plan.
-AFTER: dict[pc.Step, Callable[[PositionState, Any, Any, VenueError | None, pc.Env], pc.Plan]] = {
-    S.SIZE: lambda s, c, r, e, env: plan_open.after_size(s, r, e, env),
-    S.ENTRY: lambda s, c, r, e, env: plan_open.after_entry(s, r, e, getattr(c, "attempt", 0), env),
-    S.STOP: plan_open.after_stop,
-    S.RESTORE_MARK: lambda s, c, r, e, env: plan_open.after_restore_mark(s, r, e, env),
-    S.ADOPT_MARK: lambda s, c, r, e, env: plan_open.after_adopt_mark(s, r, e, env),
-    S.CHECK_STOP: lambda s, c, r, e, env: plan_truth.after_check_stop(s, r, e, env),
-    S.STOP_FILL_POSITION: plan_truth.after_stop_fill_position,
-    S.LOST_STOP_POSITION: plan_truth.after_lost_stop_position,
-    S.MOVE_PLACE: plan_moves.after_place,
-    S.MOVE_CANCEL_OLD: plan_moves.after_cancel_old,
-    S.MOVE_CHECK_OLD: plan_moves.after_check_old,
-    S.MOVE_LOOKUP: plan_moves.after_lookup,
-    S.TP_LOOKUP: lambda s, c, r, e, env: plan_tps.after_lookup(s, c, r, e),
-    S.TP_PLACE: lambda s, c, r, e, env: plan_tps.after_place(s, c, r, e),
-    S.CHECK_TP: plan_tps.after_check,
-    S.CLOSE_READ: plan_exit.after_close_read,
-    S.CLOSE: lambda s, c, r, e, env: plan_exit.after_close(s, r, e),
-    S.VERIFY_FLAT: plan_exit.after_verify_flat,
-    S.EXIT_CHECK_STOP: plan_exit.after_exit_check_stop,
-    S.OUTSIDE_FILLS: plan_exit.after_outside_fills,
-    S.OUTSIDE_ORDER: plan_exit.after_outside_order,
-    S.LEFTOVER: lambda s, c, r, e, env: plan_exit.after_leftover(s, c, r, e),
-    S.VERIFY_VIEW: plan_truth.after_verify_view,
-    S.VIEW_TPS: plan_truth.after_view_tps,
-    S.STRAY: lambda s, c, r, e, env: plan_truth.after_stray(s, c, r, e),
-    S.AGED_READ: plan_aged.after_read,
-    S.AGED_PLACE: plan_aged.after_place,
-    S.AGED_CANCEL_OLD: plan_aged.after_cancel_old,
-    S.AGED_CHECK_OLD: plan_aged.after_check_old,
-    S.AGED_CHECK: plan_aged.after_check,
-    S.AGED_FILL_READ: plan_aged.after_fill_read,
-    S.AGED_LOOKUP: plan_aged.after_lookup,
-    S.AGED_LEAVE: plan_aged.after_leave,
-}
 
 
 class PositionActor(ManagedActor):
@@ -132,7 +95,7 @@ class PositionActor(ManagedActor):
             self.state = recovered
             self.log.info("recovered from {} events in state {}", len(history), recovered.state.value)
             self._recovering = r is None  # started by the supervisor at start-up (not adopted, not a new open)
-            self._run(self._resume())
+            self._run(resume_plan(self.s, self._env()) if recovered.state.is_open else pc.Plan(stop=True))  # a closed one needs no market
             self._report_recovered()
         elif r is not None and r.adopt is not None:
             self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=Side(r.adopt.side), correlation_id=r.correlation_id)
@@ -140,38 +103,12 @@ class PositionActor(ManagedActor):
         elif r is not None:
             self.state = PositionState(position_id=self.pid, exchange=r.exchange, symbol=r.symbol, side=Side(r.side), correlation_id=r.correlation_id)
             opened = pe.OpenRequested(side=r.side, quote_amount=r.quote_amount, leverage=r.leverage)
-            self._run(pc.Plan(events=(opened,), next=pc.ReadMark(step=S.SIZE)))
+            self._run(pc.Plan(events=(opened,), next=pc.ReadMark(step=pc.Step.SIZE)))
         else:
             raise RuntimeError(f"position {self.pid}: no events and nothing to open")
         self.every(self.cfg.verify_interval_secs * 1000, "verify")
         if self.ctx.config.aged.enabled:
             self.every(self.ctx.config.aged.recompute_interval_secs * 1000, "aged")
-
-    def _resume(self) -> pc.Plan:
-        s = self.s
-        if not s.state.is_open:
-            return pc.Plan(stop=True)
-        if s.state is P.PENDING_ENTRY:  # the entry was never sent (its write-ahead record is missing)
-            return plan_open.fail(s, "interrupted before the entry was sent", Outcome.REJECTED)
-        if s.state is P.ENTRY_PLACED:
-            return pc.Plan(next=plan_open.resolve_entry(s))
-        if s.state is P.PENDING_STOP:
-            if s.pending_stop_client_id:
-                return pc.Plan(next=pc.LookUpOrder(step=S.STOP, client_id=s.pending_stop_client_id))
-            return plan_open.retry_stop(s, self._env())
-        if s.state is P.PROTECTED:
-            head = pc.Plan(subscribe=True)
-            if s.move_client_id is not None:
-                return head.then(plan_moves.resume(s))
-            if s.aged_pending_client_id is not None or s.aged_old_order_id is not None:
-                return head.then(plan_aged.review(s, self._env()))  # the same exit, looked up by client id: never a second one
-            if s.aged_order_id is not None:
-                return head.then(plan_aged.check(s))
-            tps = plan_tps.start(s, self._env())
-            if tps.next is not None:
-                return head.then(tps)  # looked up by client id first: never doubled
-            return head.then(plan_truth.check_stop(s))
-        return pc.Plan(next=pc.ReadPosition(step=S.VERIFY_FLAT))  # CLOSING
 
     # ----------------------------------------------------- interpreting
     def _env(self) -> pc.Env:
@@ -360,36 +297,8 @@ class PositionActor(ManagedActor):
         if self._op is not None:
             self.after(self.cfg.retry_delay_ms, msg)
             return
-        self._run(self._plan_retry(msg.retry))
+        self._run(retry_plan(self.s, msg.retry, self._env()))
         self._report_recovered()
-
-    def _plan_retry(self, r: pc.Retry) -> pc.Plan:
-        s, A = self.s, pc.Again
-        if r.step is A.RESOLVE_ENTRY and s.state is P.ENTRY_PLACED:
-            return pc.Plan(next=plan_open.resolve_entry(s, r.attempt))
-        if r.step is A.STOP and s.state is P.PENDING_STOP:
-            return plan_open.retry_stop(s, self._env())
-        if r.step is A.VERIFY_FLAT and s.state is P.CLOSING:
-            return pc.Plan(next=pc.ReadPosition(step=S.VERIFY_FLAT))
-        if r.step is A.CLOSE and s.state in (P.PROTECTED, P.PENDING_STOP):
-            return plan_exit.begin_close(s, r.reason or s.close_requested or "close", self._env())
-        if s.state is not P.PROTECTED:
-            return pc.NOTHING
-        if r.step is A.VERIFY:
-            return plan_truth.check_stop(s)
-        if r.step is A.MOVE and s.move_client_id is None:
-            return plan_moves.retry(s, r.move, self._env())
-        if r.step is A.MOVE_CANCEL and s.move_order_id is not None and s.stop_order_id is not None:
-            return pc.Plan(next=pc.CancelOrder(step=S.MOVE_CANCEL_OLD, order_id=s.stop_order_id, attempt=r.attempt))
-        if r.step is A.RESUME and s.move_client_id is not None:
-            return pc.Plan(next=pc.LookUpOrder(step=S.MOVE_LOOKUP, client_id=s.move_client_id, attempt=r.attempt))
-        if r.step is A.AGED_LOOKUP and s.aged_pending_client_id is not None:
-            return pc.Plan(next=pc.LookUpOrder(step=S.AGED_LOOKUP, client_id=s.aged_pending_client_id, attempt=r.attempt))
-        if r.step is A.AGED_CANCEL and s.aged_old_order_id is not None:
-            return pc.Plan(next=pc.CancelOrder(step=S.AGED_CANCEL_OLD, order_id=s.aged_old_order_id, attempt=r.attempt))
-        if r.step is A.AGED:
-            return plan_aged.review(s, self._env())
-        return pc.NOTHING
 
     @handles(MarkPrice)
     def _on_mark(self, msg: MarkPrice) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.plan_aged import HOUR_MS, Phase, allowed_loss, exit_price, fee_rate, phase_at, reason_of, target_price
+from actors.aged_policy import HOUR_MS, Phase, allowed_loss, exit_price, fee_rate, phase_at, reason_of, target_price
 from adapters.markets import Markets
 from core.config import AgedConfig
 from core.ids import Side
