@@ -126,6 +126,9 @@ class SignalServer:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        #: The background replay (serve_in_background). Held here: asyncio keeps only weak
+        #: references to tasks, and one waiting forever on its own future is garbage otherwise.
+        self._serving: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -178,6 +181,8 @@ class SignalServer:
             return
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
+        if self._serving is not None and self._serving is not asyncio.current_task():
+            self._serving.cancel()
         conns = list(self._conns)
         await asyncio.gather(
             *(asyncio.wait_for(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"), self.close_timeout_s) for c in conns),
@@ -200,6 +205,14 @@ class SignalServer:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+    async def serve_in_background(self, first_delay_s: float | None = None) -> asyncio.Task[None]:
+        """:meth:`run_forever` as a task the server holds (call on the loop); cancel it, or
+        :meth:`stop`, to end it."""
+        await self.start()
+        if self._serving is None or self._serving.done():
+            self._serving = asyncio.create_task(self.run_forever(first_delay_s), name="signal-server-replay")
+        return self._serving
 
     # ------------------------------------------------------------------ publishing
 

@@ -273,6 +273,29 @@ def test_the_demo_waves_end_to_end(harness: Harness) -> None:
     assert sum(len(r.accepted) for r in results) == total - 7  # 7 bad signals; 2 bad frames besides
 
 
+def test_a_background_replay_survives_garbage_collection_and_keeps_serving(harness: Harness) -> None:
+    """The bundled server's replay, started and forgotten (as the wiring does): after its waves it
+    waits forever; asyncio holds tasks only weakly, so before, a collection destroyed it ("Task was
+    destroyed but it is pending!") and the server closed every connection mid-run (code 1001)."""
+    server = harness.server(replay=replay(2), waves_every_s=0.05)
+    rec = Recorder()
+    harness.client(server.url, rec)
+    eventually(lambda: rec.named("subscribed"), what="subscribed")
+    harness.io.run(server.serve_in_background(first_delay_s=0.0), 5)
+    eventually(lambda: len(rec.waves()) == 2, what="both waves")
+
+    async def collect() -> None:
+        import gc
+
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0)
+
+    harness.io.run(collect(), 10)
+    assert server.connections == 1 and server._serving is not None and not server._serving.done()
+    assert not rec.named("disconnected")
+
+
 def test_server_main_refuses_bad_arguments() -> None:
     assert main(["--every", "0"]) == 2
     assert main(["--replay", "/nonexistent/waves.jsonl"]) == 2

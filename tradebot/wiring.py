@@ -152,7 +152,7 @@ def start_signal_feed(runtime: Runtime) -> None:
     runtime.io.run(client.start(), 10)
     runtime.resources.insert(0, lambda: runtime.io.run(client.stop(), 10))
     if cfg.source == "bundled":
-        runtime.io.submit(server.run_forever(first_delay_s=1.0))  # publishing starts once the client listens
+        runtime.io.run(server.serve_in_background(first_delay_s=1.0), 10)  # publishing starts once the client listens
 
 
 def connect_health(health: VenueHealth, supervisor: Callable[[], Any]) -> Callable[[HealthReport], None]:
