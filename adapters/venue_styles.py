@@ -299,6 +299,14 @@ class BybitStyle(VenueStyle):
 STYLES: dict[str, VenueStyle] = {"binance": VenueStyle(), "bybit": BybitStyle()}
 
 
+#: Every venue the bot speaks, by ccxt id and paper flavour: its request style.
+KNOWN_VENUES: dict[str, type[VenueStyle]] = {"binanceusdm": VenueStyle, "binance": VenueStyle, "bybit": BybitStyle}
+
+
 def style_for(venue: str, *, hedge_mode: bool = False) -> VenueStyle:
-    """The request style of a venue (``binanceusdm`` / ``bybit``, or a paper flavour), in the account's position mode."""
-    return (BybitStyle if venue == "bybit" else VenueStyle)(hedge_mode=hedge_mode)
+    """The request style of a venue (``binanceusdm`` / ``bybit``, or a paper flavour), in the
+    account's position mode; an unknown name is refused (never silently given another's style)."""
+    try:
+        return KNOWN_VENUES[venue](hedge_mode=hedge_mode)
+    except KeyError:
+        raise ValueError(f"no venue style for {venue!r} (known: {', '.join(sorted(KNOWN_VENUES))})") from None
