@@ -19,6 +19,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from actors import plan_tps
 from actors import position_events as pe
 from actors.position_commands import NOTHING, Again, CancelOrder, Env, LookUpOrder, Note, PlaceStop, Plan, Retry, Step, error_text, next_client_id
 from actors.position_state import P, PositionState
@@ -187,8 +188,6 @@ def retry(s: PositionState, wanted: tuple[Decimal, Decimal, str] | None, env: En
 
 def adjust(s: PositionState, env: Env) -> Plan:
     """Start the stop this position should have (breakeven after TP1, a resize), if moves are allowed."""
-    from actors import plan_tps
-
     wanted = plan_tps.wanted_adjustment(s, env)
     if wanted is None or paused(s, env.now_ms):
         return NOTHING

@@ -105,8 +105,8 @@ def _placed(s: PositionState, levels: tuple[pe.TpLevel, ...], level: int, order:
 
 def due(s: PositionState, mark: Decimal) -> pe.TpLevel | None:
     """The first open TP level the mark has reached (worth asking the venue about)."""
-    for tp in s.open_tps:
-        if not s.side.better(tp.price, mark):  # long: mark >= price; short: mark <= price
+    for tp in s.tps:  # (on every mark: the open levels without building open_tps)
+        if not tp.filled and tp.order_id and not s.side.better(tp.price, mark):  # long: mark >= price; short: mark <= price
             return tp
     return None
 
@@ -139,7 +139,7 @@ def wanted_adjustment(s: PositionState, env: Env) -> tuple[Decimal, Decimal, str
     if s.state is not P.PROTECTED or s.stop_price is None or s.move_client_id is not None or s.entry_price is None:
         return None
     price, reason = s.stop_price, "resize"
-    tp1_done = any(tp.level == 1 and tp.filled for tp in s.tps)
+    tp1_done = bool(s.tps) and any(tp.level == 1 and tp.filled for tp in s.tps)
     if tp1_done and env.config.take_profit.breakeven_after_tp1:
         be = on_grid(s.side, breakeven_price(s.side, s.entry_price, env.config.trailing.breakeven_fee_percent), env.market.tick_size)
         if s.side.better(be, price):

@@ -40,6 +40,7 @@ from actors.position_dispatch import AFTER, resume_plan, retry_plan
 from actors.position_state import P, PositionState, apply, rebuild
 from actors.trailing import TrailState
 from adapters.errors import VenueError, translate
+from adapters.markets import Market
 from adapters.venue import Venue
 from core.events import Event
 from core.ids import Side, position_actor_name
@@ -68,6 +69,7 @@ class PositionActor(ManagedActor):
         self._op: tuple[int, pc.Command] | None = None  # (number, command) of the operation in flight
         self._op_seq = 0
         self._trail: TrailState | None = None  # trailing memory (the best mark is persisted only now and then)
+        self._market: tuple[Any, Market] | None = None  # (the venue's markets, this symbol's market), looked up once
         self._trail_saved_ms = 0
         self._ensure_waiters: list[Any] = []
         self._ensure_check_due = False
@@ -114,12 +116,19 @@ class PositionActor(ManagedActor):
     def _env(self) -> pc.Env:
         s = self.s
         trail_best = self._trail.best if self._trail is not None else None
+        markets = self.venue.markets
+        if self._market is None or self._market[0] is not markets:  # looked up again once the venue's markets are reloaded
+            self._market = (markets, self.venue.market(s.symbol))
         return pc.Env(
-            config=self.ctx.config, market=self.venue.market(s.symbol), now_ms=self.ctx.clock.now_ms(), mark=self.last_mark,
+            config=self.ctx.config, market=self._market[1], now_ms=self.ctx.clock.now_ms(), mark=self.last_mark,
             mark_ms=self.last_mark_ms, trail_best=trail_best, forced_close_kind=self.venue.style.forced_close_kind,
         )
 
     def _run(self, plan: pc.Plan) -> None:
+        if not plan.events and plan.next is None and not (plan.notes or plan.tell or plan.retry or plan.subscribe or plan.stop):
+            if plan.trail is not None:  # most marks: only the trailing memory changes
+                self._trail = plan.trail
+            return
         for event in plan.events:
             self._record(event)
         s = self.s

@@ -13,7 +13,6 @@ still to cancel), so the actor keeps no lazily created working attributes.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Callable
 from decimal import Decimal
@@ -200,9 +199,14 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 NOTHING = Plan()
 
 
-@dataclasses.dataclass(frozen=True)
-class Env:
-    """What a planner may know besides the state: config, the market's grid, the time, the last mark."""
+def _no_forced_kind(_cid: str | None) -> str | None:
+    return None
+
+
+class Env(msgspec.Struct, frozen=True, kw_only=True):
+    """What a planner may know besides the state: config, the market's grid, the time, the last mark.
+
+    Built for every mark a position handles: a frozen Struct (cheap to build, unlike a frozen dataclass)."""
 
     config: Any  # core.config.Config
     market: Market
@@ -210,7 +214,7 @@ class Env:
     mark: Decimal | None = None
     mark_ms: int | None = None
     trail_best: Decimal | None = None  # the trailing memory's best mark (persisted only now and then)
-    forced_close_kind: Callable[[str | None], str | None] = lambda _cid: None
+    forced_close_kind: Callable[[str | None], str | None] = _no_forced_kind
 
 
 def fold(s: PositionState, events: tuple[pe.PositionEvent, ...], now_ms: int) -> PositionState:

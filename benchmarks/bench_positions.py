@@ -63,8 +63,9 @@ class TimedPosition(PositionActor):
 
 
 class Opened(ManagedActor):
-    def started(self) -> None:
-        self.opened: dict[str, PositionOpened] = {}
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.opened: dict[str, PositionOpened] = {}  # before start: a proxy may read it while on_start takes the epoch
 
     @handles(PositionOpened)
     def _got(self, msg: PositionOpened) -> None:

@@ -19,12 +19,15 @@ class Rounding(enum.Enum):
     NEAREST = ROUND_HALF_EVEN
 
 
+_ONE = Decimal(1)
+
+
 def to_grid(price: Decimal, tick: Decimal, rounding: Rounding = Rounding.NEAREST) -> Decimal:
     """``price`` on the grid of ``tick``; never below one tick. Refuses a non-finite price."""
     if not price.is_finite():
         raise ValueError(f"price is not a finite number: {price}")
     ticks = (price / tick).to_integral_value(rounding=rounding.value)
-    return max(ticks, Decimal(1)) * tick
+    return (ticks if ticks >= _ONE else _ONE) * tick  # on every mark: no max(), no new Decimal
 
 
 def stop_on_grid(side: str, price: Decimal, tick: Decimal) -> Decimal:
