@@ -385,3 +385,19 @@ def test_protected_through_a_real_price_path(bot: Bot, venue: BybitVenueServer):
     wait_for(lambda: all(venue.timeline.snapshots[-1].protected(k) for k in venue.positions()), what="settled")
     assert_clean(venue)
     assert len(venue.timeline.entries()) == 2
+
+
+def test_the_first_entry_sets_the_accounts_margin_mode_and_the_symbols_leverage_before_it_is_sent(bot: Bot, venue: BybitVenueServer):
+    """A new unified account is cross (REGULAR_MARGIN), its symbols at 10x; the config asks isolated, 10x
+    (the defaults): the margin mode is set once, before the entry, and read back; the leverage already
+    matches, so it is not touched. A second entry on another symbol costs no setup write."""
+    assert venue.margin_mode == "REGULAR_MARGIN"
+    bot.open("BTCUSDT")
+    wait_for(lambda: protected(venue, 1), what="protected")
+    routes = venue.timeline.routes()
+    assert routes.count("POST /v5/account/set-margin-mode") == 1 and "POST /v5/position/set-leverage" not in routes
+    assert routes.index("POST /v5/account/set-margin-mode") < routes.index("POST /v5/order/create")
+    assert venue.margin_mode == "ISOLATED_MARGIN"
+    bot.open("ETHUSDT")
+    wait_for(lambda: protected(venue, 2), what="both protected")
+    assert venue.timeline.routes().count("POST /v5/account/set-margin-mode") == 1
