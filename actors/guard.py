@@ -31,10 +31,12 @@ it or fails ``max_failures`` times in a row is restarted by the supervisor
 
 **Liveness.** Every ``probe_interval_secs`` every position actor, protected
 or not, is sent a ``Probe``, which its base class answers from its mailbox.
-An owner stuck in a handler does not answer: after ``reply_deadline_secs``
-it is restarted (``guard.owner_unresponsive``). An incarnation that has never
-answered yet is still starting (rebuilding from its events) and gets
-``max_failures`` deadlines before it counts as stuck; an incarnation the guard
+An owner stuck in a handler does not answer: a missed ``reply_deadline_secs``
+sends a second probe at once, and a second miss in a row restarts it
+(``guard.owner_unresponsive``) -- one deadline alone proves nothing when the
+clock stepped past it before the owner had its turn. An incarnation that has
+never answered yet is still starting (rebuilding from its events) and gets
+``max_failures`` (at least two) deadlines before it counts as stuck; an incarnation the guard
 asked to replace is left alone until the supervisor has replaced it (tracked
 by actor urn). Probes are messages only: they cost no exchange request.
 """
@@ -44,6 +46,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+
+import pykka
 
 from actors.messages import EnsureProtected, MarkPrice, ProtectionReport, SubscribeMarks, UnsubscribeMarks
 from adapters.venue import OrderReport, PositionReport
@@ -54,6 +59,7 @@ from core.messages import ClosePosition, Message, Probe, ProbeAnswered, Reconcil
 from supervision.actor import ActorContext, ManagedActor, handles
 
 #: The client id kind of our stop-loss orders (initial, moved, restored, emergency).
+LAST_CALL = 2  # deadlines missed in a row (the second probe sent as the first passes) before an owner counts as stuck
 STOP_KIND = "s"
 
 
@@ -285,15 +291,22 @@ class GuardActor(ManagedActor):
             self.replacing.pop(name, None)
             if name in self.probes:
                 continue  # the last one is still waiting for its deadline
-            probe = self.probes[name] = _Probe(probe_id=next(self._probe_ids), actor_urn=ref.actor_urn)
-            ref.tell(Probe(probe_id=probe.probe_id, reply_to=self.actor_ref))
-            self.after(self.ctx.config.guard.reply_deadline_secs * 1000, ProbeDeadline(name=name, probe_id=probe.probe_id))
+            self._probe(name, ref)
         for gone in set(self.probes) - names:
             del self.probes[gone]
         for gone in set(self.replacing) - names:
             del self.replacing[gone]
         self.answered &= current
         self.misses = {urn: n for urn, n in self.misses.items() if urn in current}
+
+    def _probe(self, name: str, ref: pykka.ActorRef[Any]) -> None:
+        probe = self.probes[name] = _Probe(probe_id=next(self._probe_ids), actor_urn=ref.actor_urn)
+        try:
+            ref.tell(Probe(probe_id=probe.probe_id, reply_to=self.actor_ref))
+        except pykka.ActorDeadError:
+            del self.probes[name]  # stopped meanwhile: the supervisor is replacing it
+            return
+        self.after(self.ctx.config.guard.reply_deadline_secs * 1000, ProbeDeadline(name=name, probe_id=probe.probe_id))
 
     @handles(ProbeAnswered)
     def _on_probe_answered(self, msg: ProbeAnswered) -> None:
@@ -313,10 +326,13 @@ class GuardActor(ManagedActor):
         if ref is None or ref.actor_urn != probe.actor_urn:
             return  # gone, or replaced meanwhile
         cfg = self.ctx.config.guard
-        if probe.actor_urn not in self.answered:  # never answered: still starting (rebuilding from its events)?
-            n = self.misses[probe.actor_urn] = self.misses.get(probe.actor_urn, 0) + 1
-            if n < cfg.max_failures:
-                return
+        started = probe.actor_urn in self.answered  # never answered: still starting (rebuilding from its events)?
+        n = self.misses[probe.actor_urn] = self.misses.get(probe.actor_urn, 0) + 1
+        if n < (LAST_CALL if started else max(LAST_CALL, cfg.max_failures)):
+            # a second chance at once, with a fresh deadline: one deadline alone does not prove a
+            # hang (the clock may have stepped past it before the owner had its turn)
+            self._probe(msg.name, ref)
+            return
         reason = f"no answer to a probe within {cfg.reply_deadline_secs} s"
         self.emit("guard.owner_unresponsive", {"owner": msg.name, "actor_urn": probe.actor_urn, "reason": reason, "started": probe.actor_urn in self.answered}, severity=Severity.WARNING)
         self.failures.pop(msg.name, None)

@@ -131,7 +131,10 @@ class PriceFeed(ManagedActor):
         self.subscribers.setdefault(msg.symbol, {})[msg.name] = msg.subscriber
         ts = self.last_ms.get(msg.symbol)
         if msg.symbol in self.last and ts is not None and self.ctx.clock.now_ms() - ts <= self.fresh_ms:
-            msg.subscriber.tell(MarkPrice(symbol=msg.symbol, price=self.last[msg.symbol], ts_ms=ts))  # fresh, with its own time
+            try:
+                msg.subscriber.tell(MarkPrice(symbol=msg.symbol, price=self.last[msg.symbol], ts_ms=ts))  # fresh, with its own time
+            except pykka.ActorDeadError:  # it stopped (was replaced) after asking: its successor subscribes itself
+                self.subscribers[msg.symbol].pop(msg.name, None)
 
     @handles(UnsubscribeMarks)
     def _unsubscribe(self, msg: UnsubscribeMarks) -> None:

@@ -21,17 +21,23 @@ from typing import Any, Protocol
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` makes it a no-op."""
 
-    __slots__ = ("_seq", "callback", "cancelled", "due_ms", "interval_ms")
+    __slots__ = ("_seq", "callback", "cancelled", "due_ms", "fired", "interval_ms")
 
     def __init__(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None], seq: int):
         self.due_ms = due_ms
         self.interval_ms = interval_ms
         self.callback = callback
         self.cancelled = False
+        self.fired = False  # a one-shot that has run
         self._seq = seq
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    @property
+    def pending(self) -> bool:
+        """Still to fire: not cancelled, and periodic or not yet run."""
+        return not self.cancelled and (self.interval_ms is not None or not self.fired)
 
     def __lt__(self, other: TimerHandle) -> bool:
         return (self.due_ms, self._seq) < (other.due_ms, other._seq)
@@ -88,6 +94,8 @@ class _TimerHeap:
 def _fire(handle: TimerHandle) -> None:
     if handle.cancelled:
         return
+    if handle.interval_ms is None:
+        handle.fired = True
     try:
         handle.callback()
     except Exception:
@@ -96,8 +104,16 @@ def _fire(handle: TimerHandle) -> None:
         logger.opt(exception=True).error("timer callback failed")
 
 
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
 class RealClock:
-    """System time; timers fire from one daemon thread."""
+    """System time; timers fire from one daemon thread.
+
+    ``now_ms`` is wall time (what events carry), but timers are due on the
+    monotonic clock: a step of the wall clock (NTP, a resumed VM) neither
+    fires every deadline at once nor stalls every timer for the step."""
 
     def __init__(self) -> None:
         self._timers = _TimerHeap()
@@ -111,7 +127,7 @@ class RealClock:
 
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
         with self._cond:
-            handle = self._timers.push(self.now_ms() + max(0, int(delay_ms)), None, callback)
+            handle = self._timers.push(_monotonic_ms() + max(0, int(delay_ms)), None, callback)
             self._cond.notify()
         return handle
 
@@ -120,7 +136,7 @@ class RealClock:
             raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
         first = interval_ms if first_delay_ms is None else max(0, int(first_delay_ms))
         with self._cond:
-            handle = self._timers.push(self.now_ms() + first, int(interval_ms), callback)
+            handle = self._timers.push(_monotonic_ms() + first, int(interval_ms), callback)
             self._cond.notify()
         return handle
 
@@ -134,7 +150,7 @@ class RealClock:
             with self._cond:
                 if self._closed:
                     return
-                now = self.now_ms()
+                now = _monotonic_ms()
                 handle = self._timers.pop_due(now)
                 if handle is None:
                     nxt = self._timers.next_due_ms()

@@ -268,7 +268,7 @@ class ManagedActor(pykka.ThreadingActor):
         handle = self.ctx.clock.call_later(delay_ms, self._teller(message))
         self._timers.append(handle)
         if len(self._timers) > 64:
-            self._timers = [h for h in self._timers if not h.cancelled and (h.interval_ms or h.due_ms > self.ctx.clock.now_ms())]
+            self._timers = [h for h in self._timers if h.pending]
         return handle
 
     def every(self, interval_ms: int, name: str, first_delay_ms: int | None = None) -> TimerHandle:

@@ -170,3 +170,16 @@ def test_real_close_stops_the_timer_thread(rclock: RealClock):
     rclock.call_later(0, late.set)
     assert not late.wait(0.05)
     assert count == after_close
+
+
+def test_real_timers_survive_a_wall_clock_step_back(rclock: RealClock, monkeypatch: pytest.MonkeyPatch):
+    """Timers are due on the monotonic clock: the wall clock stepping an hour back (NTP, a resumed
+    VM) does not hold a 50 ms timer for an hour; ``now_ms`` still reports the wall time."""
+    import core.clock as clock_module
+
+    fired = threading.Event()
+    rclock.call_later(50, fired.set)
+    wall = time.time_ns
+    monkeypatch.setattr(clock_module.time, "time_ns", lambda: wall() - 3_600_000_000_000)
+    assert fired.wait(10)
+    assert abs(rclock.now_ms() - (wall() // 1_000_000 - 3_600_000)) < 5_000

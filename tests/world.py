@@ -90,6 +90,11 @@ def extra_toml() -> str:
 @pytest.fixture
 def world(tmp_path: Path, ctx: ActorContext, engine_knobs: dict[str, Any], extra_toml: str):
     cfg = make_config(tmp_path, "[exchange]\nmax_attempts = 2\nretry_base_delay_ms = 1\n[position]\nretry_delay_ms = 10\nverify_interval_secs = 5\n[demo]\nsignals_file = \"\"\n" + extra_toml)
+    if "reply_deadline_secs" not in extra_toml:
+        # virtual time here runs thousands of times faster than the actors, and tests jump it by
+        # minutes: a liveness deadline of 15 virtual seconds would read an owner merely behind
+        # as hung. The guard's liveness is tested where time is stepped against its deadlines.
+        cfg = msgspec.structs.replace(cfg, guard=msgspec.structs.replace(cfg.guard, reply_deadline_secs=24 * 3600))
     if engine_knobs.get("hedge_mode"):  # the account's position mode: the engine's and the bot's
         cfg = msgspec.structs.replace(cfg, exchange=msgspec.structs.replace(cfg.exchange, hedge_mode=True))
     ctx = dataclasses.replace(ctx, config=cfg, directory=Directory())
