@@ -7,8 +7,9 @@ Work lives in three places, each counted here:
 
 * **mailboxes**: a :class:`CountingInbox` counts a message from its ``put``
   until the actor asks for the next one (pykka's loop is get -> handle -> get,
-  so the next ``get`` means the last message was handled); an actor whose
-  thread has ended no longer counts;
+  so the next ``get`` means the last message was handled), and the actor's
+  start-up (``on_start``) until its first ``get``; an actor whose thread has
+  ended no longer counts;
 * **the I/O loop**: :class:`CountingIOLoop` counts an ``io_call`` from its
   submission until its answer has been told;
 * **the event store**: queued or being written (:meth:`EventStore.idle`); a
@@ -92,8 +93,9 @@ class CountingInbox(queue.Queue):  # type: ignore[type-arg]
     def __init__(self, tracker: Tracker) -> None:
         super().__init__()
         self.tracker = tracker
-        self.pending = 0  # put and not yet handled
-        self.holding = False  # the actor took a message and has not asked for the next
+        # Born busy: the actor's on_start runs before its first get (counted as one message being handled).
+        self.pending = 1  # put and not yet handled
+        self.holding = True  # the actor took a message (or is starting) and has not asked for the next
         self.retired = False
         self._lock = threading.Lock()
 
