@@ -191,7 +191,6 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
     from adapters.paper.engine import PaperEngine
     from adapters.paper.exchange import PaperExchange
     from adapters.paper.hosting import markets_path
-    from adapters.paper.prices import PriceReplay
     from adapters.venue import Venue
     from core.clock import VirtualClock
     from core.config import parse_config
