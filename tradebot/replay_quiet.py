@@ -155,14 +155,14 @@ def instrumented(tracker: Tracker) -> Iterator[Tracker]:
 
     def actor_loop(self: ManagedActor) -> None:
         try:
-            super(ManagedActor, self)._actor_loop()  # type: ignore[misc]
+            super(ManagedActor, self)._actor_loop()
         finally:
             inbox = self.actor_inbox
             if isinstance(inbox, CountingInbox):
                 inbox.retire()
 
-    ManagedActor._create_actor_inbox = staticmethod(make_inbox)  # type: ignore[method-assign,assignment]
-    ManagedActor._actor_loop = actor_loop  # type: ignore[method-assign]
+    ManagedActor._create_actor_inbox = staticmethod(make_inbox)  # type: ignore[method-assign]
+    ManagedActor._actor_loop = actor_loop  # type: ignore[method-assign,assignment]
     try:
         yield tracker
     finally:
