@@ -87,7 +87,7 @@ class Tracker:
                 raise TimeoutError(f"replay: the actor tree stayed busy for {timeout_s:.0f} s of real time")
 
 
-class CountingInbox(queue.Queue):  # type: ignore[type-arg]
+class CountingInbox(queue.Queue):
     """An actor's mailbox that knows whether a message is waiting or being handled."""
 
     def __init__(self, tracker: Tracker) -> None:
