@@ -385,6 +385,10 @@ class EventStore:
             raise self.refuse(fence, operation, ts_ms)
         return await coro
 
+    def idle(self) -> bool:
+        """Nothing queued or being written (a replay's test of quiet; racy by nature, read it twice)."""
+        return not (self._queue or self._writing or self._wake_scheduled)
+
     def flush(self, timeout: float = 10.0) -> None:
         """Block until every event appended before this call is committed."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()

@@ -207,6 +207,34 @@ class VirtualClock:
             self._now_ms = max(self._now_ms, target)
         return fired
 
+    def next_due_ms(self) -> int | None:
+        """When the next timer is due (None: no timer)."""
+        with self._lock:
+            return self._timers.next_due_ms()
+
+    def step_to(self, t_ms: int) -> int:
+        """Set now to ``t_ms`` and fire only the timers that exist now and are due by then, in order;
+        timers scheduled meanwhile (even for now) wait for the next step. For a driver that lets the
+        system settle between steps (the replay); returns how many fired."""
+        with self._lock:
+            if t_ms < self._now_ms:
+                raise ValueError("virtual time never goes backwards")
+            self._now_ms = int(t_ms)
+            limit = next(self._timers._seq)
+        fired = 0
+        while not self._closed:
+            with self._lock:
+                head = self._timers.pop_due(self._now_ms)
+                if head is None:
+                    break
+                if head._seq > limit:
+                    heapq.heappush(self._timers._heap, head)
+                    break
+                self._timers.reschedule(head)
+            _fire(head)
+            fired += 1
+        return fired
+
     def pending(self) -> int:
         with self._lock:
             return sum(1 for h in self._timers._heap if not h.cancelled)

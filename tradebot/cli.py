@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument("--quiet", action="store_true", help="no progress lines")
     soak.set_defaults(func=_cmd_soak)
 
+    from tradebot.replay_cli import register as register_replay
+
+    register_replay(sub)
+
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
     ev.add_argument("--type", action="append", default=[], metavar="T", help="event type; 'prefix*' matches a family (repeatable)")
