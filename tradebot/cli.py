@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument("--quiet", action="store_true", help="no progress lines")
     soak.set_defaults(func=_cmd_soak)
 
+    tr = sub.add_parser("trace", help="a position's whole life as a timeline with durations (stop live, move overlaps, unprotected time)")
+    tr.add_argument("position", metavar="POSITION", help="position id (or a unique prefix) or symbol (its open position, else its newest)")
+    tr.add_argument("--json", action="store_true", help="print the timeline as JSON (exact Decimal strings)")
+    _config_arg(tr)
+    tr.set_defaults(func=_cmd_trace)
+
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
     ev.add_argument("--type", action="append", default=[], metavar="T", help="event type; 'prefix*' matches a family (repeatable)")
@@ -300,6 +306,13 @@ def _position_cells(row: dict[str, Any], cols: tuple[str, ...]) -> list[str]:
         else:
             out.append(num.plain(v))
     return out
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from tradebot.reports import cmd_trace
+
+    config, _ = _load(args)
+    return cmd_trace(args, config)
 
 
 # ----------------------------------------------------------------- logs
