@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(tr)
     tr.set_defaults(func=_cmd_trace)
 
+    pn = sub.add_parser("pnl", help="realised PnL of closed positions: count, win rate, average hold, exits by reason")
+    pn.add_argument("--since", metavar="WHEN", help="closed since: ISO time, epoch ms, or an age such as 7d")
+    pn.add_argument("--by", choices=("day", "symbol"), help="one row per UTC day or per symbol")
+    pn.add_argument("--json", action="store_true", help="print the summaries as JSON (exact Decimal strings)")
+    _config_arg(pn)
+    pn.set_defaults(func=_cmd_pnl)
+
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
     ev.add_argument("--type", action="append", default=[], metavar="T", help="event type; 'prefix*' matches a family (repeatable)")
@@ -313,6 +320,13 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
     config, _ = _load(args)
     return cmd_trace(args, config)
+
+
+def _cmd_pnl(args: argparse.Namespace) -> int:
+    from tradebot.reports import cmd_pnl
+
+    config, _ = _load(args)
+    return cmd_pnl(args, config)
 
 
 # ----------------------------------------------------------------- logs

@@ -129,3 +129,53 @@ def cmd_trace(args: argparse.Namespace, config: Any) -> int:
         tick, step = market_increments(config)(tl.symbol or row.get("symbol"))
         print(render_timeline(tl, row, tick, step))
     return 0
+
+
+# ----------------------------------------------------------------- pnl
+def render_pnl(summaries: list[Any], by: str | None) -> str:
+    from actors.pnl_summary import Summary
+
+    rows: list[list[str]] = []
+    for s in summaries:
+        assert isinstance(s, Summary)
+        rows.append([
+            s.key, str(s.count), num.money(s.pnl, "USDT"), num.percent(s.win_rate) if s.win_rate is not None else "-",
+            num.duration(s.avg_hold_ms) if s.avg_hold_ms is not None else "-",
+            ", ".join(f"{r} {n}" for r, n in s.exits_by_reason.items()) or "-",
+        ])
+    head = [by or "trades", "count", "realised pnl", "win rate", "avg hold", "exits by reason"]
+    return num.table(head, rows) + "\nfees: not recorded in the stored events (pnl is the realised figure stored with each exit)"
+
+
+def cmd_pnl(args: argparse.Namespace, config: Any) -> int:
+    import time
+
+    from actors.pnl_summary import closed_trades, grouped
+    from adapters.event_store import EventStore
+    from adapters.io_loop import IOLoop
+    from tradebot.cli import parse_since
+
+    try:
+        since = parse_since(args.since, time.time_ns() // 1_000_000) if args.since else None
+    except ValueError as exc:
+        print(f"tradebot pnl: {exc}", file=sys.stderr)
+        return 2
+    io = IOLoop("pnl-cli").start()
+    try:
+        store = EventStore(config.store_path, io, readonly=True).open()
+    except FileNotFoundError:
+        io.stop()
+        print(f"tradebot pnl: no event store at {config.store_path} (has the bot run yet?)", file=sys.stderr)
+        return 1
+    try:
+        rows = io.run(store.positions(open_only=False, consistent=False), 30)
+        timelines = [build_timeline(io.run(store.query(position_id=r["position_id"], limit=None), 30)) for r in rows]
+    finally:
+        store.close()
+        io.stop()
+    summaries = grouped(closed_trades(timelines, since), args.by)
+    if args.json:
+        print(json.dumps(msgspec.to_builtins(summaries), indent=1, default=str))
+    else:
+        print(render_pnl(summaries, args.by))
+    return 0
