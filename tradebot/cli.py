@@ -211,18 +211,19 @@ def _cmd_soak(args: argparse.Namespace) -> int:
 def _cmd_ctl(args: argparse.Namespace) -> int:
     from tradebot.control_client import BotNotRunning, send_command
 
-    def fail(message: str, code: int) -> int:
+    def fail(message: str, code: int, prefix: bool = True) -> int:
         """An error before or instead of a reply: JSON on stdout with --json (scripts parse one shape), text on stderr otherwise."""
         if args.json:
             print(json.dumps({"ok": False, "result": None, "error": message, "id": None}, indent=2))
         else:
-            print(f"tradebot ctl{' ' + args.command if code == 2 and args.command in COMMANDS else ''}: {message}", file=sys.stderr)
+            head = f"tradebot ctl{' ' + args.command if code == 2 and args.command in COMMANDS else ''}: " if prefix else ""
+            print(head + message, file=sys.stderr)
         return code
 
     try:
         config, _ = _load(args)
     except ConfigError as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), 2, prefix=False)  # one line naming the file, as every subcommand prints it
     spec = COMMANDS.get(args.command)
     if spec is None:
         return fail(f"unknown command {args.command!r}; known: {', '.join(COMMANDS)}", 2)
