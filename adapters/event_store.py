@@ -620,6 +620,15 @@ class EventStore:
         rows = await self._read(_q, consistent)
         return rows[::-1] if newest_first else rows
 
+    async def event_types(self, *, consistent: bool = False) -> list[str]:
+        """Every event type the store holds, sorted (``tradebot events --type`` lists their families)."""
+
+        async def _q(db: aiosqlite.Connection) -> list[str]:
+            async with db.execute("SELECT DISTINCT type FROM events ORDER BY type") as cur:
+                return [str(r[0]) for r in await cur.fetchall()]
+
+        return await self._read(_q, consistent)
+
     async def positions(self, *, open_only: bool = True, consistent: bool = True) -> list[dict[str, Any]]:
         """The projection: one dict per position (its latest snapshot); ``consistent`` as in :meth:`query`."""
         sql = "SELECT position_id, data, last_event_id FROM positions"

@@ -605,7 +605,7 @@ def _explain(msg: str, raw: dict[str, Any]) -> str:
     given = _lookup(raw, path)
     if m := re.match(r"Object contains unknown field `([^`]+)`", body):
         key = f"{path}.{m.group(1)}" if path else m.group(1)
-        hint = " (secrets are read from environment variables only, never from this file)" if _SECRET_HINT.search(m.group(1)) else ""
+        hint = " (secrets are read from environment variables only, never from this file)" if _SECRET_HINT.search(m.group(1)) else _did_you_mean(path, m.group(1))
         return f"{key}: unknown key{hint}"
     if m := re.match(r"Expected `([^`]+)`, got `([^`]+)`", body):
         want = " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in m.group(1).split("|"))
@@ -615,6 +615,22 @@ def _explain(msg: str, raw: dict[str, Any]) -> str:
     if body.startswith("Invalid enum value"):
         return f"{path}: expected one of {_choices(path)}, got {_show(given)}"
     return f"{path or '(top level)'}: {body}"
+
+
+def _did_you_mean(path: str, key: str) -> str:
+    """`` (did you mean `trailing.activation_percent`?)`` for a misspelt key, or the section's keys."""
+    import difflib
+
+    node: Any = Config
+    for part in filter(None, path.split(".")):
+        node = get_type_hints(node, include_extras=True).get(part)
+        if node is None or not hasattr(node, "__struct_fields__"):
+            return ""
+    fields = [f for f in node.__struct_fields__ if f != "base_dir"]
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean `{path + '.' if path else ''}{close[0]}`?)"
+    return f" (known keys{' in [' + path + ']' if path else ''}: {', '.join(fields)})"
 
 
 def _choices(path: str) -> str:

@@ -249,7 +249,7 @@ def test_sigterm_during_startup_is_graceful(bot_dir: Path, bots: Callable[..., B
     ("toml", "message"),
     [
         ("[supervisor]\nmax_restarts = -1\n", "config.toml: supervisor.max_restarts: expected an integer >= 1, got -1"),
-        ("[supervisor]\nmax_restartz = 5\n", "config.toml: supervisor.max_restartz: unknown key"),
+        ("[supervisor]\nmax_restartz = 5\n", "config.toml: supervisor.max_restartz: unknown key (did you mean `supervisor.max_restarts`?)"),
         ('[supervisor]\nmax_restarts = "five"\n', 'config.toml: supervisor.max_restarts: expected an integer, got "five"'),
         ("[supervisor]\nmax_restarts = 1.5\n", "config.toml: supervisor.max_restarts: expected an integer, got 1.5"),
         ('[logging]\nlevel = "LOUD"\n', "config.toml: logging.level: expected one of 'TRACE', 'DEBUG', 'INFO', 'SUCCESS', 'WARNING', 'ERROR', 'CRITICAL', got \"LOUD\""),

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.config import Config, ConfigError, load_config, parse_config
 from core.control_protocol import COMMANDS, HELP
+from tradebot import numbers as num
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -30,12 +31,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        rc: int = args.func(args)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:  # piped into `head`: the reader left; no traceback
+        _silence_stdout()
+        return 0
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +117,19 @@ def _parser() -> argparse.ArgumentParser:
     from tradebot.replay_cli import register as register_replay
 
     register_replay(sub)
+
+    tr = sub.add_parser("trace", help="a position's whole life as a timeline with durations (stop live, move overlaps, unprotected time)")
+    tr.add_argument("position", metavar="POSITION", help="position id (or a unique prefix) or symbol (its open position, else its newest)")
+    tr.add_argument("--json", action="store_true", help="print the timeline as JSON (exact Decimal strings)")
+    _config_arg(tr)
+    tr.set_defaults(func=_cmd_trace)
+
+    pn = sub.add_parser("pnl", help="realised PnL of closed positions: count, win rate, average hold, exits by reason")
+    pn.add_argument("--since", metavar="WHEN", help="closed since: ISO time, epoch ms, or an age such as 7d")
+    pn.add_argument("--by", choices=("day", "symbol"), help="one row per UTC day or per symbol")
+    pn.add_argument("--json", action="store_true", help="print the summaries as JSON (exact Decimal strings)")
+    _config_arg(pn)
+    pn.set_defaults(func=_cmd_pnl)
 
     ev = sub.add_parser("events", help="read the event store")
     ev.add_argument("--position", metavar="ID", help="only this position's events")
@@ -185,31 +215,38 @@ def _cmd_soak(args: argparse.Namespace) -> int:
 def _cmd_ctl(args: argparse.Namespace) -> int:
     from tradebot.control_client import BotNotRunning, send_command
 
-    config, _ = _load(args)
+    def fail(message: str, code: int, prefix: bool = True) -> int:
+        """An error before or instead of a reply: JSON on stdout with --json (scripts parse one shape), text on stderr otherwise."""
+        if args.json:
+            print(json.dumps({"ok": False, "result": None, "error": message, "id": None}, indent=2))
+        else:
+            head = f"tradebot ctl{' ' + args.command if code == 2 and args.command in COMMANDS else ''}: " if prefix else ""
+            print(head + message, file=sys.stderr)
+        return code
+
+    try:
+        config, _ = _load(args)
+    except ConfigError as exc:
+        return fail(str(exc), 2, prefix=False)  # one line naming the file, as every subcommand prints it
     spec = COMMANDS.get(args.command)
     if spec is None:
-        print(f"tradebot ctl: unknown command {args.command!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
+        return fail(f"unknown command {args.command!r}; known: {', '.join(COMMANDS)}", 2)
     positional = [a for a in spec if not a.startswith("?")]
     if len(args.args) != len(positional):
         wanted = " ".join(a.upper() for a in positional) or "no arguments"
-        print(f"tradebot ctl {args.command}: expected {wanted}, got {len(args.args)} argument(s)", file=sys.stderr)
-        return 2
+        return fail(f"expected {wanted}, got {len(args.args)} argument(s)", 2)
     cmd_args: dict[str, Any] = dict(zip(positional, args.args, strict=False))
     if args.dry_run:
         if "?dry_run" not in spec:
-            print(f"tradebot ctl {args.command}: --dry-run applies to zombies only", file=sys.stderr)
-            return 2
+            return fail("--dry-run applies to zombies only", 2)
         cmd_args["dry_run"] = True
     try:
         reply = send_command(config.control_socket, args.command, cmd_args, timeout_s=args.timeout,
                              ttl_ms=config.control.command_ttl_secs * 1000)
     except BotNotRunning as exc:
-        print(f"tradebot ctl: {exc}", file=sys.stderr)
-        return 3
+        return fail(str(exc), 3)
     except (TimeoutError, ConnectionError, PermissionError) as exc:
-        print(f"tradebot ctl: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc), 1)
     if args.json:
         print(json.dumps({"ok": reply.ok, "result": reply.result, "error": reply.error, "id": reply.id}, indent=2, default=str))
     elif reply.ok:
@@ -224,7 +261,7 @@ def _render(command: str, result: Any) -> str:
         lines = [
             f"healthy:    {'yes' if result['healthy'] else 'NO'}",
             *(["mode:       READ-ONLY: no orders are sent (exchange.read_only = true)"] if result.get("read_only") else []),
-            f"uptime:     {result['uptime_s']} s (pid {result['pid']})",
+            f"uptime:     {num.duration(float(result['uptime_s']) * 1000)} (pid {result['pid']})",
             f"intake:     {'open' if result['intake']['open'] else 'closed'}"
             + ("" if result["intake"]["open"] else f" ({'paused by user' if result['intake']['paused_by_user'] else ''}{'; '.join(result['intake']['blocked'].values())})"),
             f"positions:  {result['positions']}",
@@ -239,20 +276,16 @@ def _render(command: str, result: Any) -> str:
         if not result:
             return "no open positions"
         cols = ("symbol", "side", "state", "quantity", "entry_price", "stop_price", "stop_order_id", "age_h", "aged_phase", "aged_price", "position_id")
-        rows = [[str(p.get(c, "")) for c in cols] for p in result]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in [list(cols), *rows])
+        return num.table(cols, [_position_cells(p, cols) for p in result])
     if command == "aged" and isinstance(result, list):
         if not result:
             return "no aged positions"
         aged_cols: tuple[str, ...] = ("symbol", "side", "phase", "age_h", "loss_percent", "exit_price", "exit_qty", "mark", "distance_percent", "mark_age_s", "failures", "position_id")
-        rows = [[str(p.get(c) if p.get(c) is not None else "") for c in aged_cols] for p in result]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(aged_cols)]
-        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in [list(aged_cols), *rows])
+        return num.table(aged_cols, [_position_cells(p, aged_cols) for p in result])
     if command in ("sync", "zombies") and isinstance(result, dict):
         keys = ("untracked", "phantoms", "mismatches", "strays", "zombies")
         head = f"{'clean' if result.get('ok') and not any(result.get(k) for k in keys) else 'findings'}: {result.get('positions', 0)} positions, {result.get('orders', 0)} open orders read in {result.get('duration_ms')} ms"
-        lines = [head] + [f"  {k}: {json.dumps(result[k], default=str)}" for k in keys if result.get(k)]
+        lines = [head] + [f"  {k}: {num.plain(result[k])}" for k in keys if result.get(k)]
         if result.get("zombies"):
             done = "dry run: nothing cancelled" if result.get("dry_run") else f"cancelled {result.get('cancelled', 0)}, failed {result.get('cancel_failed', 0)}"
             lines.append(f"  {done}")
@@ -260,8 +293,45 @@ def _render(command: str, result: Any) -> str:
             lines.append(f"  error: {result['error']}")
         return "\n".join(lines)
     if isinstance(result, dict):
-        return "\n".join(f"{k}: {v}" for k, v in result.items())
-    return str(result)
+        return "\n".join(f"{k}: {num.plain(v)}" for k, v in result.items())
+    return num.plain(result)
+
+
+_PRICE_COLS = frozenset({"entry_price", "stop_price", "aged_price", "exit_price", "mark"})
+_QTY_COLS = frozenset({"quantity", "exit_qty"})
+_PERCENT_COLS = frozenset({"loss_percent", "distance_percent"})
+
+
+def _position_cells(row: dict[str, Any], cols: tuple[str, ...]) -> list[str]:
+    """One table row: prices on the row's tick, quantities on its step (exact when unknown), percents with two decimals."""
+    out = []
+    for c in cols:
+        v = row.get(c)
+        if c in _PRICE_COLS:
+            out.append(num.price(v, row.get("tick_size")))
+        elif c in _QTY_COLS:
+            out.append(num.qty(v, row.get("step_size")))
+        elif c in _PERCENT_COLS:
+            out.append(num.percent(v))
+        elif c == "age_h":
+            out.append("" if v is None else f"{float(v):.2f}")
+        else:
+            out.append(num.plain(v))
+    return out
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from tradebot.reports import cmd_trace
+
+    config, _ = _load(args)
+    return cmd_trace(args, config)
+
+
+def _cmd_pnl(args: argparse.Namespace) -> int:
+    from tradebot.reports import cmd_pnl
+
+    config, _ = _load(args)
+    return cmd_pnl(args, config)
 
 
 # ----------------------------------------------------------------- logs
@@ -297,6 +367,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------- events
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def parse_since(text: str, now_ms: int) -> int:
@@ -304,8 +375,13 @@ def parse_since(text: str, now_ms: int) -> int:
     text = text.strip()
     if m := _AGE.match(text):
         mult = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[m.group(2)]
-        return now_ms - int(float(m.group(1)) * mult)
+        back = float(m.group(1)) * mult
+        if back != back or back > now_ms:
+            raise ValueError(f"--since: {text} reaches back before 1970")
+        return now_ms - int(back)
     if re.fullmatch(r"[0-9]+", text):
+        if int(text) > _MAX_MS:
+            raise ValueError(f"--since: {text} is not an epoch time in ms (the largest is {_MAX_MS}, the end of year 9999)")
         return int(text)
     try:
         when = dt.datetime.fromisoformat(text)
@@ -313,7 +389,17 @@ def parse_since(text: str, now_ms: int) -> int:
         raise ValueError(f"--since: expected an ISO time, epoch ms or an age like 15m, got {text!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
+    try:
+        return int(when.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"--since: {text!r} is out of range") from None
+
+
+def _unknown_types(asked: list[str], known: list[str]) -> tuple[list[str], list[str]] | None:
+    """The ``--type`` values no stored type matches, and the known families (``position.*``), or None if all match."""
+    bad = [t for t in asked if not any(k.startswith(t[:-1]) if t.endswith("*") else k == t for k in known)]
+    families = sorted({k.split(".", 1)[0] + ".*" for k in known})
+    return (bad, families) if bad else None
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
@@ -343,9 +429,16 @@ def _cmd_events(args: argparse.Namespace) -> int:
                         correlation_id=args.correlation, since_ms=since, limit=args.limit or None, newest_first=True),
             30,
         )
+        unknown = _unknown_types(args.type, io.run(store.event_types(), 30)) if args.type and not events else None
     finally:
         store.close()
         io.stop()
+    if unknown:
+        bad, families = unknown
+        print(f"tradebot events: no event type matches {', '.join(bad)}; known families: {', '.join(families) or 'none yet'}", file=sys.stderr)
+        if args.json:
+            print("[]")
+        return 1
     if args.json:
         print(json.dumps([e.to_dict() for e in events], indent=1, default=str))
         return 0

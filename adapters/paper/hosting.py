@@ -27,7 +27,15 @@ STATE_VERSION = 1
 
 
 def markets_path(config: Any) -> Path:
-    return config.paper_data_dir / "markets" / MARKET_FILES[config.paper.flavour]
+    """The paper flavour's market file; a missing data directory is named by its config key, ``paper.data_dir``."""
+    path: Path = config.paper_data_dir / "markets" / MARKET_FILES[config.paper.flavour]
+    if not path.exists():
+        where = "the data directory does not exist" if not config.paper_data_dir.exists() else "no such file in the data directory"
+        raise FileNotFoundError(
+            f"paper exchange: market data {path} not found ({where}); set paper.data_dir in the config "
+            f"(now {config.paper.data_dir!r}, relative to the config file) to the folder holding markets/ and prices/"
+        )
+    return path
 
 
 def build_paper_exchange(config: Any, clock: Any, state_path: Path | None = None, faults: Any = None) -> PaperExchange:
