@@ -267,6 +267,9 @@ class EventStore:
         self._io.run(_call(start), 10)
         return sub
 
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscribers)
+
     def unsubscribe(self, sub: Subscription) -> None:
         def stop() -> None:
             self._subscribers = [s for s in self._subscribers if s is not sub]
