@@ -76,9 +76,12 @@ class Sink:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"alert-sink-{self.label}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        for _ in range(20):  # re-cancel: a cancel landing as wait_for's inner call finishes can be swallowed
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.25)
         if self._session is not None:
             await self._session.close()
 

@@ -50,6 +50,7 @@ import asyncio
 import collections
 import concurrent.futures
 import fcntl
+import inspect
 import os
 import threading
 import time
@@ -186,7 +187,7 @@ class Subscription:
                 self.buffer.clear()
                 try:
                     result = self.callback(events)
-                    if result is not None:
+                    if inspect.isawaitable(result):
                         await result
                 except asyncio.CancelledError:
                     raise
