@@ -21,6 +21,14 @@ needs); ``consistent=False`` answers at once from what is committed (a status
 read, the reconcile's projection: write-ahead records are committed before
 their exchange call by construction).
 
+Fan-out of committed events: :meth:`EventStore.subscribe` registers a
+subscriber (alerts, metrics). After each commit the writer hands the batch,
+with ids, to every subscriber's own bounded buffer and goes on: it never
+waits for one. Each subscriber is drained by its own task on the I/O loop; a
+buffer that overflows drops its oldest events and counts them
+(:attr:`Subscription.dropped`), so a slow subscriber never slows the writer,
+and the log itself (the store) keeps everything.
+
 One bot process owns a database at a time (an ``flock`` on ``<db>.lock``);
 readers such as ``tradebot events`` open it read-only.
 
@@ -42,6 +50,7 @@ import asyncio
 import collections
 import concurrent.futures
 import fcntl
+import inspect
 import os
 import threading
 import time
@@ -144,6 +153,50 @@ class _Job:
         self.future = future
 
 
+class Subscription:
+    """One subscriber to committed events: its bounded buffer, its task, its counters."""
+
+    def __init__(self, name: str, callback: Callable[[list[Event]], Awaitable[None] | None], maxlen: int) -> None:
+        self.name = name
+        self.callback = callback
+        self.maxlen = maxlen
+        self.buffer: collections.deque[Event] = collections.deque()
+        self.delivered = 0
+        self.dropped = 0
+        self.failures = 0
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, events: list[Event]) -> None:
+        """On the loop thread, from the writer: never blocks; overflow drops the oldest."""
+        buffer = self.buffer
+        buffer.extend(events)
+        over = len(buffer) - self.maxlen
+        if over > 0:
+            for _ in range(over):
+                buffer.popleft()
+            self.dropped += over
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.buffer:
+                events = list(self.buffer)
+                self.buffer.clear()
+                try:
+                    result = self.callback(events)
+                    if inspect.isawaitable(result):
+                        await result
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    logger.opt(exception=exc).error("event store: subscriber {} failed on {} events", self.name, len(events))
+                self.delivered += len(events)
+
+
 class EventStore:
     """Append events from any thread; query and maintain them on the I/O loop."""
 
@@ -190,6 +243,50 @@ class EventStore:
         self._last_epoch = 0
         self._first_epoch = 1  # epochs below it belong to earlier processes: always refused
         self._epoch_lock = threading.Lock()
+        self._subscribers: list[Subscription] = []
+
+    # ------------------------------------------------------------ fan-out
+    def subscribe(
+        self,
+        name: str,
+        callback: Callable[[list[Event]], Awaitable[None] | None],
+        *,
+        maxlen: int = 10_000,
+    ) -> Subscription:
+        """Hand every event committed from now on (with its id, in commit order) to ``callback``.
+
+        ``callback(events)`` runs on the I/O loop in the subscriber's own task
+        (it may be a coroutine function); at most ``maxlen`` events wait for it,
+        beyond that the oldest are dropped and counted. Thread-safe.
+        """
+        sub = Subscription(name, callback, maxlen)
+
+        def start() -> None:
+            sub.task = asyncio.get_running_loop().create_task(sub.run(), name=f"store-subscriber-{name}")
+            self._subscribers = [*self._subscribers, sub]
+
+        self._io.run(_call(start), 10)
+        return sub
+
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscribers)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        def stop() -> None:
+            self._subscribers = [s for s in self._subscribers if s is not sub]
+            if sub.task is not None:
+                sub.task.cancel()
+
+        self._io.run(_call(stop), 10)
+
+    def _fan_out(self, first_id: int, batch: list[_Prepared]) -> None:
+        subscribers = self._subscribers
+        if not subscribers:
+            return
+        replace = msgspec.structs.replace
+        events = [replace(item.event, id=first_id + offset, projection=None) for offset, item in enumerate(batch)]
+        for sub in subscribers:
+            sub.offer(events)
 
     # ----------------------------------------------------------- lifecycle
     def open(self, timeout: float = 10.0) -> EventStore:
@@ -281,6 +378,10 @@ class EventStore:
             self._release_lock()
 
     async def _close(self, timeout: float) -> None:
+        for sub in self._subscribers:
+            if sub.task is not None:
+                sub.task.cancel()
+        self._subscribers = []
         if self._writer is not None:
             barrier: concurrent.futures.Future[None] = concurrent.futures.Future()
             self._enqueue(_Barrier(barrier))
@@ -510,6 +611,7 @@ class EventStore:
         self._last_batch, self._last_commit_ms = len(batch), (time.perf_counter() - started) * 1000
         self._next_id = first_id + len(batch)
         self._committed += len(batch)
+        self._fan_out(first_id, batch)
         with self._count_lock:
             self._uncommitted -= len(batch)
             waiting = self._durable_waiting
@@ -666,16 +768,18 @@ class EventStore:
 class _Prepared:
     """An event encoded for insertion (id and last_event_id added by the writer)."""
 
-    __slots__ = ("fence", "future", "on_refused", "row", "upsert")
+    __slots__ = ("event", "fence", "future", "on_refused", "row", "upsert")
 
     def __init__(
         self,
+        event: Event,
         row: tuple[Any, ...],
         upsert: tuple[Any, ...] | None,
         future: concurrent.futures.Future[int] | None,
         fence: Fence | None,
         on_refused: Callable[[Fenced], None] | None,
     ) -> None:
+        self.event = event
         self.row = row
         self.upsert = upsert
         self.future = future
@@ -711,7 +815,11 @@ def _prepare(
         if bad or not isinstance(proj["is_open"], bool):
             raise ValueError(f"event {ev.type}: projection {', '.join(bad) or 'is_open'} must be {'a non-empty string' if bad else 'true or false'}")
         upsert = (ev.position_id, proj["exchange"], proj["symbol"], proj["state"], int(bool(proj["is_open"])), _encode(proj).decode(), ev.ts_ms)
-    return _Prepared(row, upsert, future, fence, on_refused)
+    return _Prepared(ev, row, upsert, future, fence, on_refused)
+
+
+async def _call(fn: Callable[[], None]) -> None:
+    fn()
 
 
 async def _one(cur: aiosqlite.Cursor) -> tuple[Any, ...]:

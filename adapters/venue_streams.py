@@ -290,6 +290,9 @@ class StreamingVenue:
         """Is the ``orders`` / ``positions`` / ``marks`` stream's connection open (ccxt.pro only)?
 
         Lets a stream be reported up again after a reconnect before its next update arrives."""
+        own = getattr(self.exchange, "watch_connected", None)  # the paper exchange's client
+        if callable(own):
+            return bool(own(kind))
         return connected(self.exchange, self.style.stream_subscriptions.get(kind, ()))
 
     async def watch_orders(self) -> list[OrderReport]:

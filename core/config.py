@@ -398,6 +398,89 @@ class VenueHealthConfig(_Section, frozen=True):
     margin_recheck_secs: Annotated[int, _n(ge=1)] = 60
 
 
+Level = Literal["info", "warning", "error", "critical"]
+
+
+class AlertRule(_Section, frozen=True):
+    #: The rule's name (alerts are de-duplicated by rule and subject).
+    name: str
+    #: Event types that raise the alert ...
+    fire: tuple[str, ...]
+    #: ... and event types that clear it (a "resolved" message); empty: it never resolves.
+    resolve: tuple[str, ...] = ()
+    severity: Level = "critical"
+    #: What identifies the subject: an event field (position_id, symbol, actor, exchange),
+    #: "data.<key>" for a key of the event's data, or "" for one subject for the whole bot.
+    subject: str = "position_id"
+    #: What it means and what to do (sent with the alert).
+    text: str = ""
+
+
+def _rule(name: str, fire: str, resolve: str = "", subject: str = "position_id", severity: Level = "critical", text: str = "") -> AlertRule:
+    return AlertRule(name=name, fire=tuple(fire.split()), resolve=tuple(resolve.split()), subject=subject, severity=severity, text=text)
+
+
+DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
+    _rule("rollback_failed", "position.rollback_failed", text="an entry could not be rolled back: check the position on the exchange"),
+    _rule("emergency_stop", "position.emergency_stop", text="a wide emergency stop was placed; the normal stop could not be"),
+    _rule("unprotected", "alert.position_unprotected", "guard.protected_again", subject="data.position", text="a position has no live stop: the bot keeps trying to restore it"),
+    _rule("stop_moves_disabled", "position.moves_disabled", severity="error", text="stop moves failed repeatedly and are paused; the last stop stays"),
+    _rule("close_gave_up", "position.close_gave_up", text="the bot could not close a position: close it by hand"),
+    _rule("restart_intensity", "supervisor.restart_intensity_exceeded", subject="data.child", text="an actor kept crashing and was given up; intake is blocked; see its log"),
+    _rule("exchange_fatal", "exchange.fatal", "exchange.fatal_cleared", subject="exchange", text="the exchange refused our key or permissions: fix the key, then restart"),
+    _rule("exchange_unreachable", "exchange.unreachable", "exchange.reachable", subject="exchange", severity="error", text="the exchange does not answer; no new entries until it does"),
+    _rule("exchange_banned", "alert.exchange_banned", "exchange.ban_over", subject="exchange", text="the exchange banned our IP; only protective calls probe"),
+    _rule("store_slow", "store.slow", "store.recovered", subject="", severity="error", text="the event store is slow or failing; positions wait for their records"),
+    _rule("stream_down", "feed.stream_down", "feed.stream_up", subject="symbol", severity="warning", text="a price stream is down; marks are read over REST meanwhile"),
+    _rule("signal_feed_down", "feed.dead feed.connect_failed", "feed.connected", subject="", severity="error", text="the signal feed is down: no new signals"),
+    _rule("aged_cap", "alert.aged_cap alert.aged_gave_up alert.aged_unclosable", subject="position_id", severity="error", text="an aged position reached its cap or could not be closed"),
+)
+
+
+class AlertSink(_Section, frozen=True):
+    #: webhook: a JSON POST to url; telegram: the Bot API's sendMessage; console: the log.
+    kind: Literal["webhook", "telegram", "console"]
+    #: The sink's name in events and `tradebot alerts test` (default: its kind).
+    name: str = ""
+    #: Alerts below this severity are not sent to this sink ("info" also sends resolved messages of anything).
+    min_severity: Level = "warning"
+    #: webhook: where to POST.
+    url: str = ""
+    #: telegram: names of the environment variables holding the bot token and the chat id.
+    token_env: str = "TRADEBOT_TELEGRAM_TOKEN"
+    chat_id_env: str = "TRADEBOT_TELEGRAM_CHAT_ID"
+    #: telegram: the Bot API base URL (tests point it at a local server).
+    api_base: str = "https://api.telegram.org"
+    #: Each attempt's timeout; attempts per alert, with doubling backoff from backoff_ms.
+    timeout_secs: Annotated[Decimal, _n(gt=0, le=60)] = Decimal(5)
+    max_attempts: Annotated[int, _n(ge=1, le=20)] = 5
+    backoff_ms: Annotated[int, _n(ge=1, le=60_000)] = 500
+    #: Alerts waiting for this sink; beyond it new ones are dropped (counted, logged).
+    queue_size: Annotated[int, _n(ge=1, le=100_000)] = 100
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class AlertsConfig(_Section, frozen=True):
+    enabled: bool = True
+    #: A repeat of the same alert (rule and subject) inside this many seconds is not sent again.
+    cooldown_secs: Annotated[int, _n(ge=0)] = 300
+    rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
+    sinks: tuple[AlertSink, ...] = (AlertSink(kind="console"),)
+
+
+class HttpConfig(_Section, frozen=True):
+    #: The HTTP server (/health, /metrics) on the I/O loop.
+    enabled: bool = True
+    #: 127.0.0.1 by default; any other address needs a bearer token in the variable named by token_env.
+    host: str = "127.0.0.1"
+    #: 0: any free port (written to <data_dir>/http.port).
+    port: Annotated[int, _n(ge=0, le=65535)] = 8787
+    token_env: str = "TRADEBOT_HTTP_TOKEN"
+
+
 class DemoConfig(_Section, frozen=True):
     #: Bundled demo signals (JSON lines) replayed by the demo intake; "" disables it.
     signals_file: str = "demo/signals.jsonl"
@@ -424,6 +507,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     feeds: FeedsConfig = FeedsConfig()
     demo: DemoConfig = DemoConfig()
     venue_health: VenueHealthConfig = VenueHealthConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    http: HttpConfig = HttpConfig()
     #: Directory the config was read from; relative paths resolve against it.
     base_dir: str = "."
 
@@ -548,11 +633,34 @@ def _cross_violation(cfg: Config) -> str | None:
     """Rules that tie two keys together."""
     if cfg.exchange.read_only and cfg.exchange.name == "paper":
         return "exchange.read_only: only for a real venue (binanceusdm, bybit); the paper exchange has no account to protect"
+    if problem := _ccxt_options_violation(cfg.exchange.ccxt_options, "exchange.ccxt_options"):
+        return problem
+    for sink in cfg.alerts.sinks:
+        if sink.kind == "webhook" and not sink.url.startswith(("http://", "https://")):
+            return f"alerts.sinks ({sink.label}): a webhook needs url = \"http(s)://...\", got {_show(sink.url)}"
+    labels = [s.label for s in cfg.alerts.sinks]
+    if len(set(labels)) != len(labels):
+        return f"alerts.sinks: two sinks share the name {next(n for n in labels if labels.count(n) > 1)!r}; give each a name"
     if cfg.guard.reply_deadline_secs <= cfg.store.durable_wait_secs:
         return (
             f"guard.reply_deadline_secs ({cfg.guard.reply_deadline_secs}) must be greater than "
             f"store.durable_wait_secs ({cfg.store.durable_wait_secs}): an owner waiting on a durable write would be restarted"
         )
+    return None
+
+
+def _ccxt_options_violation(options: Any, prefix: str) -> str | None:
+    """Credentials or verbose mode in ccxt options are refused whatever the venue (paper included)."""
+    if not isinstance(options, dict):
+        return None
+    for key, value in options.items():
+        where = f"{prefix}.{key}"
+        if key == "verbose" and value:
+            return f"{where}: refused: ccxt's verbose mode prints every request's headers, which carry the API key"
+        if _SECRET_HINT.search(str(key)) or str(key).lower() in ("uid", "login", "privatekey", "walletaddress"):
+            return f"{where}: refused: credentials come from the environment variables named in exchange.api_key_env / api_secret_env only"
+        if problem := _ccxt_options_violation(value, where):
+            return problem
     return None
 
 

@@ -129,6 +129,16 @@ class ExecuteCommand(Message, frozen=True, kw_only=True):
     reply_to: Any  # anything with tell(CommandReplied)
 
 
+class StatusQuery(Message, frozen=True, kw_only=True):
+    """Ask the supervisor for its status (what ``ctl status`` shows); the answer goes to ``reply_to``."""
+
+    reply_to: Any  # anything with tell(StatusAnswered)
+
+
+class StatusAnswered(Message, frozen=True, kw_only=True):
+    status: dict[str, Any]
+
+
 class CommandReplied(Message, frozen=True, kw_only=True):
     request_id: str
     ok: bool

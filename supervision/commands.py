@@ -21,7 +21,7 @@ from adapters.venue_health import HealthReport, VenueHealthChanged
 from core import logs
 from core.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
 from core.events import Severity
-from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Message, ReconcileNow, Shutdown
+from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Message, ReconcileNow, Shutdown, StatusAnswered, StatusQuery
 from supervision.actor import handles
 
 if TYPE_CHECKING:
@@ -98,6 +98,11 @@ class CommandsMixin(_Base):
         msg.reply_to.tell(CommandReplied(request_id=msg.request_id, ok=ok, result=result, error=error, correlation_id=msg.request_id))
 
     # ---------------------------------------------------------- queries
+    @handles(StatusQuery)
+    def _on_status_query(self, msg: StatusQuery) -> None:
+        """The HTTP /health: the same status as ``ctl status``, without recording a command."""
+        msg.reply_to.tell(StatusAnswered(status=self.status(), correlation_id=msg.correlation_id))
+
     def cmd_status(self, msg: ExecuteCommand) -> None:
         self.reply(msg, self.status())
 
@@ -133,7 +138,7 @@ class CommandsMixin(_Base):
             "intake": {"open": self.intake_open, "paused_by_user": self.user_paused, "blocked": dict(self.intake_blocks)},
             "positions": len(self.children_of("position")),
             "children": children,
-            "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error},
+            "store": {"ok": store.ok, "backlog": store.backlog, "committed": store.committed, "last_error": store.last_error, "last_commit_ms": store.last_commit_ms},
             "signal_feed": self.feed,
             "exchanges": {v: _venue_status(r, now) for v, r in sorted(self.venue_health.items())},
             "read_only": self.ctx.config.exchange.read_only,

@@ -66,6 +66,8 @@ class Runtime:
         self.supervisor: pykka.ActorRef | None = None
         self.directory = Directory()
         self.venue: Any = None  # set by the wiring
+        self.metrics: Any = None  # set by the wiring (tradebot.ops)
+        self.http: Any = None  # the HTTP server, if the wiring started one
         self.resources: list[Callable[[], None]] = []  # closers registered by the wiring, run in reverse
         self.after_start: list[Callable[[], None]] = []  # run once the tree is up (e.g. connect the signal feed)
         self.clean_stop = threading.Event()

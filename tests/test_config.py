@@ -97,3 +97,23 @@ def test_diff_and_live_merge_apply_only_the_named_keys():
 def test_wave_limit_goes_up_to_what_a_wave_can_open_in_its_15_minutes():
     assert parse_config("[signals]\nwave_limit = 1000\n").signals.wave_limit == 1000
     assert error_of("[signals]\nwave_limit = 1001\n") == "config.toml: signals.wave_limit: expected an integer >= 1 and <= 1000, got 1001"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[exchange.ccxt_options]\nsecret = "s"', "exchange.ccxt_options.secret"),
+        ('[exchange.ccxt_options]\napiKey = "k"', "exchange.ccxt_options.apiKey"),
+        ('[exchange.ccxt_options]\npassword = "p"', "exchange.ccxt_options.password"),
+        ("[exchange.ccxt_options]\nverbose = true", "exchange.ccxt_options.verbose"),
+        ('[exchange.ccxt_options.options]\napiKey = "k"', "exchange.ccxt_options.options.apiKey"),
+    ],
+)
+def test_credentials_and_verbose_in_ccxt_options_are_refused_even_on_paper(toml: str, key: str):
+    with pytest.raises(ConfigError) as err:
+        parse_config(toml)  # the venue is paper (the default)
+    assert str(err.value).startswith(f"config.toml: {key}: refused")
+
+
+def test_harmless_ccxt_options_are_accepted():
+    assert parse_config('[exchange.ccxt_options]\ntimeout = 15000\n[exchange.ccxt_options.options]\nrecvWindow = 7000').exchange.ccxt_options["timeout"] == 15000

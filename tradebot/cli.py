@@ -1,7 +1,8 @@
 """``tradebot``: run the bot, talk to it, read its logs and events.
 
 Exit codes: 0 ok; 1 the bot answered with an error / nothing found;
-2 usage or config error; 3 no bot running (ctl) or unclean shutdown (run).
+2 usage or config error; 3 no bot running (ctl) or unclean shutdown (run);
+4 ``ctl status``: the bot answered and is unhealthy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from core.config import Config, ConfigError, load_config, parse_config
 from core.control_protocol import COMMANDS, HELP
+from tradebot import cli_ops
 from tradebot import numbers as num
 
 DEFAULT_CONFIG = "config.toml"
@@ -57,6 +59,7 @@ def _silence_stdout() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradebot", description="Crypto-futures position-protection bot.")
+    p.add_argument("--version", action="version", version=f"tradebot {cli_ops.version()}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="start the bot (supervisor and the whole actor tree)")
@@ -141,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print a JSON array")
     _config_arg(ev)
     ev.set_defaults(func=_cmd_events)
+    cli_ops.add_commands(sub, _config_arg, _load)
     return p
 
 
@@ -186,6 +190,7 @@ def _cmd_paper_serve(args: argparse.Namespace) -> int:
     from loguru import logger
 
     from adapters.paper.server import PaperServer
+    from adapters.pid_lock import Locked
 
     config, _ = _load(args)
     logger.remove()
@@ -199,6 +204,9 @@ def _cmd_paper_serve(args: argparse.Namespace) -> int:
 
             faults = msgspec.json.decode(Path(args.faults).read_bytes(), type=FaultPlan)
         server = PaperServer(config, socket_path=config.paper_socket, state_path=config.paper_state_path, faults=faults)
+    except Locked as exc:
+        print(f"tradebot paper serve: refused: {exc}", file=sys.stderr)
+        return 3
     except (OSError, ValueError) as exc:  # a bad fault plan is a ValueError (msgspec.DecodeError)
         print(f"tradebot paper serve: could not start: {exc}", file=sys.stderr)
         return 2
@@ -253,6 +261,8 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
         print(_render(args.command, reply.result))
     else:
         print(f"error: {reply.error}", file=sys.stderr)
+    if reply.ok and args.command == "status" and isinstance(reply.result, dict) and not reply.result.get("healthy", True):
+        return cli_ops.EXIT_UNHEALTHY
     return 0 if reply.ok else 1
 
 

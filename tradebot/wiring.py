@@ -181,6 +181,9 @@ def build_children(runtime: Runtime) -> list[ChildSpec]:
     runtime.after_start.append(lambda: tell_health(venue.executor.health.report()))  # what happened before it was up
     assert runtime.store is not None, "the store opens before the children are built"
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
-    children = trading_children(config, venue, runtime.directory, open_positions)
+    from tradebot.ops import ops_children, start_http, void
+
+    children = [*ops_children(runtime), *trading_children(config, venue, runtime.directory, open_positions)]
+    runtime.after_start.append(lambda: void(start_http(runtime)))
     runtime.after_start.append(lambda: start_signal_feed(runtime))  # once "intake" is there to hear it
     return children

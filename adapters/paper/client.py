@@ -32,6 +32,11 @@ class PaperClient:
         self._connecting: asyncio.Lock | None = None
         self._reader_task: asyncio.Task[None] | None = None
 
+    def watch_connected(self, kind: str) -> bool:
+        """Is the connection a ``watch_*`` call waits on open (a stream back after a restart of the
+        exchange, before its next update)?"""
+        return self._writer is not None and not self._writer.is_closing() and bool(self._pending)
+
     async def _ensure(self) -> asyncio.StreamWriter:
         if self._connecting is None:
             self._connecting = asyncio.Lock()

@@ -32,6 +32,7 @@ from loguru import logger
 
 from adapters.paper.faults import FaultInjector, FaultPlan
 from adapters.paper.hosting import StateSaver, build_paper_exchange
+from adapters.pid_lock import take_lock
 from core.clock import RealClock
 
 CCXT_METHODS = frozenset(
@@ -51,6 +52,9 @@ class PaperServer:
         self.config = config
         self.socket_path = Path(socket_path)
         self.state_path = Path(state_path)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        # A second server on the same data folder would take over the socket and write the same state file.
+        self._lock_fd = take_lock(self.state_path.with_name(self.state_path.name + ".lock"), f"the paper exchange in {self.state_path.parent}")
         self.clock = RealClock()
         self.exchange = build_paper_exchange(config, self.clock, self.state_path, faults=faults)
         self._stop = asyncio.Event()
