@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -32,10 +33,47 @@ class MarkPrice(Message, frozen=True, kw_only=True):
     ts_ms: int
 
 
+class MarkSlot:
+    """Conflation: the newest mark for one subscriber, overwritten by the feed.
+
+    The feed puts every mark; only a put into an empty slot tells the
+    subscriber (``MarkReady``), which takes whatever is newest by the
+    time it gets there. A subscriber that falls behind so handles one mark per
+    turn, the newest, never a backlog of stale ones; one that keeps up sees
+    every mark."""
+
+    __slots__ = ("_lock", "_mark", "_pending")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mark: MarkPrice | None = None
+        self._pending = False
+
+    def put(self, mark: MarkPrice) -> bool:
+        """Store ``mark``; True when the subscriber must be told (the slot was empty)."""
+        with self._lock:
+            self._mark, was_pending = mark, self._pending
+            self._pending = True
+        return not was_pending
+
+    def take(self) -> MarkPrice | None:
+        with self._lock:
+            self._pending = False
+            return self._mark
+
+
+class MarkReady(Message, frozen=True, kw_only=True):
+    """The subscriber's slot holds a new mark: take it (told once per empty -> full)."""
+
+    symbol: str
+    slot: Any  # MarkSlot
+
+
 class SubscribeMarks(Message, frozen=True, kw_only=True):
     symbol: str
     subscriber: Any  # ActorRef
     name: str
+    conflate: bool = False  # told MarkReady with a slot holding the newest mark, instead of every MarkPrice
 
 
 class UnsubscribeMarks(Message, frozen=True, kw_only=True):

@@ -35,7 +35,7 @@ import pykka
 from actors import plan_aged, plan_exit, plan_moves, plan_open, plan_tps, plan_truth
 from actors import position_commands as pc
 from actors import position_events as pe
-from actors.messages import EnsureProtected, ExchangeView, MarkPrice, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
+from actors.messages import EnsureProtected, ExchangeView, MarkPrice, MarkReady, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_dispatch import AFTER, resume_plan, retry_plan
 from actors.position_state import P, PositionState, apply, rebuild
 from actors.trailing import TrailState
@@ -309,6 +309,12 @@ class PositionActor(ManagedActor):
         self._run(retry_plan(self.s, msg.retry, self._env()))
         self._report_recovered()
 
+    @handles(MarkReady)
+    def _on_mark_ready(self, msg: MarkReady) -> None:
+        mark = msg.slot.take()  # the newest by now: marks that arrived while we were busy are skipped
+        if mark is not None:
+            self._on_mark(mark)
+
     @handles(MarkPrice)
     def _on_mark(self, msg: MarkPrice) -> None:
         self.last_mark, self.last_mark_ms = msg.price, msg.ts_ms
@@ -348,7 +354,7 @@ class PositionActor(ManagedActor):
     # ------------------------------------------------------------ helpers
     def _subscribe(self) -> None:
         if self.price_feed is not None:
-            self.price_feed.tell(SubscribeMarks(symbol=self.s.symbol, subscriber=self.actor_ref, name=self.name))
+            self.price_feed.tell(SubscribeMarks(symbol=self.s.symbol, subscriber=self.actor_ref, name=self.name, conflate=True))
 
     def stopping(self) -> None:
         if self.price_feed is not None and self.state is not None:

@@ -26,6 +26,10 @@ A stream update is passed on when the price changed or an interval has passed
 since the last one told (Bybit pushes its ticker every 100 ms, mostly with
 the same mark).
 
+Conflation: a position actor subscribes with ``conflate=True`` and is told
+``MarkReady`` with its :class:`~actors.messages.MarkSlot` instead of every
+mark: one that falls behind handles only the newest mark, never a backlog.
+
 Freshness: a mark carries its own time (``MarkPrice.ts_ms``): the venue's event
 time for a pushed one (never later than our clock: signed requests already need
 the clocks within a second), the answer's time for a read. A mark older than
@@ -44,7 +48,7 @@ from typing import Any
 
 import pykka
 
-from actors.messages import MarkPrice, SubscribeMarks, UnsubscribeMarks
+from actors.messages import MarkPrice, MarkReady, MarkSlot, SubscribeMarks, UnsubscribeMarks
 from adapters.streams import StreamPump
 from adapters.venue import Venue
 from core.events import Severity
@@ -81,6 +85,7 @@ class PriceFeed(ManagedActor):
         super().__init__(name=name, ctx=ctx)
         self.venue = venue
         self.subscribers: dict[str, dict[str, Any]] = {}  # symbol -> {actor name: ref}
+        self.slots: dict[tuple[str, str], MarkSlot] = {}  # (symbol, name) -> the conflating subscriber's slot
         self.last: dict[str, Decimal] = {}
         self.last_ms: dict[str, int] = {}  # the time of each last mark (the venue's, for a pushed one)
         self.reading = False  # one read in flight at a time
@@ -129,17 +134,19 @@ class PriceFeed(ManagedActor):
     @handles(SubscribeMarks)
     def _subscribe(self, msg: SubscribeMarks) -> None:
         self.subscribers.setdefault(msg.symbol, {})[msg.name] = msg.subscriber
+        if msg.conflate:
+            self.slots[(msg.symbol, msg.name)] = MarkSlot()  # a new incarnation: a new, empty slot
+        else:
+            self.slots.pop((msg.symbol, msg.name), None)
         ts = self.last_ms.get(msg.symbol)
         if msg.symbol in self.last and ts is not None and self.ctx.clock.now_ms() - ts <= self.fresh_ms:
-            try:
-                msg.subscriber.tell(MarkPrice(symbol=msg.symbol, price=self.last[msg.symbol], ts_ms=ts))  # fresh, with its own time
-            except pykka.ActorDeadError:  # it stopped (was replaced) after asking: its successor subscribes itself
-                self.subscribers[msg.symbol].pop(msg.name, None)
+            self._tell_one(msg.symbol, msg.name, msg.subscriber, MarkPrice(symbol=msg.symbol, price=self.last[msg.symbol], ts_ms=ts))  # fresh, with its own time
 
     @handles(UnsubscribeMarks)
     def _unsubscribe(self, msg: UnsubscribeMarks) -> None:
         subs = self.subscribers.get(msg.symbol, {})
         subs.pop(msg.name, None)
+        self.slots.pop((msg.symbol, msg.name), None)
         if not subs:
             self.subscribers.pop(msg.symbol, None)
             for known in (self.last, self.last_ms, self._told_ms):
@@ -198,11 +205,20 @@ class PriceFeed(ManagedActor):
     def _tell(self, symbol: str, price: Decimal, ts: int, now: int) -> None:
         self.last[symbol], self.last_ms[symbol] = price, ts
         self._told_ms[symbol] = now
+        mark = MarkPrice(symbol=symbol, price=price, ts_ms=ts)
         for name, ref in list(self.subscribers.get(symbol, {}).items()):
-            try:
-                ref.tell(MarkPrice(symbol=symbol, price=price, ts_ms=ts))
-            except pykka.ActorDeadError:
-                self.subscribers[symbol].pop(name, None)
+            self._tell_one(symbol, name, ref, mark)
+
+    def _tell_one(self, symbol: str, name: str, ref: Any, mark: MarkPrice) -> None:
+        slot = self.slots.get((symbol, name))
+        try:
+            if slot is None:
+                ref.tell(mark)
+            elif slot.put(mark):
+                ref.tell(MarkReady(symbol=symbol, slot=slot))
+        except pykka.ActorDeadError:  # it stopped (was replaced) meanwhile: its successor subscribes itself
+            self.subscribers[symbol].pop(name, None)
+            self.slots.pop((symbol, name), None)
 
     # ----------------------------------------------------------- stream
     def _follow_subscribers(self) -> None:
