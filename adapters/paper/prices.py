@@ -18,7 +18,10 @@ close/open ratios and chained from a per-symbol start price
 (:data:`DEFAULT_START_PRICES`, configurable). So the returns, their
 volatility clustering within a block and the intra-candle ranges are real
 BTC ones, only rescaled in level; the path is not that coin's real history.
-Every price is rounded to that market's tick (never below one tick).
+Every price is rounded to that market's tick (never below one tick). Only
+each path's block plan is kept (:class:`SyntheticTicks`); its ticks are
+computed when asked for, so a thousand markets start in under a second and a
+few MB (a full path of Decimals per market took minutes and gigabytes).
 
 **Time.** :class:`PriceReplay` maps engine time onto history time: engine
 ``start_ms`` is the open of each series' first candle; ``time_scale`` history
@@ -34,10 +37,12 @@ import csv
 import functools
 import json
 import random
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import overload
 
 from adapters.markets import Market, Markets
 
@@ -83,32 +88,80 @@ def _real_ticks(path: Path, market: Market) -> tuple[Decimal, ...]:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=32)
-def _synthetic_ticks(btc_path: Path, market: Market, start_price: Decimal, seed: int, n_candles: int, block_candles: int) -> tuple[Decimal, ...]:
+@functools.lru_cache(maxsize=4)
+def _btc_ratios(btc_path: Path) -> tuple[array, array, array, array]:
+    """Per BTC candle: high/open, low/open, close/open, and the running product of the
+    close/open ratios before it (so a block's opens are one multiplication each)."""
     _t0, _iv, candles = load_candles(btc_path)
-    ratios = [(float(h) / float(o), float(low) / float(o), float(c) / float(o)) for o, h, low, c in candles]
-    rng = random.Random(f"{seed}:{market.symbol}")
-    tick_f, tick = float(market.tick_size), market.tick_size
+    rh, rl, rc, run = array("d"), array("d"), array("d"), array("d", [1.0])
+    for o, h, low, c in candles:
+        fo = float(o)
+        rh.append(float(h) / fo)
+        rl.append(float(low) / fo)
+        rc.append(float(c) / fo)
+        run.append(run[-1] * rc[-1])
+    return rh, rl, rc, run
 
-    def on_grid(p: float) -> Decimal:
-        return max(round(p / tick_f), 1) * tick
 
-    out: list[Decimal] = []
-    price = float(start_price)
-    while len(out) < n_candles * 4:
-        j = rng.randrange(0, len(ratios) - block_candles)
-        for rh, rl, rc in ratios[j : j + block_candles]:
-            o, h, low, c = price, price * rh, price * rl, price * rc
-            out.extend(candle_ticks(*(on_grid(x) for x in (o, h, low, c))))
-            price = c
-    out[0] = market.round_price(start_price).quantize(tick)
-    return tuple(out[: n_candles * 4])
+class SyntheticTicks(Sequence[Decimal]):
+    """A synthetic tick path, computed on demand from its block plan.
+
+    Only the plan is kept per symbol (each block's BTC start candle and its
+    opening price, a few hundred numbers), not tens of thousands of Decimals:
+    a thousand markets start in well under a second and a few MB. The blocks
+    are drawn from the seeded generator exactly as a full path would be, so a
+    path is the same whenever and in whatever order its ticks are asked for."""
+
+    def __init__(self, btc_path: Path, market: Market, start_price: Decimal, seed: int, n_candles: int, block_candles: int) -> None:
+        self._rh, self._rl, self._rc, self._run = _btc_ratios(btc_path)
+        rng = random.Random(f"{seed}:{market.symbol}")
+        self._block, self._n = block_candles, n_candles * 4
+        self._starts: list[int] = []
+        self._opens: list[float] = []
+        price = float(start_price)
+        for _ in range(-(-n_candles // block_candles)):
+            j = rng.randrange(0, len(self._rc) - block_candles)
+            self._starts.append(j)
+            self._opens.append(price)
+            price *= self._run[j + block_candles] / self._run[j]
+        self._tick_f, self._tick = float(market.tick_size), market.tick_size
+        self._first = market.round_price(start_price).quantize(market.tick_size)
+        self._last: tuple[int, tuple[Decimal, Decimal, Decimal, Decimal]] | None = None
+
+    def _on_grid(self, p: float) -> Decimal:
+        return max(round(p / self._tick_f), 1) * self._tick
+
+    def _candle(self, k: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        if self._last is not None and self._last[0] == k:
+            return self._last[1]
+        b, i = divmod(k, self._block)
+        j = self._starts[b]
+        o = self._opens[b] * self._run[j + i] / self._run[j]
+        ticks = candle_ticks(*(self._on_grid(x) for x in (o, o * self._rh[j + i], o * self._rl[j + i], o * self._rc[j + i])))
+        self._last = (k, ticks)
+        return ticks
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Decimal: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Decimal]: ...
+    def __getitem__(self, i: int | slice) -> Decimal | list[Decimal]:
+        if isinstance(i, slice):
+            return [self[g] for g in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._first if i == 0 else self._candle(i // 4)[i % 4]
 
 
 class _Series:
     __slots__ = ("source", "symbol", "tick_ms", "ticks")
 
-    def __init__(self, symbol: str, tick_ms: int, ticks: tuple[Decimal, ...], source: str):
+    def __init__(self, symbol: str, tick_ms: int, ticks: Sequence[Decimal], source: str):
         self.symbol, self.tick_ms, self.ticks, self.source = symbol, tick_ms, ticks, source
 
 
@@ -152,12 +205,11 @@ class PriceReplay:
             history = (REAL_HISTORIES if real_histories is None else real_histories).get(m.base)
             if history:
                 _t0, interval, _c = load_candles(Path(data_dir) / history)
-                ticks = _real_ticks(Path(data_dir) / history, m)
-                self.series[m.symbol] = _Series(m.symbol, interval // 4, ticks, f"real:{history}")
+                self.series[m.symbol] = _Series(m.symbol, interval // 4, _real_ticks(Path(data_dir) / history, m), f"real:{history}")
             else:
                 start = Decimal(prices.get(m.base, "1"))
-                ticks = _synthetic_ticks(btc_path, m, start, seed, synthetic_candles, block_candles)
-                self.series[m.symbol] = _Series(m.symbol, btc_interval // 4, ticks, f"synthetic:bootstrap(BTC 1m, seed={seed}, start={start})")
+                synthetic = SyntheticTicks(btc_path, m, start, seed, synthetic_candles, block_candles)
+                self.series[m.symbol] = _Series(m.symbol, btc_interval // 4, synthetic, f"synthetic:bootstrap(BTC 1m, seed={seed}, start={start})")
 
     @property
     def symbols(self) -> list[str]:
