@@ -367,5 +367,6 @@ def aged_rows(rows: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
             "since": row.get("aged_since"), "loss_percent": row.get("aged_loss"), "exit_price": price or None, "exit_qty": row.get("aged_qty"),
             "exit_order_id": row.get("aged_order_id"), "mark": mark, "mark_age_s": round((now_ms - int(mark_ms)) / 1000) if mark_ms else None,
             "distance_percent": distance, "failures": row.get("aged_failures", 0),
+            "tick_size": row.get("tick_size"), "step_size": row.get("step_size"),  # for printing on the market's grid
         })
     return out

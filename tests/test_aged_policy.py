@@ -173,6 +173,7 @@ def test_ctl_aged_rows_show_phase_age_loss_exit_and_distance_to_the_mark():
     row = {
         "position_id": "p1", "symbol": "BTCUSDT", "side": "long", "aged_from_ms": now - 12 * H, "aged_phase": "progressive", "aged_loss": "0.6",
         "aged_price": "39784.0", "aged_qty": "0.025", "aged_order_id": "9", "aged_mark": "39600", "aged_mark_ms": now - 30_000, "aged_since": "entry fill",
+        "tick_size": "0.1", "step_size": "0.001",
     }
     plain = {"position_id": "p2", "symbol": "ETHUSDT", "opened_ts_ms": now - H}
     [aged] = aged_rows([row, plain], now)

@@ -44,7 +44,7 @@ def test_shipped_config_is_valid_and_documents_the_defaults():
         ("[runtime]\ndata_dir = 5", "config.toml: runtime.data_dir: expected a string, got 5"),
         ("supervisor = 5", "config.toml: supervisor: expected a table, got 5"),
         ("[supervisor]\nmax_restart = 5", "config.toml: supervisor.max_restart: unknown key (did you mean `supervisor.max_restarts`?)"),
-        ("[nonsense]\nx = 1", "config.toml: nonsense: unknown key (known keys: runtime, store, logging, supervisor, control, exchange, paper, position, trailing, take_profit, aged, sync, zombies, guard, signals, feeds, demo, venue_health)"),
+        ("[nonsense]\nx = 1", "config.toml: nonsense: unknown key (known keys: runtime, store, logging, supervisor, control, exchange, paper, position, trailing, take_profit, aged, sync, zombies, guard, signals, feeds, demo, venue_health, alerts, http)"),
         ("base_dir = '/'", "config.toml: base_dir: unknown key (it is set from the file's location)"),
     ],
 )
