@@ -137,6 +137,8 @@ max_restarts = 30
 recovery_wait_secs = 30
 [demo]
 signals_file = ""
+[http]
+port = 0
 [logging]
 console_level = "ERROR"
 """
