@@ -135,6 +135,7 @@ class GuardActor(ManagedActor):
         self.probes: dict[str, _Probe] = {}  # name -> the probe in flight
         self.answered: set[str] = set()  # urns that have answered a probe (started)
         self.misses: dict[str, int] = {}  # urn -> missed deadlines while starting
+        self.probes_sent: dict[str, int] = {}  # name -> probes told (for status and tests)
         self.replacing: dict[str, str] = {}  # name -> urn the supervisor was asked to replace
 
     def started(self) -> None:
@@ -294,6 +295,7 @@ class GuardActor(ManagedActor):
             self._probe(name, ref)
         for gone in set(self.probes) - names:
             del self.probes[gone]
+        self.probes_sent = {n: k for n, k in self.probes_sent.items() if n in names}
         for gone in set(self.replacing) - names:
             del self.replacing[gone]
         self.answered &= current
@@ -306,6 +308,7 @@ class GuardActor(ManagedActor):
         except pykka.ActorDeadError:
             del self.probes[name]  # stopped meanwhile: the supervisor is replacing it
             return
+        self.probes_sent[name] = self.probes_sent.get(name, 0) + 1
         self.after(self.ctx.config.guard.reply_deadline_secs * 1000, ProbeDeadline(name=name, probe_id=probe.probe_id))
 
     @handles(ProbeAnswered)

@@ -108,6 +108,12 @@ def _monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
+def _due_ms(delay_ms: int) -> int:
+    """When a timer asked for now with ``delay_ms`` is due: from the next whole
+    millisecond, so it never fires before its full delay has passed."""
+    return -(-time.monotonic_ns() // 1_000_000) + max(0, int(delay_ms))
+
+
 class RealClock:
     """System time; timers fire from one daemon thread.
 
@@ -127,7 +133,7 @@ class RealClock:
 
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
         with self._cond:
-            handle = self._timers.push(_monotonic_ms() + max(0, int(delay_ms)), None, callback)
+            handle = self._timers.push(_due_ms(delay_ms), None, callback)
             self._cond.notify()
         return handle
 
@@ -136,7 +142,7 @@ class RealClock:
             raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
         first = interval_ms if first_delay_ms is None else max(0, int(first_delay_ms))
         with self._cond:
-            handle = self._timers.push(_monotonic_ms() + first, int(interval_ms), callback)
+            handle = self._timers.push(_due_ms(first), int(interval_ms), callback)
             self._cond.notify()
         return handle
 
