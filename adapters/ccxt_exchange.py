@@ -71,6 +71,7 @@ are re-exported here.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -89,51 +90,16 @@ from adapters.read_only import install_read_only
 from adapters.secret_guard import SecretGuard
 from adapters.venue import Venue
 from adapters.venue_setup import setup_for
-from adapters.venue_styles import style_for
+from adapters.venues import real_venues, style_for
 
-#: ``exchange.name`` -> ccxt class name (async_support).
-CCXT_IDS = {"binanceusdm": "binanceusdm", "bybit": "bybit"}
+#: ``exchange.name`` -> ccxt class name (async_support): the registry's real venues.
+CCXT_IDS = {name: unit.exchange_name for name, unit in real_venues().items()}
 
 #: Closes of dropped ccxt.pro clients still running (the loop keeps only weak references to tasks).
 _closing: set[asyncio.Future[Any]] = set()
 
 #: Constructor keys that are credentials: never accepted from config.toml.
 _CREDENTIAL_KEYS = frozenset({"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"})
-
-#: Per venue, what we always want from ccxt (deep-merged under ``exchange.ccxt_options``).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "binanceusdm": {
-        "options": {
-            "defaultType": "swap",
-            # load_markets would first read the spot wallet's coin list (GET /sapi/v1/capital/config/getall,
-            # and /sapi/v1/margin/allPairs with fetchMargins) on api.binance.com: a second host a futures bot
-            # does not need, and one a futures-only key or a URL override does not reach.
-            "fetchCurrencies": False,
-            # Venue.open_orders() may list the whole account (weight 40 instead of 1): we know.
-            "warnOnFetchOpenOrdersWithoutSymbol": False,
-            # ccxt.pro: a watch_positions / watch_orders would first fetch all positions over REST
-            # and, if that read failed, wait for it forever. The sync actor's full reads are the snapshot.
-            "watchPositions": {"fetchPositionsSnapshot": False, "awaitPositionsSnapshot": False},
-            # ccxt.pro gives every new set of mark-price symbols its own connection and counts the
-            # sets (never down) against a limit of 200 per connection. One connection carries all
-            # (we subscribe at most max_open_positions streams; Binance allows 1024 per connection).
-            "streamLimits": {"linear": 1},
-            "subscriptionLimitByStream": {"linear": 1_000_000_000},
-        },
-    },
-    "bybit": {
-        "options": {
-            "defaultType": "swap",
-            "defaultSubType": "linear",
-            "defaultSettle": "USDT",
-            "fetchMarkets": {"types": ["linear"]},
-            "enableUnifiedAccount": True,
-            "enableUnifiedMargin": False,
-            # As for Binance; Bybit's snapshot would also read the inverse positions.
-            "watchPositions": {"fetchPositionsSnapshot": False, "awaitPositionsSnapshot": False},
-        },
-    },
-}
 
 log = logging.getLogger("tradebot.ccxt")
 
@@ -184,7 +150,8 @@ def constructor_options(config: Any, api_key: str, secret: str) -> dict[str, Any
         raise ExchangeSetupError("exchange.ccxt_options.verbose: refused: ccxt's verbose mode prints every request's headers, which carry the API key")
     if extra.get("enableRateLimit") is False:
         raise ExchangeSetupError("exchange.ccxt_options.enableRateLimit: refused: ccxt.pro paces websocket messages with it (REST is budgeted by the bot's own limiter either way)")
-    merged = _deep_merge(_DEFAULTS.get(e.name, {}), extra)
+    unit = real_venues().get(e.name)
+    merged = _deep_merge(copy.deepcopy(dict(unit.ccxt_defaults)) if unit is not None else {}, extra)
     merged.update(apiKey=api_key, secret=secret, enableRateLimit=True, verbose=False)
     return merged
 
@@ -207,10 +174,7 @@ def build_ccxt_exchange(config: Any, *, env: Mapping[str, str] | None = None, st
     options = constructor_options(config, api_key, secret)
     exchange = getattr(ccxt_pro if streams else ccxt_async, CCXT_IDS[e.name])(options)
     if e.testnet:
-        if e.name == "binanceusdm":
-            exchange.enable_demo_trading(True)  # ccxt 4.5.90: the futures sandbox is gone, demo trading replaces it
-        else:
-            exchange.set_sandbox_mode(True)
+        real_venues()[e.name].enable_testnet(exchange)  # Binance: demo trading; Bybit: the sandbox
         if isinstance(options.get("urls"), dict):  # the switch replaced urls["api"]: the config's URLs win
             exchange.urls = _deep_merge(exchange.urls, options["urls"])
     SecretGuard((api_key, secret)).install(exchange)

@@ -4,7 +4,10 @@ Everything above the venue layer sees only :class:`VenueError` with an
 :class:`Outcome`; nobody else looks at ccxt exceptions or venue codes. The
 table is data: ccxt's class decides unless the venue code says more (the
 code table wins, e.g. Binance -4140 arrives as a plain BadRequest but means
-"this symbol cannot be opened now").
+"this symbol cannot be opened now"). The code tables, ban statuses and
+maintenance codes are each venue's, in its unit (:mod:`adapters.venues`); the
+venue is the exchange id ccxt puts first in every message (when a message
+names none, every unit's codes are read: they do not collide).
 
 Only failures *of the exchange or of the way to it* are translated: ccxt's
 exceptions (the paper exchange raises ccxt's classes too), network errors
@@ -25,10 +28,13 @@ import re
 import socket
 import ssl
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import ccxt
+
+if TYPE_CHECKING:
+    from adapters.venues.unit import VenueUnit
 
 
 class Outcome(enum.Enum):
@@ -76,6 +82,8 @@ class VenueError(Exception):
         return f"{self.outcome.value}{code}: {self.args[0]}"
 
 
+_DAY_MS = 86_400_000
+
 # Most specific first: the first isinstance match wins.
 _BY_CLASS: list[tuple[type[BaseException], Outcome]] = [
     (ccxt.RequestTimeout, Outcome.UNKNOWN),
@@ -96,70 +104,36 @@ _BY_CLASS: list[tuple[type[BaseException], Outcome]] = [
     (ccxt.OperationFailed, Outcome.RETRYABLE),
 ]
 
-_DAY_MS = 86_400_000
-
-#: Venue codes that say more than ccxt's class: code -> (outcome, skip the symbol for ms).
-CODE_OUTCOMES: dict[str, tuple[Outcome, int]] = {
-    # Binance USDⓈ-M
-    "-1002": (Outcome.FATAL, 0),  # unauthorized
-    "-1003": (Outcome.RATE_LIMITED, 0),  # too many requests
-    "-1016": (Outcome.MAINTENANCE, 0),  # service shutting down / no longer available (maintenance)
-    "-1022": (Outcome.FATAL, 0),  # signature not valid (wrong secret)
-    "-1013": (Outcome.REJECTED, 0),  # filter failure (precision, min notional)
-    "-2010": (Outcome.INSUFFICIENT_FUNDS, 0),  # new order rejected: balance (seed 000: old stop still reserves)
-    "-2011": (Outcome.NOT_FOUND, 0),  # unknown order sent (cancel)
-    "-2013": (Outcome.NOT_FOUND, 0),  # order does not exist (query)
-    "-2014": (Outcome.FATAL, 0),  # API-key format invalid
-    "-2015": (Outcome.FATAL, 0),  # invalid API-key, IP, or permissions for action
-    "-2019": (Outcome.INSUFFICIENT_FUNDS, 0),  # margin is insufficient
-    "-2021": (Outcome.WOULD_TRIGGER, 0),  # order would immediately trigger
-    "-2022": (Outcome.REJECTED, 0),  # reduce-only order rejected
-    "-4140": (Outcome.SYMBOL_UNAVAILABLE, _DAY_MS),  # invalid symbol status for opening
-    "-4164": (Outcome.REJECTED, 0),  # notional below minimum
-    # Bybit v5
-    "10001": (Outcome.REJECTED, 0),  # parameter error (incl. below minimum)
-    "10003": (Outcome.FATAL, 0),  # API key invalid
-    "10004": (Outcome.FATAL, 0),  # signature error
-    "10005": (Outcome.FATAL, 0),  # permission denied (key lacks the permission)
-    "10006": (Outcome.RATE_LIMITED, 0),  # too many visits
-    "10007": (Outcome.FATAL, 0),  # user authentication failed
-    "10010": (Outcome.FATAL, 0),  # request IP not bound to the key
-    "10016": (Outcome.RETRYABLE, 0),  # server error (with "maintenance"/"unavailable" in it: MAINTENANCE)
-    "33004": (Outcome.FATAL, 0),  # API key expired
-    "110001": (Outcome.NOT_FOUND, 0),  # order does not exist
-    "110007": (Outcome.INSUFFICIENT_FUNDS, 0),  # available balance not enough
-    "110017": (Outcome.REJECTED, 0),  # reduce-only would increase position
-    "110092": (Outcome.WOULD_TRIGGER, 0),  # trigger price vs current price (rising)
-    "110093": (Outcome.WOULD_TRIGGER, 0),  # trigger price vs current price (falling)
-    "170193": (Outcome.REJECTED, 0),  # price rounded to zero
-    "170209": (Outcome.SYMBOL_UNAVAILABLE, _DAY_MS),  # region-restricted: skip 24 h
-}
-
-#: Would-trigger answers that carry the venue's current price, and where: Bybit's
-#: ``expect Falling, but trigger_price[39200] >= current[39150.5]`` (110093; 110092 rising).
-_CURRENT_PRICE = {code: re.compile(r"current\[\s*(\d+(?:\.\d+)?)\s*\]") for code in ("110092", "110093")}
-
-#: HTTP answers that are IP bans, not ordinary rate-limit answers, by ccxt exchange id and status,
-#: with the wait to honour when the answer names none. Binance 418: "IP banned until <ms>" after
-#: repeated 429s (2 minutes to 3 days; the body names the end). Bybit 403: the IP limit broken,
-#: "stop for at least 10 minutes" (its rate-limit page); unlike retCode 10006 (HTTP 200), which is a
-#: per-endpoint limit and an ordinary rate-limit answer.
-BAN_STATUSES: dict[tuple[str, int], int] = {("binanceusdm", 418): 120_000, ("binance", 418): 120_000, ("bybit", 403): 600_000}
-
 #: ccxt's HTTP error messages: "<id> <status> <reason> <body>" (Binance's own handler) or
 #: "<id> <METHOD> <url> <status> <reason> <body>" (``handle_http_status_code``).
 _HTTP_STATUS = re.compile(r"^(\w+) (?:(?:GET|POST|PUT|DELETE|PATCH) \S+ )?([1-5]\d\d) ")
+#: ccxt starts every message of an exchange's answer with the exchange's id (the paper exchange too).
+_EXCHANGE_ID = re.compile(r"^(\w+)[ :]")
 
 _SUCCESS = ("0", "200")
-_CODE_PATTERNS = (
-    re.compile(r'"code"\s*:\s*"?(-?\d+)'),
-    re.compile(r'"retCode"\s*:\s*"?(-?\d+)'),
-)
+
+
+def _unit_of(exc: BaseException) -> VenueUnit | None:
+    """The venue unit whose answer this is, by the exchange id ccxt put first in the message."""
+    from adapters import venues  # the units import Outcome from here
+
+    m = _EXCHANGE_ID.match(str(exc))
+    return venues.find(m.group(1)) if m else None
+
+
+def _code_keys(unit: VenueUnit | None) -> tuple[str, ...]:
+    from adapters import venues
+
+    if unit is not None:
+        return unit.code_keys
+    return tuple(dict.fromkeys(k for u in venues.UNITS for k in u.code_keys))
 
 
 def venue_code(exc: BaseException) -> str | None:
-    """The exchange's own error code from a ccxt exception message, if any."""
+    """The exchange's own error code from a ccxt exception message, if any (the keys each venue
+    unit names: Binance ``code``, Bybit ``retCode``; every unit's when the message names no venue)."""
     text = str(exc)
+    keys = _code_keys(_unit_of(exc))
     brace = text.find("{")
     if brace >= 0:
         try:
@@ -167,21 +141,20 @@ def venue_code(exc: BaseException) -> str | None:
         except ValueError:
             body = None
         if isinstance(body, dict):
-            for key in ("code", "retCode"):
+            for key in keys:
                 if key in body and str(body[key]) not in _SUCCESS:
                     return str(body[key])
             return None
-    for pattern in _CODE_PATTERNS:
-        if (m := pattern.search(text)) and m.group(1) not in _SUCCESS:
+    for key in keys:
+        if (m := re.search(rf'"{key}"\s*:\s*"?(-?\d+)', text)) and m.group(1) not in _SUCCESS:
             return m.group(1)
     return None
 
 
 #: Words of a maintenance answer where the class or code alone does not say it: an HTTP 503
-#: with a maintenance body arrives as ExchangeNotAvailable (a bare 503 is only "busy": RETRYABLE);
-#: Bybit's generic 10016 says "service unavailable" while it is down.
+#: with a maintenance body arrives as ExchangeNotAvailable (a bare 503 is only "busy": RETRYABLE).
+#: A venue's own maintenance codes are in its unit (``maintenance_codes``).
 _MAINTENANCE_WORDS = re.compile(r"maintenance|system upgrad", re.IGNORECASE)
-_MAINTENANCE_CODES = {"10016": re.compile(r"maintenance|service unavailable|upgrad", re.IGNORECASE)}
 
 #: OS errors of a socket or a resolver (other OSErrors, e.g. FileNotFoundError, are bugs).
 _NETWORK_ERRNOS = frozenset(
@@ -231,29 +204,35 @@ def http_status(exc: BaseException) -> tuple[str, int] | None:
 
 
 def _from_ccxt(exc: ccxt.BaseError) -> VenueError:
+    from adapters import venues
+
+    unit = _unit_of(exc)
     code = venue_code(exc)
-    outcome, skip_ms = CODE_OUTCOMES.get(code or "", (None, 0))
+    codes = unit.codes if unit is not None else venues.all_codes()
+    outcome, skip_ms = codes.get(code or "", (None, 0))
     answer = http_status(exc)
-    ban_ms = BAN_STATUSES.get(answer) if answer is not None else None
+    ban_unit = venues.find(answer[0]) if answer is not None else None
+    ban_ms = ban_unit.ban_statuses.get(answer[1]) if ban_unit is not None and answer is not None else None
     if ban_ms is not None and outcome in (None, Outcome.RATE_LIMITED):
         return VenueError(Outcome.RATE_LIMITED, _short(exc), code=code, status=answer[1] if answer else None, ban_ms=ban_ms)
     if outcome is None:
         outcome = next((o for klass, o in _BY_CLASS if isinstance(exc, klass)), Outcome.REJECTED)  # NotSupported, ...
         skip_ms = _DAY_MS if outcome is Outcome.SYMBOL_UNAVAILABLE else 0
-    words = _MAINTENANCE_CODES.get(code or "", _MAINTENANCE_WORDS)
+    units = (unit,) if unit is not None else venues.UNITS
+    words = next((w for u in units if (w := u.maintenance_codes.get(code or "")) is not None), _MAINTENANCE_WORDS)
     if outcome in (Outcome.RETRYABLE, Outcome.REJECTED) and isinstance(exc, (ccxt.ExchangeNotAvailable, ccxt.ExchangeError)) and words.search(str(exc)):
-        outcome = Outcome.MAINTENANCE  # an HTTP 503 with a maintenance body, Bybit 10016 "service unavailable"
+        outcome = Outcome.MAINTENANCE  # an HTTP 503 with a maintenance body, a venue's maintenance code
     transport = code is None and outcome in (Outcome.RETRYABLE, Outcome.UNKNOWN) and isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.InvalidNonce)
     return VenueError(
         outcome, _short(exc), code=code, skip_symbol_ms=skip_ms, transport=transport,
-        current_price=_current_price(code, str(exc)),
+        current_price=_current_price(units, code, str(exc)),
         status=answer[1] if answer else None,
     )
 
 
-def _current_price(code: str | None, text: str) -> Decimal | None:
-    """The venue's current price in a would-trigger answer (:data:`_CURRENT_PRICE`), if it is there and usable."""
-    pattern = _CURRENT_PRICE.get(code or "")
+def _current_price(units: tuple[VenueUnit, ...], code: str | None, text: str) -> Decimal | None:
+    """The venue's current price in a would-trigger answer (the unit's ``current_price_codes``), if it is there and usable."""
+    pattern = next((p for u in units if (p := u.current_price_codes.get(code or "")) is not None), None)
     m = pattern.search(text) if pattern is not None else None
     if m is None:
         return None

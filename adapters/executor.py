@@ -56,10 +56,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from adapters import venues
 from adapters.errors import Outcome, VenueError, translate
 from adapters.event_store import EventStore
 from adapters.rate_limit import Permit, RateLimiter, on_clock
-from adapters.rate_tables import STYLE_OF_VENUE, Priority, priority_of, retry_after_ms
+from adapters.rate_tables import Priority, priority_of, retry_after_ms
 from adapters.venue_health import VenueHealth
 from core.clock import Clock
 from core.events import Event, Severity
@@ -90,6 +91,12 @@ class _LookupCredit:
 _LOOKUP: contextvars.ContextVar[_LookupCredit | None] = contextvars.ContextVar("executor_lookup", default=None)
 
 
+def _table_of(venue: str) -> str | None:
+    """The rate table of a real venue's ``exchange.name`` (its unit's); None for any other name."""
+    unit = venues.real_venues().get(venue)
+    return unit.name if unit is not None else None
+
+
 class Executor:
     #: A call that waited this long for the budget is reported (``exchange.throttled``).
     THROTTLE_EVENT_S = 1.0
@@ -115,7 +122,7 @@ class Executor:
         self._clock = clock
         self.policy = policy or RetryPolicy()
         self._rng = random.Random(seed)
-        self.limiter = limiter if limiter is not None else RateLimiter.for_style(STYLE_OF_VENUE.get(venue))
+        self.limiter = limiter if limiter is not None else RateLimiter.for_style(_table_of(venue))
         self._slow: dict[Priority, tuple[float, int, float]] = {}  # class -> (last event at, slow calls since, max wait since)
         self.health = health if health is not None else VenueHealth(venue)
 
@@ -396,7 +403,7 @@ def executor_for(config: Any, venue: str, clock: Clock, store: EventStore | None
         "share": float(e.rate_limit_share), "reserve": float(e.protect_reserve),
         "protect_probe_s": e.protect_probe_ms / 1000, "protect_probe_max_s": max(e.protect_probe_ms, e.protect_probe_max_ms) / 1000, "ban_probe_s": float(e.ban_probe_secs),
     }  # fmt: skip
-    style = STYLE_OF_VENUE.get(venue)
+    style = _table_of(venue)
     if venue == "paper":
         style = config.paper.flavour if e.paper_rate_limits else None
         budget["monotonic_s"], budget["sleep"] = on_clock(clock)

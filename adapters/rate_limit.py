@@ -65,7 +65,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.rate_tables import LIMITS, UNLIMITED, Priority, VenueLimits, Window, priority_of
+from adapters import venues
+from adapters.rate_tables import UNLIMITED, Priority, VenueLimits, Window, priority_of
 
 
 def on_clock(clock: Any) -> tuple[Callable[[], float], Callable[[float], Awaitable[None]]]:
@@ -219,8 +220,9 @@ class RateLimiter:
 
     @classmethod
     def for_style(cls, style: str | None, **kw: Any) -> RateLimiter:
-        """The limiter of a table style (``binance`` / ``bybit``); no windows for anything else."""
-        return cls(LIMITS.get(style or "", UNLIMITED), **kw)
+        """The limiter of a venue unit's table (``binance`` / ``bybit``, by unit or exchange name); no windows for anything else."""
+        unit = venues.find(style)
+        return cls(unit.limits if unit is not None else UNLIMITED, **kw)
 
     # ------------------------------------------------------------ acquire
     async def acquire(self, op: str, priority: Priority | None = None) -> Permit:

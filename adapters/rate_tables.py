@@ -1,11 +1,10 @@
-"""The venues' published request limits as data, and which class each request is.
+"""The shape of a venue's request limits, and which class each request is.
 
-Binance USDⓈ-M (developers.binance.com, checked against ccxt's ``binance.py``
-cost tables): 2400 request weight per minute per IP, 300 orders per 10 s and
-1200 per minute per account. Bybit v5 (its rate-limit page, default tier, and
-ccxt's ``bybit.py``): 600 requests per 5 s per IP; per endpoint and second:
-order create / cancel / trading-stop 10, order, position, execution and
-wallet queries 50. :mod:`adapters.rate_limit` enforces them.
+A venue's own table (:data:`adapters.venues.binance.LIMITS`,
+:data:`adapters.venues.bybit.LIMITS`) is a :class:`VenueLimits` in its unit;
+:mod:`adapters.rate_limit` enforces it. Here only what holds for any venue:
+the service classes, the ops that protect, and reading a venue's "stay away"
+answer.
 """
 
 from __future__ import annotations
@@ -53,76 +52,8 @@ class VenueLimits(msgspec.Struct, frozen=True):
         return found
 
 
-_ORDER = {"weight_1m": 1, "orders_10s": 1, "orders_1m": 1}
-
-#: Binance USDⓈ-M (developers.binance.com, "USDⓈ-M Futures / General Info / Limits" and each
-#: endpoint's "Request Weight"; the Futures rate-limit FAQ): REQUEST_WEIGHT 2400/min per IP,
-#: ORDERS 1200/min and 300/10 s per account. The executor does not see a call's arguments, so
-#: where the weight depends on them the table charges the case this bot sends (noted per row).
-BINANCE = VenueLimits(
-    style="binance",
-    windows=(
-        Window("weight_1m", 2400, 60_000),
-        Window("orders_10s", 300, 10_000),
-        Window("orders_1m", 1200, 60_000),
-    ),
-    costs={
-        # POST /fapi/v1/order, /fapi/v1/algoOrder: 1 on both order limits; the docs say 0 on the IP
-        # weight, 1 is charged so that an order burst also shows in the weight window.
-        "create_order": _ORDER,
-        "cancel_order": {"weight_1m": 1},  # DELETE /fapi/v1/order, /fapi/v1/algoOrder
-        "fetch_order": {"weight_1m": 1},  # GET /fapi/v1/order, /fapi/v1/algoOrder
-        "fetch_open_orders": {"weight_1m": 40},  # GET /fapi/v1/openOrders, openAlgoOrders: 1 with a symbol, 40 without (sync lists all)
-        "fetch_positions": {"weight_1m": 5},  # GET /fapi/v2|v3/positionRisk
-        "fetch_mark_price": {"weight_1m": 1},  # GET /fapi/v1/premiumIndex with a symbol
-        "fetch_mark_prices": {"weight_1m": 10},  # GET /fapi/v1/premiumIndex without a symbol: every mark
-        "fetch_ticker": {"weight_1m": 1},  # GET /fapi/v1/ticker/24hr with a symbol (40 without)
-        "fetch_balance": {"weight_1m": 5},  # GET /fapi/v2|v3/balance
-        "fetch_my_trades": {"weight_1m": 5},  # GET /fapi/v1/userTrades
-    },
-    default_cost={"weight_1m": 5},
-)
-
-#: Bybit v5 (bybit-exchange.github.io/docs/v5/rate-limit): 600 requests per 5 s per IP, and
-#: per-UID, per-endpoint limits over a rolling second: order create/amend/cancel 10/s at the
-#: default futures tier ("API Rate Limit Rules for PROs": Default, Futures 10/s); order,
-#: position, execution and wallet queries 50/s (unified account). Market data is public:
-#: only the IP limit applies.
-BYBIT = VenueLimits(
-    style="bybit",
-    windows=(
-        Window("ip_5s", 600, 5_000),
-        Window("create_1s", 10, 1_000),  # POST /v5/order/create
-        Window("cancel_1s", 10, 1_000),  # POST /v5/order/cancel
-        Window("orders_read_1s", 50, 1_000),  # GET /v5/order/realtime (and /v5/order/history)
-        Window("positions_1s", 50, 1_000),  # GET /v5/position/list
-        Window("executions_1s", 50, 1_000),  # GET /v5/execution/list
-        Window("balance_1s", 50, 1_000),  # GET /v5/account/wallet-balance
-        Window("trading_stop_1s", 10, 1_000),  # POST /v5/position/trading-stop
-    ),
-    costs={
-        "create_order": {"ip_5s": 1, "create_1s": 1},
-        "cancel_order": {"ip_5s": 1, "cancel_1s": 1},
-        "clear_attached": {"ip_5s": 1, "trading_stop_1s": 1},
-        "fetch_order": {"ip_5s": 1, "orders_read_1s": 1},
-        "fetch_open_orders": {"ip_5s": 1, "orders_read_1s": 1},
-        "fetch_positions": {"ip_5s": 1, "positions_1s": 1},
-        "fetch_my_trades": {"ip_5s": 1, "executions_1s": 1},
-        "fetch_balance": {"ip_5s": 1, "balance_1s": 1},
-        "fetch_ticker": {"ip_5s": 1},  # GET /v5/market/tickers (carries the mark price)
-        "fetch_mark_price": {"ip_5s": 1},
-        "fetch_mark_prices": {"ip_5s": 1},  # GET /v5/market/tickers?category=linear: every linear ticker
-    },
-    default_cost={"ip_5s": 1},
-)
-
 #: No windows: every request passes at once (an unknown venue, or a test that wants none).
 UNLIMITED = VenueLimits(style="none", windows=(), costs={}, default_cost={})
-
-LIMITS: dict[str, VenueLimits] = {"binance": BINANCE, "bybit": BYBIT}
-
-#: ``exchange.name`` -> table style (the paper venue uses ``paper.flavour``).
-STYLE_OF_VENUE = {"binanceusdm": "binance", "bybit": "bybit"}
 
 #: Ops that keep a position protected, whoever sends them.
 PROTECT_OPS = frozenset({"create_order.stop", "create_order.close"})

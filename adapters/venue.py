@@ -10,8 +10,9 @@ same calls, the same dicts, the same exceptions. Here, once:
   look-up by client order id after an ambiguous timeout);
 * ccxt's dicts become typed reports with Decimals.
 
-Venue differences are small strategy objects (:class:`VenueStyle`), not
-``if exchange == ...`` branches.
+Venue differences are small strategy objects (:class:`VenueStyle`, one per
+venue unit in :mod:`adapters.venues`), not ``if exchange == ...`` branches;
+no raw venue field is read here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from adapters.executor import Executor
 from adapters.markets import Market, Markets
 from adapters.venue_setup import TradingSetup
 from adapters.venue_streams import StreamingVenue, has_key
-from adapters.venue_styles import STYLES, BybitStyle, VenueStyle  # noqa: F401 - STYLES and BybitStyle are re-exported
+from adapters.venues import STYLES, VenueStyle  # noqa: F401 - STYLES is re-exported
 
 
 class OrderStatus(enum.Enum):
@@ -94,23 +95,11 @@ class PositionReport(msgspec.Struct, frozen=True, kw_only=True):
     opened_ms: int | None = None
 
 
-#: Bybit ``stopOrderType`` values of TP/SL that belong to the position (trading-stop), not to an order.
-_ATTACHED = frozenset({"TakeProfit", "StopLoss", "TrailingStop", "PartialTakeProfit", "PartialStopLoss", "tpslOrder"})
-
-
-def _position_side(info: dict[str, Any]) -> str | None:
-    """Hedge-mode side of an order from the venue's raw fields (Binance positionSide, Bybit positionIdx)."""
-    side = str(info.get("positionSide") or "").upper()
-    if side in ("LONG", "SHORT"):
-        return side.lower()
-    return {"1": "long", "2": "short"}.get(str(info.get("positionIdx", "")))
-
-
-def _ticker_mark(ticker: dict[str, Any] | None) -> Decimal | None:
+def _ticker_mark(ticker: dict[str, Any] | None, style: VenueStyle) -> Decimal | None:
     """A ticker's mark price (never its last trade), if usable."""
     if not ticker:
         return None
-    mark = _d(ticker.get("markPrice") or (ticker.get("info") or {}).get("markPrice"))
+    mark = _d(ticker.get("markPrice") or style.raw_mark(ticker.get("info") or {}))
     return mark if mark is not None and mark.is_finite() and mark > 0 else None
 
 
@@ -396,7 +385,7 @@ class Venue(StreamingVenue):
                     mark_price=_d(p.get("markPrice")),
                     liquidation_price=_d(p.get("liquidationPrice")),
                     unrealized_pnl=_d(p.get("unrealizedPnl")),
-                    opened_ms=_ms((p.get("info") or {}).get("createdTime")),
+                    opened_ms=_ms(self.style.opened_ms(p.get("info") or {})),
                 )
             )
         return out
@@ -411,7 +400,7 @@ class Venue(StreamingVenue):
         m = self.market(symbol)
         method = self.style.mark_price_method
         ticker = await self.executor.run(method, lambda: getattr(self.exchange, method)(m.symbol), idempotent=True, record=False)
-        mark = _ticker_mark(ticker)
+        mark = _ticker_mark(ticker, self.style)
         if mark is None:
             raise VenueError(Outcome.RETRYABLE, f"{m.id}: no usable mark price in ticker")
         return mark
@@ -431,7 +420,7 @@ class Venue(StreamingVenue):
             # By the venue's own id (``info.symbol``): ccxt may file a ticker under another market of
             # that id (Bybit's BTCUSDT is a spot and a linear id) when both are loaded.
             by_id = {str((t.get("info") or {}).get("symbol")): t for t in (tickers or {}).values() if isinstance(t, dict)}
-            found = {m.id: mark for m in markets if (mark := _ticker_mark(by_id.get(m.id) or (tickers or {}).get(m.symbol))) is not None}
+            found = {m.id: mark for m in markets if (mark := _ticker_mark(by_id.get(m.id) or (tickers or {}).get(m.symbol), self.style)) is not None}
             if not found:
                 raise VenueError(Outcome.RETRYABLE, f"{method}: no usable mark price for {', '.join(m.id for m in markets)}")
             return found
@@ -461,14 +450,14 @@ class Venue(StreamingVenue):
                 FillReport(
                     trade_id=str(t.get("id")),
                     order_id=str(t.get("order")) if t.get("order") is not None else None,
-                    client_id=info.get("orderLinkId") or info.get("clientOrderId") or None,
+                    client_id=self.style.fill_client_id(info),
                     symbol=m.id,
                     side=str(t.get("side") or "").lower(),
                     price=_d(t.get("price")) or Decimal(0),
                     qty=_d(t.get("amount")) or Decimal(0),
                     fee=_d(fee.get("cost")),
                     fee_currency=fee.get("currency"),
-                    realized_pnl=_d(info.get("realizedPnl")),
+                    realized_pnl=_d(info.get(self.style.fill_pnl_field)) if self.style.fill_pnl_field else None,
                     kind=self.style.fill_kind(info),
                     ts_ms=t.get("timestamp"),
                 )
@@ -476,10 +465,8 @@ class Venue(StreamingVenue):
         return out
 
     # ---------------------------------------------------------- parsing
-    @staticmethod
-    def _client_id(raw: dict[str, Any]) -> str | None:
-        info = raw.get("info") or {}
-        return raw.get("clientOrderId") or info.get("clientOrderId") or info.get("orderLinkId") or info.get("clientAlgoId") or None
+    def _client_id(self, raw: dict[str, Any]) -> str | None:
+        return self.style.client_id(raw)
 
     def _order(self, raw: dict[str, Any], m: Market | None) -> OrderReport:
         info = raw.get("info") or {}
@@ -499,6 +486,6 @@ class Venue(StreamingVenue):
             limit_price=_d(raw.get("price")) if str(raw.get("type") or "").lower() == "limit" else None,
             reduce_only=reduce_only,
             ts_ms=raw.get("timestamp"),
-            position_side=_position_side(info),
-            attached=info.get("stopOrderType") if info.get("stopOrderType") in _ATTACHED else None,
+            position_side=self.style.order_position_side(info),
+            attached=self.style.attached_kind(info),
         )

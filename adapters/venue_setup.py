@@ -22,8 +22,8 @@ Anything that goes wrong refuses the *entry* before it is sent (a
 :class:`~adapters.errors.VenueError` REJECTED whose message says what and
 why: a position or orders open in another margin mode, leverage above the
 symbol's bracket, the venue reporting something else after the change), so an
-entry is never half set up. The venue's codes for these refusals are in
-:data:`REFUSALS`.
+entry is never half set up. The venue's codes for these refusals, and which
+venue has one margin mode per account, are in its unit (:mod:`adapters.venues`).
 """
 
 from __future__ import annotations
@@ -37,30 +37,10 @@ import msgspec
 from adapters.errors import Outcome, VenueError
 from adapters.markets import Market
 from adapters.rate_tables import Priority
+from adapters.venues import unit_for
 
 if TYPE_CHECKING:
     from adapters.venue import Venue
-
-#: The venue's refusals of a setup change, in words a user can act on.
-REFUSALS: dict[str, str] = {
-    # Binance USDⓈ-M
-    "-4028": "leverage not valid for this symbol (above its bracket's maximum)",
-    "-4046": "margin type already set",
-    "-4047": "margin type cannot be changed while orders are open on the symbol",
-    "-4048": "margin type cannot be changed while a position is open on the symbol",
-    "-4161": "leverage cannot be lowered in isolated margin with a position open",
-    # Bybit v5
-    "110043": "leverage already set",
-    "110013": "leverage not allowed at the position's risk limit",
-    "110024": "a position is open: its margin mode cannot be changed",
-    "110026": "margin mode already set",
-    "3400045": "the account's margin mode cannot be changed now",
-    "10001": "parameter refused (e.g. leverage above the symbol's maximum)",
-}
-
-#: Answers that mean "already so": the setting is in place.
-_ALREADY = frozenset({"-4046", "110043", "110026"})
-
 
 class Wanted(msgspec.Struct, frozen=True):
     """What the config asks for one symbol."""
@@ -83,6 +63,7 @@ class TradingSetup:
 
     def __init__(self, venue_name: str, wanted: Callable[[str], Wanted], *, account_wide_margin: bool) -> None:
         self.venue_name = venue_name
+        self.unit = unit_for(venue_name)
         self.wanted = wanted
         self.account_wide_margin = account_wide_margin
         self.done: dict[str, Wanted] = {}
@@ -135,7 +116,7 @@ class TradingSetup:
         try:
             await venue.executor.run(op, call, idempotent=True, context=ctx, priority=Priority.ENTRY)
         except VenueError as err:
-            if err.code not in _ALREADY:
+            if err.code not in self.unit.setup_already:
                 raise
 
     async def _read(self, venue: Venue, m: Market, ctx: dict[str, Any] | None, *, fresh: bool = False) -> Found:
@@ -155,9 +136,8 @@ class TradingSetup:
         want = self.wanted(m.id)
         return VenueError(Outcome.REJECTED, f"{m.id}: trading setup refused, entry not sent: {why} (wanted leverage {want.leverage}, {want.margin_mode} margin)", code="setup")
 
-    @staticmethod
-    def _words(err: VenueError) -> str:
-        meaning = REFUSALS.get(err.code or "")
+    def _words(self, err: VenueError) -> str:
+        meaning = self.unit.setup_refusals.get(err.code or "")
         return f"{meaning}: {err}" if meaning else str(err)
 
 
@@ -181,9 +161,9 @@ def setup_for(config: Any, venue_name: str, markets: Any) -> TradingSetup | None
                 markets.resolve(symbol)
             except KeyError:
                 raise ValueError(f"position.{table}.{symbol}: {venue_name} has no such linear market") from None
-    account_wide = venue_name == "bybit"
+    account_wide = unit_for(venue_name).account_wide_margin
     if account_wide and set(p.margin_mode_by_symbol.values()) - {p.margin_mode}:
-        raise ValueError(f"position.margin_mode_by_symbol: Bybit's unified account has one margin mode for the whole account; every symbol must use position.margin_mode ({p.margin_mode!r})")
+        raise ValueError(f"position.margin_mode_by_symbol: the {venue_name} account (unified) has one margin mode for the whole account; every symbol must use position.margin_mode ({p.margin_mode!r})")
 
     def wanted(symbol_id: str) -> Wanted:
         return Wanted(leverage=p.leverage_for(symbol_id), margin_mode=p.margin_mode_for(symbol_id))

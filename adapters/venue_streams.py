@@ -4,11 +4,10 @@
 so the venue module stays about requests. The stream dicts are ccxt's unified
 structures, but ccxt fills them from the websocket payloads, whose raw fields
 (``info``) are named differently from the REST answers the rest of the venue
-layer reads: Binance's ``ORDER_TRADE_UPDATE`` says ``ps`` / ``cp`` where the
-REST order says ``positionSide`` / ``closePosition``, its ``ACCOUNT_UPDATE``
-gives a signed ``pa`` and a side of ``both``, and Bybit reports a flat
-position with an empty side. Prices are read from the raw strings, so a mark
-is the venue's exact decimal, never a float round trip.
+layer reads; each venue's style (:mod:`adapters.venues`) says how to read
+its own (``stream_order``, ``stream_position_side``, ``raw_mark``). Prices are
+read from the raw strings, so a mark is the venue's exact decimal, never a
+float round trip.
 """
 
 from __future__ import annotations
@@ -21,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 from ccxt.async_support.base.ws.cache import ArrayCache
 
 from adapters.markets import Market, Markets
+from adapters.venues.style import FLAT_EITHER, VenueStyle
+
+__all__ = ["FLAT_EITHER", "StreamingVenue", "can_watch", "has_key", "mark_updates", "position_updates"]
 
 if TYPE_CHECKING:
     from adapters.venue import OrderReport
@@ -116,67 +118,28 @@ def fresh_tickers(exchange: Any, symbols: list[str], seen: dict[str, Any]) -> di
     return fresh
 
 
-def order_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    """A streamed order with its raw fields under the REST names :meth:`Venue._order` reads."""
-    info = raw.get("info") or {}
-    extra = {}
-    if "ps" in info and "positionSide" not in info:
-        extra["positionSide"] = info["ps"]
-    if "cp" in info and "closePosition" not in info:
-        extra["closePosition"] = info["cp"]
-    if not extra:
-        return raw
-    return {**raw, "info": {**info, **extra}}
-
-
-#: The side of a flat one-way position push (Binance ``ps = BOTH`` with ``pa = 0``, Bybit
-#: ``side = ""`` with ``positionIdx = 0``): it names no side, and closes whichever was open.
-FLAT_EITHER = "both"
-
-
-def _position_side(p: dict[str, Any], flat: bool) -> str:
-    side = str(p.get("side") or "").lower()
-    if side in ("long", "short"):
-        return side
-    info = p.get("info") or {}
-    hedge_side = str(info.get("ps") or info.get("positionSide") or "").lower()
-    if hedge_side in ("long", "short"):
-        return hedge_side
-    by_idx = {"1": "long", "2": "short"}.get(str(info.get("positionIdx", "")))
-    if by_idx:
-        return by_idx
-    if flat:
-        return FLAT_EITHER  # one-way mode has one position per symbol: this push says it is gone
-    if (signed := _d(info.get("pa"))) is not None and signed < 0:
-        return "short"
-    return {"Sell": "short"}.get(str(info.get("side") or ""), "long")
-
-
-def position_updates(raw: list[dict[str, Any]], markets: Markets) -> list[tuple[str, str, Decimal]]:
+def position_updates(raw: list[dict[str, Any]], markets: Markets, style: VenueStyle) -> list[tuple[str, str, Decimal]]:
     """(symbol id, side, quantity; 0 = flat) for each streamed position of a known market.
 
-    The side is long / short, or :data:`FLAT_EITHER` for a flat one-way push."""
+    The side is long / short, or :data:`FLAT_EITHER` for a flat one-way push (the style reads the raw fields)."""
     out = []
     for p in raw or ():
         m = markets.by_symbol.get(p.get("symbol", ""))
         if m is None:
             continue
         qty = abs(_d(p.get("contracts")) or Decimal(0)) * m.contract_size
-        out.append((m.id, _position_side(p, qty == 0), qty))
+        out.append((m.id, style.stream_position_side(p, qty == 0), qty))
     return out
 
 
-def mark_of(ticker: dict[str, Any]) -> Decimal | None:
+def mark_of(ticker: dict[str, Any], style: VenueStyle) -> Decimal | None:
     """The mark price of a streamed ticker, from the raw string where the venue sent one."""
-    info = ticker.get("info") or {}
-    raw = info.get("markPrice")  # Bybit tickers (ccxt merges each delta into the last snapshot)
-    if raw in (None, "") and info.get("e") == "markPriceUpdate":
-        raw = info.get("p")  # Binance <symbol>@markPrice
+    raw = style.raw_mark(ticker.get("info") or {})
     price = _d(raw) if raw not in (None, "") else _d(ticker.get("markPrice"))
     return price if price is not None and price.is_finite() and price > 0 else None
 
 
-def mark_updates(raw: dict[str, Any], markets: Markets) -> dict[str, tuple[Decimal, int | None]]:
+def mark_updates(raw: dict[str, Any], markets: Markets, style: VenueStyle) -> dict[str, tuple[Decimal, int | None]]:
     """{symbol id: (mark, the venue's time of it in ms, if it gave one)} from a
     ``watch_mark_prices`` / ``watch_tickers`` result."""
     out = {}
@@ -184,7 +147,7 @@ def mark_updates(raw: dict[str, Any], markets: Markets) -> dict[str, tuple[Decim
         if not isinstance(ticker, dict):
             continue
         m = markets.by_symbol.get(ticker.get("symbol") or symbol)
-        price = mark_of(ticker)
+        price = mark_of(ticker, style)
         ts = ticker.get("timestamp")
         if m is not None and price is not None:
             out[m.id] = (price, int(ts) if isinstance(ts, int | float) and ts > 0 else None)
@@ -267,7 +230,7 @@ class StreamingVenue:
 
     exchange: Any
     markets: Markets
-    style: Any
+    style: VenueStyle
     _marks_seen: dict[str, Any]  # ccxt.pro tickers already handed out, per symbol
     _order_listeners: list[Callable[[str, OrderReport | None, str], None]]
 
@@ -300,7 +263,7 @@ class StreamingVenue:
         raw = backlog(stream_cache(self.exchange, "orders"))
         if raw is None:
             raw = await self.exchange.watch_orders()
-        return [self._order(order_fields(o), self.markets.by_symbol[o["symbol"]]) for o in raw if o.get("symbol") in self.markets.by_symbol]
+        return [self._order(self.style.stream_order(o), self.markets.by_symbol[o["symbol"]]) for o in raw if o.get("symbol") in self.markets.by_symbol]
 
     async def watch_positions(self) -> list[tuple[str, str, Decimal]]:
         """The next batch of position updates: (symbol id, side, quantity; 0 = closed).
@@ -312,7 +275,7 @@ class StreamingVenue:
             raw = await self.exchange.watch_positions()
             if (cache := stream_cache(self.exchange, "positions")) is not None:
                 raw = take(cache) or raw
-        return position_updates(raw, self.markets)
+        return position_updates(raw, self.markets, self.style)
 
     async def watch_mark_prices(self, symbols: list[str]) -> dict[str, tuple[Decimal, int | None]]:
         """The next mark price updates of ``symbols``: {symbol id: (mark, venue time ms)}.
@@ -340,7 +303,7 @@ class StreamingVenue:
         if not fresh:
             fresh = await method(unified)
             fresh = {**fresh, **fresh_tickers(self.exchange, unified, seen)}
-        return mark_updates(fresh, self.markets)
+        return mark_updates(fresh, self.markets, self.style)
 
     def redial_streams(self, kinds: tuple[str, ...], reason: str) -> int:
         """Drop the connections of the ``orders`` / ``positions`` / ``marks`` streams (ccxt.pro):

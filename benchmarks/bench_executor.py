@@ -18,7 +18,8 @@ from typing import Any
 
 from adapters.executor import Executor
 from adapters.rate_limit import RateLimiter
-from adapters.rate_tables import BINANCE, UNLIMITED, Priority
+from adapters.rate_tables import UNLIMITED, Priority
+from adapters.venues.binance import LIMITS as BINANCE
 from benchmarks._util import pct, row
 from core.clock import ManualTime, VirtualClock, drive
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable
 from decimal import Decimal
-from typing import Any, Awaitable
+from typing import Any
 
 import ccxt
 import pytest
@@ -22,10 +23,12 @@ from adapters.markets import Markets
 from adapters.paper import PaperEngine, PaperExchange
 from adapters.paper.exchange import MARKET_FILES
 from adapters.rate_limit import RateLimiter
-from adapters.rate_tables import BINANCE, BYBIT, Priority, VenueLimits, Window, priority_of, retry_after_ms
+from adapters.rate_tables import Priority, VenueLimits, Window, priority_of, retry_after_ms
 from adapters.venue import STYLES, Venue
-from tests.conftest import SHARED, make_config
+from adapters.venues.binance import LIMITS as BINANCE
+from adapters.venues.bybit import LIMITS as BYBIT
 from core.clock import ManualTime, VirtualClock, drive, settle
+from tests.conftest import SHARED, make_config
 from tradebot.wiring import build_executor
 
 BTC = "BTC/USDT:USDT"

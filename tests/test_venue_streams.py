@@ -22,6 +22,7 @@ from actors.account_view import AccountView
 from actors.messages import PositionClosed
 from adapters.markets import Markets
 from adapters.venue_streams import FLAT_EITHER, position_updates
+from adapters.venues import style_for
 from tests.venue.binance_server import MARKETS_FILE, BinanceVenueServer
 from tests.venue.bot import Bot, close_bot, server, start_bot, wait_for
 
@@ -175,11 +176,11 @@ def test_flat_one_way_position_parses_as_either_side():
     markets = Markets.from_ccxt(json.loads(MARKETS_FILE.read_text()))
     flat = {"symbol": "BTC/USDT:USDT", "contracts": 0.0, "side": "both", "hedged": False, "info": {"s": "BTCUSDT", "pa": "0", "ps": "BOTH"}}
     short = {"symbol": "BTC/USDT:USDT", "contracts": 0.025, "side": "short", "hedged": False, "info": {"s": "BTCUSDT", "pa": "-0.025", "ps": "BOTH"}}
-    assert position_updates([short, flat], markets) == [("BTCUSDT", "short", D("0.025")), ("BTCUSDT", FLAT_EITHER, D(0))]
+    assert position_updates([short, flat], markets, style_for("binanceusdm")) == [("BTCUSDT", "short", D("0.025")), ("BTCUSDT", FLAT_EITHER, D(0))]
     for side in ("long", "short"):
         view = AccountView()
         view.on_stream("positions", [("BTCUSDT", side, D("0.025"))], 1)
-        view.on_stream("positions", position_updates([flat], markets), 2)
+        view.on_stream("positions", position_updates([flat], markets, style_for("binanceusdm")), 2)
         assert view.positions == {}
 
 

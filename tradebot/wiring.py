@@ -32,7 +32,7 @@ from adapters.executor import executor_for
 from adapters.markets import Markets
 from adapters.venue import Venue
 from adapters.venue_health import HealthReport, VenueHealth, VenueHealthChanged
-from adapters.venue_styles import VenueStyle, style_for
+from adapters.venues import VenueStyle, style_for
 from supervision.supervisor import ChildSpec
 
 if TYPE_CHECKING:
