@@ -21,7 +21,7 @@ from typing import Any
 
 from actors import plan_tps
 from actors import position_events as pe
-from actors.position_commands import NOTHING, Again, CancelOrder, Env, LookUpOrder, Note, PlaceStop, Plan, Retry, Step, error_text, next_client_id
+from actors.position_commands import NOTHING, Again, CancelOrder, Env, LookUpOrder, Note, PlaceStop, Plan, Retry, Step, error_text, fold, next_client_id
 from actors.position_state import P, PositionState
 from actors.trailing import TrailingParams, TrailState, evaluate
 from adapters.errors import Outcome, VenueError
@@ -89,7 +89,10 @@ def after_place(s: PositionState, cmd: PlaceStop, order: OrderReport | None, err
     from actors import plan_exit
 
     if error is None and order is not None and order.status in (OrderStatus.OPEN, OrderStatus.UNKNOWN):
-        return Plan(events=(pe.StopMovePlaced(order_id=order.order_id),), next=_cancel_old(s))
+        placed = pe.StopMovePlaced(order_id=order.order_id)
+        if order.order_id == s.stop_order_id:  # amended in place (a position-attached stop): nothing old to cancel
+            return Plan(events=(placed,)).then(finish(fold(s, (placed,), env.now_ms), env))
+        return Plan(events=(placed,), next=_cancel_old(s))
     if error is not None and error.outcome is Outcome.WOULD_TRIGGER:
         failed = pe.StopMoveFailed(reason=str(error), outcome=error.outcome.value, attempt=s.move_attempts + 1)
         return Plan(events=(failed,)).then(plan_exit.begin_close(s, "price already through the new stop", env))
@@ -156,8 +159,10 @@ def finish(s: PositionState, env: Env, *, old_left: bool = False) -> Plan:
     return Plan(events=(moved,))
 
 
-def resume(s: PositionState) -> Plan:
+def resume(s: PositionState, env: Env) -> Plan:
     """After a restart with a move in flight: finish it from what the exchange says."""
+    if s.move_order_id is not None and s.move_order_id == s.stop_order_id:
+        return finish(s, env)  # amended in place: the one stop is the new one (the owner's check follows)
     if s.move_order_id is not None:
         return Plan(next=_cancel_old(s))
     return Plan(next=LookUpOrder(step=Step.MOVE_LOOKUP, client_id=s.move_client_id))

@@ -102,7 +102,7 @@ def resume_plan(s: PositionState, env: pc.Env) -> pc.Plan:
     if s.state is P.PROTECTED:
         head = pc.Plan(subscribe=True)
         if s.move_client_id is not None:
-            return head.then(plan_moves.resume(s))
+            return head.then(plan_moves.resume(s, env))
         if s.aged_pending_client_id is not None or s.aged_old_order_id is not None:
             return head.then(plan_aged.review(s, env))  # the same exit, looked up by client id: never a second one
         if s.aged_order_id is not None:

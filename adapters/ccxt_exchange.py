@@ -277,7 +277,7 @@ async def build_ccxt_venue(config: Any, clock: Any, store: Any, *, exchange: Any
     except Exception as exc:
         await exchange.close()
         raise ExchangeSetupError(f"{e.name}: start-up failed: {classify(exc)}") from None
-    return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode), setup=setup)
+    return Venue(e.name, exchange, markets, executor_for(config, e.name, clock, store), style_for(e.name, hedge_mode=e.hedge_mode), setup=setup, position_stop=e.stop_mode == "position")
 
 
 async def _check_position_mode(exchange: Any, name: str, hedge_mode: bool, markets: Markets | None = None) -> None:

@@ -27,6 +27,7 @@ import msgspec
 from adapters.errors import Outcome, VenueError
 from adapters.executor import Executor
 from adapters.markets import Market, Markets
+from adapters.venue_position_stop import PositionStopVenue
 from adapters.venue_setup import TradingSetup
 from adapters.venue_streams import StreamingVenue, has_key
 from adapters.venues import STYLES, VenueStyle  # noqa: F401 - STYLES is re-exported
@@ -119,10 +120,16 @@ def _ms(value: Any) -> int | None:
     return ms if ms > 0 else None
 
 
-class Venue(StreamingVenue):
-    """Domain operations on one exchange account."""
+class Venue(StreamingVenue, PositionStopVenue):
+    """Domain operations on one exchange account.
 
-    def __init__(self, name: str, exchange: Any, markets: Markets, executor: Executor, style: VenueStyle, *, setup: TradingSetup | None = None) -> None:
+    ``position_stop``: stops are the position's own, amended in place (:mod:`adapters.venue_position_stop`),
+    where the style offers it; otherwise every stop is an order."""
+
+    def __init__(self, name: str, exchange: Any, markets: Markets, executor: Executor, style: VenueStyle, *, setup: TradingSetup | None = None, position_stop: bool = False) -> None:
+        if position_stop and not style.position_stop_supported:
+            raise ValueError(f"{name}: position-attached stops are not offered by the {style.name} style")
+        self.position_stop = position_stop
         self.name = name
         self.exchange = exchange
         self.markets = markets
@@ -165,6 +172,8 @@ class Venue(StreamingVenue):
         price = m.stop_price(stop_price, closing_side=closing_side)
         if qty <= 0:
             raise VenueError(Outcome.REJECTED, f"{m.id}: stop quantity {qty} rounds to zero")
+        if self.position_stop:
+            return await self._set_position_stop(m, closing_side, qty, price, client_id, ctx)
         kind, params = self.style.stop_order(closing_side, price, client_id)
         return await self._place("create_order.stop", m, kind, closing_side, qty, params, client_id, conditional=True, price=price, ctx=ctx)
 
@@ -221,6 +230,8 @@ class Venue(StreamingVenue):
         The style routes the id to its book (Binance: a conditional order's id
         carries the algo prefix and is cancelled with ccxt's ``trigger`` flag)."""
         m = self.market(symbol)
+        if self.style.is_position_stop(order_id):
+            return await self._clear_position_stop(m, order_id, ctx)
         exchange_id, params = self.style.order_ref(order_id)
         try:
             raw = await self.executor.run("cancel_order", lambda: self.exchange.cancel_order(exchange_id, m.symbol, params), idempotent=True, context=ctx)
@@ -293,6 +304,8 @@ class Venue(StreamingVenue):
             return await self._lookup(m, client_id, conditional, ctx)
         if not order_id:
             raise VenueError(Outcome.REJECTED, f"{m.id}: fetch_order needs an order id or a client id")
+        if self.style.is_position_stop(str(order_id)):
+            return await self._fetch_position_stop(m, str(order_id), ctx)
         exchange_id, params = self.style.order_ref(str(order_id))
         params = {**params, **self.style.fetch_params()}
         try:

@@ -118,6 +118,11 @@ class ExchangeConfig(_Section, frozen=True):
     #: Real venues: connect, reconcile, report and alert, never send an order, a cancel or a
     #: setting (for a first contact with a live account). Signals are refused.
     read_only: bool = False
+    #: How a stop lives on the venue: "order" (a reduce-only stop-market order; a move places the
+    #: new one, then cancels the old) or "position" (Bybit only: the position's own stopLoss through
+    #: /v5/position/trading-stop, amended in place: one request per move, never two stops, never none).
+    #: "position" needs one-way mode and no take-profit orders (take_profit.enabled = false).
+    stop_mode: Literal["order", "position"] = "order"
     #: Retries of one exchange call (network errors, rate limits) and their backoff.
     max_attempts: Annotated[int, _n(ge=1, le=20)] = 4
     retry_base_delay_ms: Annotated[int, _n(ge=1)] = 200
@@ -635,6 +640,8 @@ def _cross_violation(cfg: Config) -> str | None:
         return "exchange.read_only: only for a real venue (binanceusdm, bybit); the paper exchange has no account to protect"
     if problem := _ccxt_options_violation(cfg.exchange.ccxt_options, "exchange.ccxt_options"):
         return problem
+    if problem := _stop_mode_violation(cfg):
+        return problem
     for sink in cfg.alerts.sinks:
         if sink.kind == "webhook" and not sink.url.startswith(("http://", "https://")):
             return f"alerts.sinks ({sink.label}): a webhook needs url = \"http(s)://...\", got {_show(sink.url)}"
@@ -646,6 +653,20 @@ def _cross_violation(cfg: Config) -> str | None:
             f"guard.reply_deadline_secs ({cfg.guard.reply_deadline_secs}) must be greater than "
             f"store.durable_wait_secs ({cfg.store.durable_wait_secs}): an owner waiting on a durable write would be restarted"
         )
+    return None
+
+
+def _stop_mode_violation(cfg: Config) -> str | None:
+    """``exchange.stop_mode = "position"``: Bybit's position-attached stop covers one whole one-way position."""
+    e = cfg.exchange
+    if e.stop_mode != "position":
+        return None
+    if e.name != "bybit":
+        return f"exchange.stop_mode: \"position\" (the position-attached stop) is offered on bybit only, not on {e.name}"
+    if e.hedge_mode:
+        return "exchange.stop_mode: \"position\" is for one-way positions; with exchange.hedge_mode = true use \"order\""
+    if cfg.take_profit.enabled:
+        return "exchange.stop_mode: \"position\" is for positions without take-profit orders; set take_profit.enabled = false or use \"order\""
     return None
 
 

@@ -31,6 +31,10 @@ class BybitStyle(VenueStyle):
     ``orderFilter`` on spot, and would otherwise be sent to Bybit as an unknown
     parameter, so it is never passed). Open orders come in pages of at most 50
     with a cursor.
+
+    The position-attached stop (``exchange.bybit_position_stop``): ``/v5/position/trading-stop``
+    sets the position's ``stopLoss`` (full size, ``slTriggerBy=MarkPrice``) and amends it in
+    place, so a move is one request and never has two stops or a gap.
     """
 
     name = "bybit"
@@ -48,6 +52,7 @@ class BybitStyle(VenueStyle):
     #: when it fires, even on a flat symbol: someone's conditional entry, never a zombie).
     closing_flags: tuple[str, ...] = ("reduceOnly", "closeOnTrigger")
     client_id_fields: tuple[str, ...] = ("orderLinkId",)
+    position_stop_supported = True
 
     def client_id_params(self, client_id: str) -> dict[str, Any]:
         return {"orderLinkId": client_id}
@@ -81,6 +86,26 @@ class BybitStyle(VenueStyle):
         # cannot be cancelled as orders); positionIdx picks the hedge-mode side.
         idx = {"long": 1, "short": 2}.get(position_side or "", 0)
         return "private_post_v5_position_trading_stop", {"category": "linear", "symbol": symbol_id, "positionIdx": idx, "takeProfit": "0", "stopLoss": "0", "tpslMode": "Full"}
+
+    def position_stop_request(self, symbol_id: str, position_side: str, stop_price: Decimal) -> tuple[str, dict[str, Any]]:
+        # Full mode: the stop closes the whole position at market when the mark reaches it; the same
+        # call with another price amends it in place (no second stop, no moment without one).
+        return "private_post_v5_position_trading_stop", {
+            "category": "linear", "symbol": symbol_id, "positionIdx": self._idx(position_side), "tpslMode": "Full",
+            "stopLoss": self._num(stop_price), "slTriggerBy": "MarkPrice", "slOrderType": "Market",
+        }  # fmt: skip
+
+    def clear_position_stop_request(self, symbol_id: str, position_side: str) -> tuple[str, dict[str, Any]]:
+        return "private_post_v5_position_trading_stop", {"category": "linear", "symbol": symbol_id, "positionIdx": self._idx(position_side), "tpslMode": "Full", "stopLoss": "0"}
+
+    def report_id(self, raw: dict[str, Any]) -> str:
+        """A position's attached stop (``stopOrderType`` StopLoss) is reported under the position's
+        stop id (:meth:`position_stop_id`), whatever order id Bybit gives it."""
+        info = raw.get("info") or {}
+        if info.get("stopOrderType") == "StopLoss" and info.get("symbol"):
+            side = self.order_position_side(info) or ("long" if str(info.get("side")) == "Sell" else "short")
+            return self.position_stop_id(str(info["symbol"]), side)
+        return str(raw.get("id"))
 
     def stop_order(self, closing_side: str, stop_price: Decimal, client_id: str) -> tuple[str, dict[str, Any]]:
         # triggerDirection 2 = trigger when the price falls to it (a long's stop), 1 = rises.
@@ -153,6 +178,7 @@ LIMITS = VenueLimits(
         "create_order": {"ip_5s": 1, "create_1s": 1},
         "cancel_order": {"ip_5s": 1, "cancel_1s": 1},
         "clear_attached": {"ip_5s": 1, "trading_stop_1s": 1},
+        "set_position_stop": {"ip_5s": 1, "trading_stop_1s": 1},
         "fetch_order": {"ip_5s": 1, "orders_read_1s": 1},
         "fetch_open_orders": {"ip_5s": 1, "orders_read_1s": 1},
         "fetch_positions": {"ip_5s": 1, "positions_1s": 1},

@@ -47,6 +47,8 @@ class VenueStyle:
     client_id_fields: tuple[str, ...] = ("clientOrderId",)
     #: The raw fill field that carries the realized PnL of a fill, if the venue reports one.
     fill_pnl_field: str | None = None
+    #: Can a position's stop be attached to it and amended in place (one request per move)?
+    position_stop_supported = False
 
     def __init__(self, *, hedge_mode: bool = False) -> None:
         #: The account's position mode (``exchange.hedge_mode``): one-way or hedge (long and short apart).
@@ -90,6 +92,26 @@ class VenueStyle:
     def exit_limit_order(self, closing_side: str, client_id: str) -> tuple[str, dict[str, Any]]:
         """(ccxt order type, params) of a reduce-only GTC limit exit (the aged exit)."""
         return "limit", {"timeInForce": "GTC", **self.position_params(self._closed(closing_side), closing=True), **self.client_id_params(client_id)}
+
+    #: Our order id of a position-attached stop: the position's, one per symbol and position side.
+    POSITION_STOP_PREFIX = "posstop:"
+
+    def position_stop_id(self, symbol_id: str, position_side: str) -> str:
+        """The order id under which a position-attached stop is reported (it has no id of its own
+        that survives an amendment): the same for every move of that position's stop."""
+        return f"{self.POSITION_STOP_PREFIX}{symbol_id}:{position_side if self.hedge_mode else 'both'}"
+
+    def is_position_stop(self, order_id: str) -> bool:
+        return order_id.startswith(self.POSITION_STOP_PREFIX)
+
+    def position_stop_request(self, symbol_id: str, position_side: str, stop_price: Decimal) -> tuple[str, dict[str, Any]]:
+        """The call that sets (or amends in place) the stop attached to a position, as (ccxt method,
+        params); only where :attr:`position_stop_supported`."""
+        raise NotImplementedError(f"{self.name}: no position-attached stop")
+
+    def clear_position_stop_request(self, symbol_id: str, position_side: str) -> tuple[str, dict[str, Any]]:
+        """The call that removes a position's attached stop (and nothing else)."""
+        raise NotImplementedError(f"{self.name}: no position-attached stop")
 
     def clear_attached_request(self, symbol_id: str, position_side: str | None) -> tuple[str, dict[str, Any]] | None:
         """The call that clears a position's attached TP/SL, as (ccxt method, params); None: the venue has none."""

@@ -25,7 +25,12 @@ Only what ccxt 4.5.90's ``bybit.py`` sends for the bot's flows is answered:
   size 0 with ``positionIdx`` 0; in hedge mode two rows, 1 and 2: how the
   position mode is read), ``/v5/execution/list``, ``/v5/account/wallet-balance``,
   ``/v5/asset/coin/query-info`` (load_markets' currencies), and
-  ``/v5/position/trading-stop``, ``/v5/position/switch-mode``, ``/v5/position/set-leverage``.
+  ``/v5/position/switch-mode``, ``/v5/position/set-leverage``.
+* **Position-attached stop** on ``/v5/position/trading-stop``: ``stopLoss`` sets the
+  position's stop (the whole position, ``slTriggerBy=MarkPrice``, fires on the mark),
+  another price amends that same stop in place, "0" removes it; it is listed as a
+  conditional order with ``stopOrderType`` StopLoss and no ``orderLinkId``, shown on
+  the position row, and removed when the position is gone (:attr:`attached_stops`).
 * **Signing** as v5: ``X-BAPI-API-KEY``, ``-TIMESTAMP``, ``-RECV-WINDOW``,
   ``-SIGN`` = HMAC-SHA256(timestamp + key + recvWindow + query or body): 10003 / 10004 / 10002.
 * **Limits** (:class:`BybitLimits`): per endpoint and second (order create /
@@ -220,6 +225,8 @@ class BybitVenueServer:
         self._route_hits: dict[str, list[int]] = {}
         self._banned_until_ms = 0
         self._close_on_trigger: set[str] = set()
+        #: Position-attached stops (trading-stop ``stopLoss``): (symbol, positionIdx) -> engine order id.
+        self.attached_stops: dict[tuple[str, int], str] = {}
         self._last_created = 0
         self._realtime_open_only = False
         self._ticker_lag: dict[str, Decimal] = {}
@@ -312,6 +319,7 @@ class BybitVenueServer:
         """A new mark: conditional orders crossed by it fire (and fill at the mark)."""
         with self._lock:
             self.engine.on_mark(symbol, D(str(price)), _now_ms())
+            self._drop_orphan_stops(_now_ms())
 
     def mark(self, symbol: str) -> Decimal:
         with self._lock:
@@ -355,7 +363,9 @@ class BybitVenueServer:
     def human_close(self, symbol: str) -> list[Order]:
         """A human closes the position on ``symbol`` at market (its conditional orders stay)."""
         with self._lock:
-            return self.engine.external_close_position(symbol, self._created_ms())
+            closed = self.engine.external_close_position(symbol, self._created_ms())
+            self._drop_orphan_stops(_now_ms())
+            return closed
 
     def human_cancel(self, symbol: str | None = None, *, order_id: str | None = None) -> list[str]:
         """A human cancels one order (wire id) or every conditional order on ``symbol``; their wire ids."""
@@ -545,7 +555,7 @@ class BybitVenueServer:
             "GET /v5/position/list": lambda: self._position_list(p),
             "POST /v5/order/create": lambda: self._create(p),
             "POST /v5/order/cancel": lambda: self._cancel(p, now),
-            "POST /v5/position/trading-stop": lambda: {},
+            "POST /v5/position/trading-stop": lambda: self._trading_stop(p, now),
             "POST /v5/position/switch-mode": lambda: self._switch_mode(p),
             "POST /v5/position/set-leverage": lambda: self._set_leverage(p, now),
             "POST /v5/account/set-margin-mode": lambda: self._set_margin_mode(p),
@@ -554,6 +564,8 @@ class BybitVenueServer:
             return handler()
         except ccxt.BaseError as exc:  # the engine's refusals carry Bybit's body after the exchange id
             raise _wire_error(exc) from None
+        finally:
+            self._drop_orphan_stops(now)
 
     def _symbol(self, p: dict[str, Any], required: bool = True) -> str | None:
         sid = p.get("symbol")
@@ -631,7 +643,7 @@ class BybitVenueServer:
             "positionIdx": idx, "riskId": 1, "riskLimitValue": "2000000", "symbol": self._id(unified), "side": side, "size": _num(size), "avgPrice": _num(pos.entry_price) if pos is not None else "0",
             "positionValue": _num(size * (pos.entry_price if pos is not None else D(0))), "tradeMode": 0, "positionStatus": "Normal", "autoAddMargin": 0, "adlRankIndicator": 2 if size else 0,
             "leverage": self.leverage.get(self._id(unified), "10"), "positionBalance": _num(pos.margin) if pos is not None else "0", "markPrice": _num(mark), "liqPrice": liq, "bustPrice": "",
-            "positionMM": "0", "positionIM": _num(pos.margin) if pos is not None else "0", "tpslMode": "Full", "takeProfit": "", "stopLoss": "", "trailingStop": "0",
+            "positionMM": "0", "positionIM": _num(pos.margin) if pos is not None else "0", "tpslMode": "Full", "takeProfit": "", "stopLoss": self._attached_price(unified, idx), "trailingStop": "0",
             "unrealisedPnl": _num(upnl), "curRealisedPnl": "0", "cumRealisedPnl": _num(pos.realized_pnl) if pos is not None else "0", "seq": 1, "isReduceOnly": False,
             "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "", "sessionAvgPrice": "", "createdTime": str(pos.opened_ms if pos is not None else 0), "updatedTime": str(pos.updated_ms if pos is not None else 0),
         }  # fmt: skip
@@ -690,6 +702,75 @@ class BybitVenueServer:
         if close_on_trigger:
             self._close_on_trigger.add(o.id)
         return {"orderId": self._wid(o.id), "orderLinkId": o.client_id}
+
+    # ------------------------------------------------------------ position-attached stop
+    def _trading_stop(self, p: dict[str, Any], now: int) -> dict[str, Any]:
+        """``/v5/position/trading-stop``: ``stopLoss`` sets the position's stop (Full mode: the whole
+        position, closed at market when the *mark* reaches it, ``slTriggerBy=MarkPrice``), a new price
+        amends that same stop in place, "0" removes it. ``takeProfit`` "0" (clear) is accepted; a take-profit
+        price is not modelled."""
+        unified = self._symbol(p) or ""
+        idx = int(str(p.get("positionIdx") or 0))
+        side = {0: None, 1: "long", 2: "short"}.get(idx, "?")
+        if side == "?" or (self.hedge_mode != (idx != 0)):
+            raise VenueError(200, 10001, "params error: position idx not match position mode")
+        if str(p.get("takeProfit") or "0") not in ("0", ""):
+            raise VenueError(200, 10001, "test venue: a take-profit on the position is not modelled")
+        sl = p.get("stopLoss")
+        if sl in (None, ""):
+            return {}
+        pos = next((q for q in self.engine.positions.values() if q.symbol == unified and q.size != 0 and (side is None or q.pos_side == side)), None)
+        key = (unified, idx)
+        live = self.engine.orders.get(self.attached_stops.get(key, ""))
+        live = live if live is not None and live.status == OPEN else None
+        if str(sl) == "0":
+            if live is not None:
+                self.engine.cancel_order(live.id, now_ms=now)
+            self.attached_stops.pop(key, None)
+            return {}
+        if pos is None:
+            raise VenueError(200, 10001, "can not set tp/sl/ts for zero position")
+        if str(p.get("slTriggerBy") or "LastPrice") != "MarkPrice":
+            raise VenueError(200, 10001, "test venue: only slTriggerBy=MarkPrice is modelled")
+        price, mark = D(str(sl)), self.engine.marks[unified]
+        if (pos.side == "long" and price >= mark) or (pos.side == "short" and price <= mark):
+            relation = "lower" if pos.side == "long" else "higher"
+            raise VenueError(200, 10001, f"StopLoss:{_num(price)} set for {'Buy' if pos.side == 'long' else 'Sell'} position should {relation} than base_price:{_num(mark)}??LastPrice")
+        if live is not None:  # amended in place: the same order, a new trigger
+            live.trigger_price = price
+            live.updated_ms = now
+            self._snapshot()
+            return {}
+        params: dict[str, Any] = {"reduceOnly": True, "orderLinkId": "", "triggerPrice": _num(price), "triggerDirection": "2" if pos.side == "long" else "1"}
+        if self.hedge_mode:
+            params["positionIdx"] = str(idx)
+        o = self.engine.create_order(unified, "market", "sell" if pos.side == "long" else "buy", pos.size, None, params, now_ms=now, origin="tpsl")
+        self._close_on_trigger.add(o.id)
+        self.attached_stops[key] = o.id
+        return {}
+
+    def _drop_orphan_stops(self, now: int) -> None:
+        """Bybit removes a position's attached stop when the position is gone (closed, by anyone)."""
+        for key, eid in list(self.attached_stops.items()):
+            o = self.engine.orders.get(eid)
+            if o is None or o.status != OPEN:
+                del self.attached_stops[key]
+                continue
+            unified, idx = key
+            side = {0: None, 1: "long", 2: "short"}[idx]
+            if not any(q.symbol == unified and q.size != 0 and (side is None or q.pos_side == side) for q in self.engine.positions.values()):
+                self.engine.cancel_order(eid, now_ms=now)
+                del self.attached_stops[key]
+
+    def _attached_price(self, unified: str, idx: int) -> str:
+        o = self.engine.orders.get(self.attached_stops.get((unified, idx), ""))
+        return _num(o.trigger_price) if o is not None and o.status == OPEN and o.trigger_price is not None else ""
+
+    def attached_stop(self, symbol: str) -> Order | None:
+        """The live position-attached stop of ``symbol`` (one-way), if any."""
+        with self._lock:
+            o = self.engine.orders.get(self.attached_stops.get((self.markets.resolve(symbol).symbol, 0), ""))
+            return o if o is not None and o.status == OPEN else None
 
     def _find(self, p: dict[str, Any]) -> Order | None:
         if p.get("orderId"):
@@ -785,7 +866,7 @@ class BybitVenueServer:
             "rejectReason": "EC_NoError", "avgPrice": _num(avg) if avg else "", "leavesQty": _num(o.remaining) if o.status == OPEN else "0", "leavesValue": "0",
             "cumExecQty": _num(o.filled), "cumExecValue": _num(o.cost), "cumExecFee": _num(o.fee), "cumFeeDetail": {"USDT": _num(o.fee)} if o.filled else {},
             "timeInForce": "GTC" if trig is not None or limit is not None else "IOC", "orderType": "Limit" if limit is not None else "Market",
-            "stopOrderType": "Stop" if trig is not None else "", "orderIv": "", "marketUnit": "", "triggerPrice": _num(trig) if trig is not None else "",
+            "stopOrderType": ("StopLoss" if o.origin == "tpsl" else "Stop") if trig is not None else "", "orderIv": "", "marketUnit": "", "triggerPrice": _num(trig) if trig is not None else "",
             "takeProfit": "", "stopLoss": "", "tpslMode": "", "ocoTriggerBy": "", "tpLimitPrice": "", "slLimitPrice": "", "tpTriggerBy": "", "slTriggerBy": "",
             "triggerDirection": 0 if trig is None else (2 if o.trigger_direction == FALLING else 1), "triggerBy": "MarkPrice" if trig is not None else "",
             "lastPriceOnCreated": _num(self.engine.marks.get(o.symbol)), "basePrice": _num(self.engine.marks.get(o.symbol)) if trig is not None else "",
