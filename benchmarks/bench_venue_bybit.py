@@ -10,6 +10,10 @@ Figures (streams down: the bot polls; ccxt's REST throttle bypassed, ours budget
   by id (after), and the old path, realtime only then a retry and a look-up by
   client id (before, ``position.retry_delay_ms`` 50 here, 250 by default);
 * restore time after a human cancels a stop (guard every second here);
+* a trailing move, default (``exchange.stop_mode = "order"``: place the new stop, then
+  cancel the old) next to the position-attached stop (``"position"``: one trading-stop
+  request amending it in place): write requests per move, time per move at the venue
+  (first write received -> last answered) and two-stop overlap per move;
 * one round trip (a ticker read through the executor), for scale.
 """
 
@@ -17,11 +21,14 @@ from __future__ import annotations
 
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from benchmarks._util import pct, row
 from benchmarks.bench_venue import SIZES, _fmt, _gaps, _protected
 from tests.venue.bot import bybit_server, close_bot, start_bot, wait_for
+
+WRITES = ("POST /v5/order/create", "POST /v5/order/cancel", "POST /v5/position/trading-stop")
 
 
 def entry_latency(*, open_only: bool, old_read_back: bool = False) -> tuple[dict[int, list[float]], float]:
@@ -71,6 +78,34 @@ def restore_after_cancel(samples: int = 3) -> list[float]:
     return out
 
 
+def move_cost(stop_mode: str, moves: int = 8) -> tuple[list[int], list[float], list[float]]:
+    """Per trailing move on BTCUSDT: (write requests, ms first write -> last answered, ms of two stops live)."""
+    s = bybit_server()
+    bot = start_bot(Path(tempfile.mkdtemp(prefix="tb-bbm-")) / "bot", s, exchange_extra=f'stop_mode = "{stop_mode}"\n')
+    counts: list[int] = []
+    times: list[float] = []
+    overlaps: list[float] = []
+    try:
+        bot.open("BTCUSDT")
+        wait_for(lambda: _protected(s.timeline, ["BTCUSDT"]), what="protected")
+        tl = s.timeline
+        for i in range(moves):
+            mark = Decimal(40700 + 300 * i)
+            want = (mark * Decimal("0.995")).quantize(Decimal("0.1"))
+            seen = len(tl.requests)
+            before_overlap = sum(iv.length_ms(0) for iv in tl.overlaps())
+            s.set_mark("BTCUSDT", mark)
+            wait_for(lambda want=want: [st.trigger for st in tl.live_stops("BTCUSDT")] == [want], timeout=30, what=f"stop at {want}")
+            writes = [r for r in tl.requests[seen:] if r.route in WRITES]
+            counts.append(len(writes))
+            times.append(float(max(r.done_ms for r in writes) - min(r.t_ms for r in writes)) if writes else 0.0)
+            overlaps.append(float(sum(iv.length_ms(0) for iv in tl.overlaps()) - before_overlap))
+    finally:
+        close_bot(bot)
+        s.stop()
+    return counts, times, overlaps
+
+
 def run() -> None:
     print("venue (Bybit): the real ccxt path on the loopback Bybit v5 venue (streams down), next to Binance's above")
     normal, rtt = entry_latency(open_only=False)
@@ -81,5 +116,9 @@ def run() -> None:
         row(f"entry fill -> stop live, {n:>2} at once: Bybit", _fmt(normal[n]))
         row("  realtime open orders only: history read-back", _fmt(after[n]))
         row("  realtime open orders only: before (retry, by client id)", _fmt(before[n]))
+    for mode in ("order", "position"):
+        counts, times, overlaps = move_cost(mode)
+        label = "default: new stop, then cancel the old" if mode == "order" else "position-attached stop, amended in place"
+        row(f"trailing move, stop_mode = {mode!r} ({label})", f"{sum(counts) / len(counts):.1f} requests/move  median {pct(times, 50):.1f} ms  max {max(times):.1f} ms  two stops live {pct(overlaps, 50):.0f} ms median  (n={len(counts)})")
     restores = restore_after_cancel()
     row("restore after a human cancel (guard every 1 s): Bybit", f"median {pct(restores, 50):.0f} ms  max {max(restores):.0f} ms  (n={len(restores)})")
