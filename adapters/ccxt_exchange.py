@@ -23,9 +23,12 @@ What is decided here, once:
 * ``exchange.ccxt_options`` is merged (deeply) into the constructor dict;
   it may not carry credentials, switch off the rate limiter or turn on
   ``verbose`` (which prints request headers, i.e. the API key).
-* Bybit: linear swaps only (``defaultType`` swap, markets of type linear),
-  unified trading account assumed (``enableUnifiedAccount``: no start-up
-  call to ``/v5/user/query-api``, which needs wallet permissions).
+* Per venue, the constructor defaults, the testnet switch and the class come
+  from its unit (:mod:`adapters.venues`: ``ccxt_defaults``, ``enable_testnet``,
+  ``exchange_name``); nothing here names a venue. Bybit: linear swaps only
+  (``defaultType`` swap, markets of type linear), unified trading account
+  assumed (``enableUnifiedAccount``: no start-up call to
+  ``/v5/user/query-api``, which needs wallet permissions).
 * **Streams**: with ``sync.use_streams`` or ``feeds.use_streams`` the
   exchange is ccxt.pro's class (``ccxt.pro.binanceusdm`` / ``ccxt.pro.bybit``):
   the REST class plus ``watch_*``, so every REST call, our HTTP interception

@@ -32,7 +32,7 @@ class BybitStyle(VenueStyle):
     parameter, so it is never passed). Open orders come in pages of at most 50
     with a cursor.
 
-    The position-attached stop (``exchange.bybit_position_stop``): ``/v5/position/trading-stop``
+    The position-attached stop (``exchange.stop_mode = "position"``): ``/v5/position/trading-stop``
     sets the position's ``stopLoss`` (full size, ``slTriggerBy=MarkPrice``) and amends it in
     place, so a move is one request and never has two stops or a gap.
     """
