@@ -58,8 +58,8 @@ class TradingSetup:
     """Per venue account: what was set and verified, per symbol, in this process.
 
     ``wanted(symbol_id)`` gives the config's leverage and margin mode;
-    ``account_wide_margin``: the venue has one margin mode for the account (Bybit
-    unified), so it is read and set once, not per symbol."""
+    ``account_wide_margin``: the venue has one margin mode for the account (the
+    unit says: Bybit unified), so it is read and set once, not per symbol."""
 
     def __init__(self, venue_name: str, wanted: Callable[[str], Wanted], *, account_wide_margin: bool) -> None:
         self.venue_name = venue_name
@@ -122,14 +122,18 @@ class TradingSetup:
     async def _read(self, venue: Venue, m: Market, ctx: dict[str, Any] | None, *, fresh: bool = False) -> Found:
         """What the venue has for ``m`` (parsed from the venue's own fields; the read-back of a change too)."""
         ex = venue.exchange
-        if not self.account_wide_margin:  # Binance: symbolConfig holds both
+        if fresh or not self.account_wide_margin or self._account_margin is None:  # account-wide (Bybit unified): read once
             raw = await venue.executor.run("fetch_margin_mode", lambda: ex.fetch_margin_mode(m.symbol), idempotent=True, record=False, context=ctx)
-            return Found(leverage=_int((raw.get("info") or {}).get("leverage")), margin_mode=raw.get("marginMode"))
-        if fresh or self._account_margin is None:  # Bybit unified: one margin mode per account, read once
-            raw = await venue.executor.run("fetch_margin_mode", lambda: ex.fetch_margin_mode(m.symbol), idempotent=True, record=False, context=ctx)
-            self._account_margin = raw.get("marginMode")
+            margin = raw.get("marginMode")
+            if self.account_wide_margin:
+                self._account_margin = margin
+            both = venue.style.margin_mode_leverage(raw.get("info") or {})
+            if both not in (None, ""):  # the venue gave the leverage with it (Binance symbolConfig)
+                return Found(leverage=_int(both), margin_mode=margin)
+        else:
+            margin = self._account_margin
         lev = await venue.executor.run("fetch_leverage", lambda: ex.fetch_leverage(m.symbol), idempotent=True, record=False, context=ctx)
-        return Found(leverage=_int(lev.get("longLeverage")), margin_mode=self._account_margin)
+        return Found(leverage=_int(lev.get("longLeverage")), margin_mode=margin)
 
     # ------------------------------------------------------------ refusals
     def _refused(self, m: Market, why: str) -> VenueError:

@@ -112,6 +112,9 @@ class BinanceStyle(VenueStyle):
         side = str(info.get("positionSide") or info.get("ps") or "").upper()  # REST positionSide, stream ps
         return side.lower() if side in ("LONG", "SHORT") else None
 
+    def margin_mode_leverage(self, info: dict[str, Any]) -> Any:
+        return info.get("leverage")  # GET /fapi/v1/symbolConfig: margin type and leverage in one read
+
     def raw_mark(self, info: dict[str, Any]) -> Any:
         raw = info.get("markPrice")  # premiumIndex
         if raw in (None, "") and info.get("e") == "markPriceUpdate":
@@ -242,4 +245,6 @@ UNIT = VenueUnit(
     account_wide_margin=False,  # GET /fapi/v1/symbolConfig: margin type and leverage per symbol
     ccxt_defaults=CCXT_DEFAULTS,
     enable_testnet=enable_testnet,
+    # The user-data stream's listenKey (ccxt.pro creates, keeps alive and closes it).
+    read_only_writes=frozenset({("POST", "listenKey"), ("PUT", "listenKey"), ("DELETE", "listenKey")}),
 )

@@ -199,6 +199,11 @@ class VenueStyle:
         """The client order id of a fill's order, from the fill's raw fields."""
         return next((v for f in self.client_id_fields if (v := info.get(f))), None) or None
 
+    def margin_mode_leverage(self, info: dict[str, Any]) -> Any:
+        """The symbol's leverage in the raw answer of a margin-mode read, where the venue gives both
+        at once (then no separate leverage read is made); None: read the leverage on its own."""
+        return None
+
     def raw_mark(self, info: dict[str, Any]) -> Any:
         """The raw mark price string of a ticker's ``info`` (REST or stream), if it carries one."""
         return info.get("markPrice")

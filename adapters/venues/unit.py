@@ -50,6 +50,8 @@ class VenueUnit:
     ccxt_defaults: Mapping[str, Any]
     #: Switch a built ccxt exchange to the venue's test environment.
     enable_testnet: Callable[[Any], None]
+    #: (HTTP method, ccxt path) writes that change nothing on the account (stream keys), let through in read-only mode.
+    read_only_writes: frozenset[tuple[str, str]] = frozenset()
 
     def new_style(self, *, hedge_mode: bool = False) -> VenueStyle:
         """The unit's request style in the account's position mode."""
