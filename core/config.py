@@ -430,6 +430,7 @@ DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
     _rule("exchange_fatal", "exchange.fatal", "exchange.fatal_cleared", subject="exchange", text="the exchange refused our key or permissions: fix the key, then restart"),
     _rule("exchange_unreachable", "exchange.unreachable", "exchange.reachable", subject="exchange", severity="error", text="the exchange does not answer; no new entries until it does"),
     _rule("exchange_banned", "alert.exchange_banned", "exchange.ban_over", subject="exchange", text="the exchange banned our IP; only protective calls probe"),
+    _rule("store_unavailable", "store.unavailable", "store.available", subject="", text="the event store takes no writes (past store.critical_after_ms): nothing new is recorded; positions wait for their records"),
     _rule("store_slow", "store.slow", "store.recovered", subject="", severity="error", text="the event store is slow or failing; positions wait for their records"),
     _rule("stream_down", "feed.stream_down", "feed.stream_up", subject="symbol", severity="warning", text="a price stream is down; marks are read over REST meanwhile"),
     _rule("signal_feed_down", "feed.dead feed.connect_failed", "feed.connected", subject="", severity="error", text="the signal feed is down: no new signals"),
@@ -468,6 +469,8 @@ class AlertsConfig(_Section, frozen=True):
     #: A repeat of the same alert (rule and subject) inside this many seconds is not sent again.
     cooldown_secs: Annotated[int, _n(ge=0)] = 300
     rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
+    #: How often the alert actor reads the store's health (the store cannot record its own outage).
+    store_check_ms: Annotated[int, _n(ge=50, le=60_000)] = 1000
     sinks: tuple[AlertSink, ...] = (AlertSink(kind="console"),)
 
 

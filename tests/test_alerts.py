@@ -4,8 +4,9 @@ drops, no secrets), and the alert actor end to end on the store's fan-out."""
 from __future__ import annotations
 
 import io as _io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from loguru import logger
