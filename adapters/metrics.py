@@ -30,6 +30,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.throttled = Counter("tradebot_exchange_throttled", "Rate-limit pauses by call", ["call"], registry=r)
+        self.stops_placed = Counter("tradebot_stops_placed", "Stops placed (a first stop or a re-placed one) by kind", ["kind"], registry=r)
         self.stop_moves = Counter("tradebot_stop_moves", "Stop moves by reason", ["reason"], registry=r)
         self.findings = Counter("tradebot_reconcile_findings", "Reconcile findings by kind", ["kind"], registry=r)
         self.alerts = Counter("tradebot_alerts", "Alert deliveries by rule, sink and outcome", ["rule", "sink", "outcome"], registry=r)
@@ -41,6 +42,7 @@ class Metrics:
             buckets=(1, 5, 10, 30, 60, 120, 300, 600),
         )
         self.positions = Gauge("tradebot_positions", "Open positions by state", ["state"], registry=r)
+        self.unprotected = Gauge("tradebot_positions_unprotected", "Open positions with a filled entry and no live stop, per the bot's records", registry=r)
         self.healthy = Gauge("tradebot_healthy", "1 when /health answers 200", registry=r)
         self.uptime = Gauge("tradebot_uptime_seconds", "Seconds since the bot started", registry=r)
         self.store_backlog = Gauge("tradebot_store_backlog", "Events appended, not yet committed", registry=r)
@@ -60,6 +62,8 @@ class Metrics:
                     self.request_seconds.labels(op).observe(d["latency_ms"] / 1000)
             elif t == "exchange.throttled":
                 self.throttled.labels(str(d.get("op", "?"))).inc()
+            elif t == "position.stop_placed":
+                self.stops_placed.labels(str(d.get("kind", "?"))).inc()
             elif t == "position.stop_moved":
                 self.stop_moves.labels(str(d.get("reason", "?"))).inc()
             elif t == "sync.reconciled":
@@ -92,8 +96,17 @@ class Metrics:
             by_state[str(p.get("state"))] = by_state.get(str(p.get("state")), 0) + 1
         for state, n in by_state.items():
             self.positions.labels(state).set(n)
+        self.unprotected.set(sum(1 for p in positions if is_unprotected(p)))
         for name, n in dropped.items():
             self.dropped.labels(name).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_NOT_FILLED = ("pending_entry", "entry_placed")
+
+
+def is_unprotected(projection: dict[str, Any]) -> bool:
+    """An open position (a row of the store's projection) whose entry filled and that has no stop order."""
+    return bool(projection.get("is_open")) and projection.get("state") not in _NOT_FILLED and not projection.get("stop_order_id")

@@ -143,9 +143,11 @@ def test_store_locked_past_its_critical_threshold_turns_health_503_naming_it_wit
     other = sqlite3.connect(site / "var" / "tradebot.db", timeout=5, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        status, body = eventually(lambda: (r := get(f"{base}/health"))[0] == 503 and r, timeout=40, what="/health 503 with the store locked")
-        problems = json.loads(body)["problems"]
-        assert any(p.startswith("event store failing") and "database is locked" in p for p in problems), problems
+        def store_problem() -> list[str]:
+            status, body = get(f"{base}/health")
+            return [p for p in json.loads(body)["problems"] if p.startswith("event store failing")] if status == 503 else []
+
+        assert "database is locked" in eventually(store_problem, timeout=40, what="/health 503 naming the store")[0]
         eventually(lambda: receiver.received, timeout=30, what="the store alert at the webhook")
         assert [(r["body"]["rule"], r["body"]["resolved"]) for r in receiver.received] == [("store_unavailable", False)], receiver.received
         assert "database is locked" in receiver.received[0]["body"]["details"]["error"]
