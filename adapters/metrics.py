@@ -48,18 +48,29 @@ class Metrics:
         self.store_backlog = Gauge("tradebot_store_backlog", "Events appended, not yet committed", registry=r)
         self.store_commit = Gauge("tradebot_store_last_commit_seconds", "The last batch's transaction time", registry=r)
         self.dropped = Gauge("tradebot_fanout_dropped", "Committed events a subscriber lost to overflow", ["subscriber"], registry=r)
+        self._children: dict[tuple[str, Any], Any] = {}
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe(self, events: Iterable[Event]) -> None:
-        """A store subscriber: move counters for committed events (on the I/O loop; cheap)."""
+        """A store subscriber: move counters for committed events (on the I/O loop, the writer's: cheap,
+        so each label set's child is looked up once and kept)."""
+        children = self._children
         for ev in events:
-            self.events.labels(ev.type, ev.severity.label).inc()
-            d = ev.data
             t = ev.type
+            key = (t, ev.severity)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.events.labels(t, ev.severity.label)
+            child.inc()
+            d = ev.data
             if t == "exchange.request":
-                op = str(d.get("op", "?"))
-                self.requests.labels(op, str(d.get("outcome", "?"))).inc()
+                op, outcome = str(d.get("op", "?")), str(d.get("outcome", "?"))
+                pair = self._request_children.get((op, outcome))
+                if pair is None:
+                    pair = self._request_children[(op, outcome)] = (self.requests.labels(op, outcome), self.request_seconds.labels(op))
+                pair[0].inc()
                 if isinstance(d.get("latency_ms"), (int, float)):
-                    self.request_seconds.labels(op).observe(d["latency_ms"] / 1000)
+                    pair[1].observe(d["latency_ms"] / 1000)
             elif t == "exchange.throttled":
                 self.throttled.labels(str(d.get("op", "?"))).inc()
             elif t == "position.stop_placed":

@@ -1,36 +1,48 @@
-"""Operations: the event fan-out's cost on the store's append throughput (with vs without
-subscribers, one run), and a critical event's commit -> a loopback webhook receiving its alert."""
+"""Operations, in one run: the event fan-out's cost on the store's append throughput (the writer
+alone, then 1 and 3 subscribers, as ratios to it); a critical event's commit -> a loopback webhook
+receiving its alert; and /health and /metrics latency over real HTTP with 100 and 1,000 real
+position owners (each with its stop on the in-process paper exchange), idle and while every owner
+makes its first trailing stop move at once. ``TRADEBOT_BENCH_OPS_SIZES=100,1000`` picks the sizes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import threading
 import time
+import types
+import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 from aiohttp import web
 
 from actors.alert_rules import AlertState, evaluate, index
+from actors.messages import MarkPrice
 from adapters.alert_sinks import Sink
 from adapters.event_store import EventStore
+from adapters.http_server import HttpServer
 from adapters.io_loop import IOLoop
 from adapters.metrics import Metrics
-from benchmarks._util import row, summary_us
+from benchmarks._util import pct, row, summary_us
+from benchmarks.bench_positions import Bench
 from core.config import AlertSink, parse_config
 from core.events import Event, Severity
+from tradebot.ops import health_routes
 
 N = 30_000
 
 
-def _throughput(path: Path, io: IOLoop, subscribers: bool) -> float:
+def _throughput(path: Path, io: IOLoop, subscribers: int) -> float:
+    """Appends/s until all are committed, with 0, 1 (metrics), or 3 (metrics, the alert filter, a counter) subscribers."""
     store = EventStore(path, io).open()
     try:
-        if subscribers:
-            metrics = Metrics()
-            rules = index(parse_config("").alerts.rules)
-            store.subscribe("metrics", metrics.observe)
-            store.subscribe("alerts", lambda evs: [e for e in evs if e.type in rules])
+        rules = index(parse_config("").alerts.rules)
+        seen = [0]
+        subs = [("metrics", Metrics().observe), ("alerts", lambda evs: [e for e in evs if e.type in rules]), ("count", lambda evs: seen.__setitem__(0, seen[0] + len(evs)))]
+        for name, fn in subs[: {0: 0, 1: 1, 3: 3}[subscribers]]:
+            store.subscribe(name, fn)
         started = time.perf_counter()
         for i in range(N):
             store.append(Event(type="exchange.request", ts_ms=i, actor="bench", data={"op": "fetch_positions", "outcome": "ok", "latency_ms": 1.5}))
@@ -88,19 +100,74 @@ def _webhook_latency(path: Path, io: IOLoop, n: int = 200) -> list[int]:
     return [arrived[k] - committed[k] for k in arrived if k in committed]
 
 
+def _get_ms(url: str) -> float:
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        resp.read()
+    return (time.perf_counter() - t0) * 1000
+
+
+def _http_at(n: int) -> dict[str, list[float]]:
+    """/health and /metrics latency (ms) with ``n`` real owners: idle, then during everyone's first stop move."""
+    out: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        b = Bench(tmp, n, None)
+        server = None
+        try:
+            runtime = types.SimpleNamespace(store=b.store, supervisor=b.sup, metrics=Metrics())
+            b.store.subscribe("metrics", runtime.metrics.observe)
+            server = HttpServer(b.io, "127.0.0.1", 0)
+            health_routes(server, runtime)
+            server.start()
+            b.open([m.id for m in b.markets])
+            b.wait_opened(n, timeout_s=600)
+            for path in ("health", "metrics"):
+                out[f"{path} idle"] = [_get_ms(f"{server.url}/{path}") for _ in range(100)]
+            # the load: every owner's first trailing move at once (+1.5 % activates trailing)
+            refs = [b.ctx.directory.lookup(f"position:{m.id}:b{m.id}") for m in b.markets]
+            now_ms = b.clock.now_ms()
+            for ref, m in zip(refs, b.markets, strict=True):
+                b.exchange.set_mark(m.symbol, Decimal(40700))
+                ref.tell(MarkPrice(symbol=m.id, price=Decimal(40700), ts_ms=now_ms))
+            busy: dict[str, list[float]] = {"health": [], "metrics": []}
+            deadline = time.monotonic() + 300
+            moved = 0
+            while time.monotonic() < deadline and moved < n:
+                for path in ("health", "metrics"):
+                    busy[path].append(_get_ms(f"{server.url}/{path}"))
+                moved = len(b.io.run(b.store.query(types=("position.stop_moved",), consistent=False), 60))
+            out["health while moving"], out["metrics while moving"] = busy["health"], busy["metrics"]
+            out["moved"] = [float(moved)]
+        finally:
+            if server is not None:
+                server.stop()
+            b.close()
+    return out
+
+
 def run() -> None:
-    print("ops: event fan-out and alert delivery")
+    print("ops: event fan-out, alert delivery, /health and /metrics")
     io = IOLoop("bench-ops").start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            bare = _throughput(Path(tmp) / "a.db", io, False)
-            fanned = _throughput(Path(tmp) / "b.db", io, True)
-            row(f"store appends/s, no subscribers ({N:,} events)", f"{bare:,.0f}")
-            row("store appends/s, metrics + alert subscribers", f"{fanned:,.0f}  (ratio {fanned / bare:.2f})")
+            rates = {k: _throughput(Path(tmp) / f"t{k}.db", io, k) for k in (0, 1, 3)}
+            bare = rates[0]
+            row(f"store appends/s, writer alone ({N:,} events)", f"{bare:,.0f}")
+            row("  with 1 subscriber (metrics)", f"{rates[1]:,.0f}  (ratio {rates[1] / bare:.2f})")
+            row("  with 3 subscribers (metrics, alerts, a counter)", f"{rates[3]:,.0f}  (ratio {rates[3] / bare:.2f})")
+            row("  fan-out cost per event, 3 subscribers", f"{(1 / rates[3] - 1 / bare) * 1e6:+.2f} us")
             samples = _webhook_latency(Path(tmp) / "c.db", io)
             row("critical event committed -> webhook received", summary_us(samples))
     finally:
         io.stop()
+    sizes = [int(x) for x in os.environ.get("TRADEBOT_BENCH_OPS_SIZES", "100,1000").split(",") if x.strip()]
+    for n in sizes:
+        got = _http_at(n)
+        moved = int(got.pop("moved")[0])
+        for name, ms in got.items():
+            row(f"GET /{name}, {n:,} positions", f"p50 {pct(ms, 50):.1f} ms  p99 {pct(ms, 99):.1f} ms  (n={len(ms)})")
+        if moved < n:
+            row(f"  (only {moved} of {n} owners moved their stop)", "")
 
 
 if __name__ == "__main__":
