@@ -9,8 +9,9 @@ events, so it neither repeats an alert nor forgets to resolve it.
 
 The store cannot record its own outage while it lasts (nothing commits, so
 nothing fans out): this actor reads the store's health every
-``alerts.store_check_ms`` (in memory, no I/O) and runs the rules on a
+``alerts.check_ms`` (in memory, no I/O) and runs the rules on a
 ``store.unavailable`` / ``store.available`` event of its own when it changes.
+The same timer sends the alerts of rules with ``after_secs`` that came due.
 Those two are not written to the log; the ``alert.sent`` records are, once the
 store takes writes again.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from actors.alert_rules import Alert, AlertState, _Entry, evaluate, index, reaches
+from actors.alert_rules import Alert, AlertState, _Entry, due, evaluate, index, reaches
 from adapters.alert_sinks import Delivery, Sink
 from core.events import Event, Severity
 from core.messages import Message, Tick
@@ -60,7 +61,7 @@ class AlertActor(ManagedActor):
         self.store_down = False
 
     def started(self) -> None:
-        self.every(self.ctx.config.alerts.store_check_ms, "store")
+        self.every(self.ctx.config.alerts.check_ms, "check")
         for ev in self.load_events(types=(SENT,), newest_first=True, limit=5000):
             d = ev.data
             if d.get("test") or not d.get("rule"):
@@ -78,8 +79,10 @@ class AlertActor(ManagedActor):
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:
-        if msg.name == "store":
+        if msg.name == "check":
             self._check_store()
+            for alert in due(self.state, msg.ts_ms, self.cooldown_ms):
+                self.send(alert)
 
     def _check_store(self) -> None:
         """Past its critical threshold the store is unavailable (``EventStore.health``): alert, and resolve when it writes again."""

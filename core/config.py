@@ -414,10 +414,12 @@ class AlertRule(_Section, frozen=True):
     subject: str = "position_id"
     #: What it means and what to do (sent with the alert).
     text: str = ""
+    #: Send only if still raised this long after it was (0: at once); cleared sooner, nothing is sent.
+    after_secs: Annotated[int, _n(ge=0, le=86_400)] = 0
 
 
-def _rule(name: str, fire: str, resolve: str = "", subject: str = "position_id", severity: Level = "critical", text: str = "") -> AlertRule:
-    return AlertRule(name=name, fire=tuple(fire.split()), resolve=tuple(resolve.split()), subject=subject, severity=severity, text=text)
+def _rule(name: str, fire: str, resolve: str = "", subject: str = "position_id", severity: Level = "critical", text: str = "", after_secs: int = 0) -> AlertRule:
+    return AlertRule(name=name, fire=tuple(fire.split()), resolve=tuple(resolve.split()), subject=subject, severity=severity, text=text, after_secs=after_secs)
 
 
 DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
@@ -432,8 +434,8 @@ DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
     _rule("exchange_banned", "alert.exchange_banned", "exchange.ban_over", subject="exchange", text="the exchange banned our IP; only protective calls probe"),
     _rule("store_unavailable", "store.unavailable", "store.available", subject="", text="the event store takes no writes (past store.critical_after_ms): nothing new is recorded; positions wait for their records"),
     _rule("store_slow", "store.slow", "store.recovered", subject="", severity="error", text="the event store is slow or failing; positions wait for their records"),
-    _rule("stream_down", "feed.stream_down", "feed.stream_up", subject="symbol", severity="warning", text="a price stream is down; marks are read over REST meanwhile"),
-    _rule("signal_feed_down", "feed.dead feed.connect_failed", "feed.connected", subject="", severity="error", text="the signal feed is down: no new signals"),
+    _rule("stream_down", "feed.stream_down", "feed.stream_up", subject="symbol", severity="warning", text="a price stream is down for a minute; marks are read over REST meanwhile", after_secs=60),
+    _rule("signal_feed_down", "feed.dead feed.connect_failed", "feed.connected", subject="", severity="error", text="the signal feed is down for 30 s: no new signals", after_secs=30),
     _rule("aged_cap", "alert.aged_cap alert.aged_gave_up alert.aged_unclosable", subject="position_id", severity="error", text="an aged position reached its cap or could not be closed"),
 )
 
@@ -469,8 +471,9 @@ class AlertsConfig(_Section, frozen=True):
     #: A repeat of the same alert (rule and subject) inside this many seconds is not sent again.
     cooldown_secs: Annotated[int, _n(ge=0)] = 300
     rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
-    #: How often the alert actor reads the store's health (the store cannot record its own outage).
-    store_check_ms: Annotated[int, _n(ge=50, le=60_000)] = 1000
+    #: How often the alert actor reads the store's health (the store cannot record its own outage)
+    #: and sends the alerts of rules with after_secs that came due.
+    check_ms: Annotated[int, _n(ge=50, le=60_000)] = 1000
     sinks: tuple[AlertSink, ...] = (AlertSink(kind="console"),)
 
 

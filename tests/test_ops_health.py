@@ -47,7 +47,7 @@ def ops_site(receiver: FakeReceiver) -> Iterator[Site]:
         "[feeds]\nmark_interval_ms = 200\n[position]\nverify_interval_secs = 2\n"
         "[venue_health]\nunreachable_after_failures = 2\nunreachable_after_secs = 1\n"
         "[http]\nport = 0\n"
-        "[store]\ncritical_after_ms = 1000\nbusy_timeout_ms = 100\n[alerts]\nstore_check_ms = 100\n"
+        "[store]\ncritical_after_ms = 1000\nbusy_timeout_ms = 100\n[alerts]\ncheck_ms = 100\n"
         f'[[alerts.sinks]]\nkind = "webhook"\nurl = "{receiver.url}/alerts"\nbackoff_ms = 50\n'
     )
     path.procs = []
