@@ -8,7 +8,9 @@ raised and the same (rule, subject) was not sent within the cool-down; a
 was sent. So a condition flapping inside the cool-down sends one alert and one
 resolved message. A rule with ``after_secs`` waits: the alert goes out only if
 the condition is still raised that long after it was (:func:`due`, asked on a
-timer); one that clears sooner sends nothing at all.
+timer); one that clears sooner sends nothing at all. A threshold rule
+(``count``/``above``) is raised by its event when the count it names is above
+the threshold and cleared by the same event type when it is not.
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ def subject_of(rule: AlertRule, event: Event) -> str:
     return "" if value is None else str(value)
 
 
+def count_of(event: Event, key: str) -> int:
+    """A threshold rule's count: the length of a list in the event's data, or a number there."""
+    value = event.data.get(key)
+    if isinstance(value, (list, tuple, dict)):
+        return len(value)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def index(rules: tuple[AlertRule, ...]) -> dict[str, list[tuple[AlertRule, bool]]]:
     """event type -> [(rule, raises?)]: one dict lookup per event."""
     out: dict[str, list[tuple[AlertRule, bool]]] = {}
@@ -94,6 +104,8 @@ def evaluate(state: AlertState, by_type: dict[str, list[tuple[AlertRule, bool]]]
     """The alerts ``event`` causes (``state`` updated in place; the only effect)."""
     out: list[Alert] = []
     for rule, raises in by_type.get(event.type, ()):
+        if rule.count:
+            raises = count_of(event, rule.count) > rule.above
         subject = subject_of(rule, event)
         key = (rule.name, subject)
         entry = state.entries.get(key)
@@ -137,6 +149,8 @@ def due(state: AlertState, now_ms: int, cooldown_ms: int) -> list[Alert]:
 
 def _alert(rule: AlertRule, subject: str, event: Event, *, resolved: bool) -> Alert:
     details = {k: v for k, v in event.data.items() if isinstance(v, (str, int, float, bool)) and not _looks_secret(k)}
+    if rule.count:
+        details[rule.count] = count_of(event, rule.count)
     return Alert(
         rule=rule.name,
         subject=subject,

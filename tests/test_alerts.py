@@ -237,3 +237,19 @@ def test_alert_actor_sends_a_delayed_alert_when_its_time_comes_on_the_clock(tmp_
         ref.stop()
         for s in sinks:
             io_loop.run(s.stop(), 10)
+
+
+def test_a_threshold_rule_raises_above_its_count_and_clears_at_or_below_it():
+    state, by_type = AlertState(), index(RULES)
+    [zombies] = [r for r in RULES if r.name == "zombies"]
+    assert (zombies.count, zombies.above) == ("zombies", 3)
+
+    def reconciled(ts: int, n: int) -> list[tuple[str, bool, int]]:
+        e = ev("sync.reconciled", ts, data={"zombies": [{"order_id": str(i)} for i in range(n)], "ok": True})
+        return [(a.rule, a.resolved, a.details["zombies"]) for a in evaluate(state, by_type, e, 0)]
+
+    assert reconciled(T0, 3) == []
+    assert reconciled(T0 + 30_000, 4) == [("zombies", False, 4)]
+    assert reconciled(T0 + 60_000, 9) == []  # still raised
+    assert reconciled(T0 + 90_000, 3) == [("zombies", True, 3)]
+    assert reconciled(T0 + 120_000, 0) == []
