@@ -38,9 +38,10 @@ class Metrics:
         self.waves = Counter("tradebot_signal_waves", "Signal waves finished", registry=r)
         self.wave_opens = Histogram("tradebot_signal_wave_opens", "Positions opened per wave", registry=r, buckets=(0, 1, 2, 3, 5, 10, 20))
         self.unprotected_seconds = Histogram(
-            "tradebot_unprotected_seconds", "How long a position was unprotected when the guard alerted", registry=r,
-            buckets=(1, 5, 10, 30, 60, 120, 300, 600),
+            "tradebot_unprotected_seconds", "Unprotected windows: entry filled (or adopted) -> stop placed, stop lost -> a stop placed again", registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
         )
+        self._unprotected_from: dict[str, int] = {}  # position id -> when its open window began (ms)
         self.positions = Gauge("tradebot_positions", "Open positions by state", ["state"], registry=r)
         self.unprotected = Gauge("tradebot_positions_unprotected", "Open positions with a filled entry and no live stop, per the bot's records", registry=r)
         self.healthy = Gauge("tradebot_healthy", "1 when /health answers 200", registry=r)
@@ -90,8 +91,12 @@ class Metrics:
                 self.waves.inc()
                 if isinstance(d.get("confirmed"), int):
                     self.wave_opens.observe(d["confirmed"])
-            elif t == "alert.position_unprotected" and isinstance(d.get("for_ms"), (int, float)):
-                self.unprotected_seconds.observe(d["for_ms"] / 1000)
+            if t in _WINDOW_OPENS and ev.position_id:
+                self._unprotected_from.setdefault(ev.position_id, ev.ts_ms)
+            elif t in _WINDOW_CLOSES and ev.position_id:
+                began = self._unprotected_from.pop(ev.position_id, None)
+                if began is not None:
+                    self.unprotected_seconds.observe(max(0, ev.ts_ms - began) / 1000)
 
     def set_now(self, status: dict[str, Any] | None, positions: list[dict[str, Any]], dropped: dict[str, int]) -> None:
         """Gauges at scrape time: the status (None: the supervisor did not answer) and the projection."""
@@ -116,6 +121,10 @@ class Metrics:
 
 
 _NOT_FILLED = ("pending_entry", "entry_placed")
+#: An unprotected window opens when a position holds a quantity with no stop, and closes when a stop
+#: is placed or the position is flat (a stop move places the new stop first: no window).
+_WINDOW_OPENS = frozenset({"position.entry_filled", "position.adopted", "position.stop_lost"})
+_WINDOW_CLOSES = frozenset({"position.stop_placed", "position.closed", "position.rolled_back", "position.stop_filled"})
 
 
 def is_unprotected(projection: dict[str, Any]) -> bool:

@@ -138,3 +138,15 @@ def test_metrics_counters_and_gauges_match_what_the_store_holds(scraped: tuple[W
     got = {s.labels["rule"]: s.value for s in families["tradebot_alerts"].samples if s.name == "tradebot_alerts_total" and s.labels["outcome"] == "sent"}
     assert got == dict(sent) == {"rollback_failed": 1, "emergency_stop": 1}
     assert sorted(r["body"]["rule"] for r in receiver.received) == sorted(sent)
+
+    # Unprotected windows: entry filled -> a stop placed (p1, and p2's emergency stop); p3's is still open.
+    windows, began = [], {}
+    for e in events:
+        if e.position_id and e.type in ("position.entry_filled", "position.adopted", "position.stop_lost"):
+            began.setdefault(e.position_id, e.ts_ms)
+        elif e.position_id in began and e.type in ("position.stop_placed", "position.closed", "position.rolled_back", "position.stop_filled"):
+            windows.append((e.ts_ms - began.pop(e.position_id)) / 1000)
+    assert len(windows) == 2 and list(began) == ["p3"]
+    hist = {s.name: s.value for s in families["tradebot_unprotected_seconds"].samples if not s.labels}
+    assert hist["tradebot_unprotected_seconds_count"] == 2
+    assert hist["tradebot_unprotected_seconds_sum"] == pytest.approx(sum(windows))
