@@ -6,7 +6,11 @@ is one entry per (rule, subject). An alert is sent when its condition is
 raised and the same (rule, subject) was not sent within the cool-down; a
 *resolved* message is sent when the condition clears, only for an alert that
 was sent. So a condition flapping inside the cool-down sends one alert and one
-resolved message.
+resolved message. A rule with ``after_secs`` waits: the alert goes out only if
+the condition is still raised that long after it was (:func:`due`, asked on a
+timer); one that clears sooner sends nothing at all. A threshold rule
+(``count``/``above``) is raised by its event when the count it names is above
+the threshold and cleared by the same event type when it is not.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class _Entry(msgspec.Struct, kw_only=True):
     active: bool = False  # raised and not cleared
     sent: bool = False  # the alert for the current raise was sent (so its clearing is)
     last_sent_ms: int | None = None
+    pending: Alert | None = None  # raised, waiting out its rule's after_secs
+    due_ms: int = 0
 
 
 class AlertState:
@@ -75,6 +81,14 @@ def subject_of(rule: AlertRule, event: Event) -> str:
     return "" if value is None else str(value)
 
 
+def count_of(event: Event, key: str) -> int:
+    """A threshold rule's count: the length of a list in the event's data, or a number there."""
+    value = event.data.get(key)
+    if isinstance(value, (list, tuple, dict)):
+        return len(value)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def index(rules: tuple[AlertRule, ...]) -> dict[str, list[tuple[AlertRule, bool]]]:
     """event type -> [(rule, raises?)]: one dict lookup per event."""
     out: dict[str, list[tuple[AlertRule, bool]]] = {}
@@ -90,15 +104,20 @@ def evaluate(state: AlertState, by_type: dict[str, list[tuple[AlertRule, bool]]]
     """The alerts ``event`` causes (``state`` updated in place; the only effect)."""
     out: list[Alert] = []
     for rule, raises in by_type.get(event.type, ()):
+        if rule.count:
+            raises = count_of(event, rule.count) > rule.above
         subject = subject_of(rule, event)
         key = (rule.name, subject)
         entry = state.entries.get(key)
         if raises:
             if entry is None:
                 entry = state.entries[key] = _Entry()
-            if entry.active and entry.sent:
-                continue  # still raised: already told
+            if entry.active and (entry.sent or entry.pending is not None):
+                continue  # still raised: already told (or waiting to tell)
             entry.active = True
+            if rule.after_secs:
+                entry.pending, entry.due_ms = _alert(rule, subject, event, resolved=False), event.ts_ms + rule.after_secs * 1000
+                continue
             if entry.last_sent_ms is not None and event.ts_ms - entry.last_sent_ms < cooldown_ms:
                 continue  # flapping inside the cool-down: not again
             entry.sent = True
@@ -106,14 +125,32 @@ def evaluate(state: AlertState, by_type: dict[str, list[tuple[AlertRule, bool]]]
             out.append(_alert(rule, subject, event, resolved=False))
         elif entry is not None and entry.active:
             entry.active = False
+            entry.pending = None  # cleared before it was due: nothing to tell
             if entry.sent:
                 entry.sent = False
                 out.append(_alert(rule, subject, event, resolved=True))
     return out
 
 
+def due(state: AlertState, now_ms: int, cooldown_ms: int) -> list[Alert]:
+    """The alerts whose rule's ``after_secs`` has passed with the condition still raised (``state`` updated)."""
+    out: list[Alert] = []
+    for entry in state.entries.values():
+        alert = entry.pending
+        if alert is None or now_ms < entry.due_ms:
+            continue
+        entry.pending = None
+        if entry.last_sent_ms is not None and now_ms - entry.last_sent_ms < cooldown_ms:
+            continue  # flapping inside the cool-down: not again
+        entry.sent, entry.last_sent_ms = True, now_ms
+        out.append(alert)
+    return out
+
+
 def _alert(rule: AlertRule, subject: str, event: Event, *, resolved: bool) -> Alert:
     details = {k: v for k, v in event.data.items() if isinstance(v, (str, int, float, bool)) and not _looks_secret(k)}
+    if rule.count:
+        details[rule.count] = count_of(event, rule.count)
     return Alert(
         rule=rule.name,
         subject=subject,

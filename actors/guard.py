@@ -117,6 +117,7 @@ class GuardActor(ManagedActor):
     def __init__(self, *, name: str, ctx: ActorContext) -> None:
         super().__init__(name=name, ctx=ctx)
         self.unprotected_since: dict[str, int] = {}  # position key -> first seen unprotected
+        self.many_alerted = False  # alert.many_unprotected raised, not yet cleared
         self.alerted: set[str] = set()
         self.waiting: dict[str, tuple[int, str]] = {}  # owner name -> (deadline, position key)
         self.failures: dict[str, int] = {}
@@ -222,7 +223,20 @@ class GuardActor(ManagedActor):
                     self._failed(owner, "owner not running")
         for key in set(self.unprotected_since) - seen:
             del self.unprotected_since[key]  # flat now: nothing to protect
+        self._count_unprotected(snap.read_ms)
         self._follow_marks(by_mark)
+
+    def _count_unprotected(self, read_ms: int) -> None:
+        """More than ``many_unprotected_alert`` unprotected at two checks in a row (one entry's
+        moment before its stop lands is not counted): one alert, and its clearing."""
+        limit = self.ctx.config.guard.many_unprotected_alert
+        lasting = sorted(k for k, since in self.unprotected_since.items() if since < read_ms)
+        if len(lasting) > limit and not self.many_alerted:
+            self.many_alerted = True
+            self.emit("alert.many_unprotected", {"count": len(lasting), "limit": limit, "positions": lasting[:50]}, severity=Severity.CRITICAL)
+        elif len(lasting) <= limit and self.many_alerted:
+            self.many_alerted = False
+            self.emit("guard.many_unprotected_cleared", {"count": len(lasting), "limit": limit})
 
     @handles(ProtectionReport)
     def _on_report(self, msg: ProtectionReport) -> None:

@@ -30,6 +30,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.throttled = Counter("tradebot_exchange_throttled", "Rate-limit pauses by call", ["call"], registry=r)
+        self.stops_placed = Counter("tradebot_stops_placed", "Stops placed (a first stop or a re-placed one) by kind", ["kind"], registry=r)
         self.stop_moves = Counter("tradebot_stop_moves", "Stop moves by reason", ["reason"], registry=r)
         self.findings = Counter("tradebot_reconcile_findings", "Reconcile findings by kind", ["kind"], registry=r)
         self.alerts = Counter("tradebot_alerts", "Alert deliveries by rule, sink and outcome", ["rule", "sink", "outcome"], registry=r)
@@ -37,29 +38,44 @@ class Metrics:
         self.waves = Counter("tradebot_signal_waves", "Signal waves finished", registry=r)
         self.wave_opens = Histogram("tradebot_signal_wave_opens", "Positions opened per wave", registry=r, buckets=(0, 1, 2, 3, 5, 10, 20))
         self.unprotected_seconds = Histogram(
-            "tradebot_unprotected_seconds", "How long a position was unprotected when the guard alerted", registry=r,
-            buckets=(1, 5, 10, 30, 60, 120, 300, 600),
+            "tradebot_unprotected_seconds", "Unprotected windows: entry filled (or adopted) -> stop placed, stop lost -> a stop placed again", registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
         )
+        self._unprotected_from: dict[str, int] = {}  # position id -> when its open window began (ms)
         self.positions = Gauge("tradebot_positions", "Open positions by state", ["state"], registry=r)
+        self.unprotected = Gauge("tradebot_positions_unprotected", "Open positions with a filled entry and no live stop, per the bot's records", registry=r)
         self.healthy = Gauge("tradebot_healthy", "1 when /health answers 200", registry=r)
         self.uptime = Gauge("tradebot_uptime_seconds", "Seconds since the bot started", registry=r)
         self.store_backlog = Gauge("tradebot_store_backlog", "Events appended, not yet committed", registry=r)
         self.store_commit = Gauge("tradebot_store_last_commit_seconds", "The last batch's transaction time", registry=r)
         self.dropped = Gauge("tradebot_fanout_dropped", "Committed events a subscriber lost to overflow", ["subscriber"], registry=r)
+        self._children: dict[tuple[str, Any], Any] = {}
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe(self, events: Iterable[Event]) -> None:
-        """A store subscriber: move counters for committed events (on the I/O loop; cheap)."""
+        """A store subscriber: move counters for committed events (on the I/O loop, the writer's: cheap,
+        so each label set's child is looked up once and kept)."""
+        children = self._children
         for ev in events:
-            self.events.labels(ev.type, ev.severity.label).inc()
-            d = ev.data
             t = ev.type
+            key = (t, ev.severity)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.events.labels(t, ev.severity.label)
+            child.inc()
+            d = ev.data
             if t == "exchange.request":
-                op = str(d.get("op", "?"))
-                self.requests.labels(op, str(d.get("outcome", "?"))).inc()
+                op, outcome = str(d.get("op", "?")), str(d.get("outcome", "?"))
+                pair = self._request_children.get((op, outcome))
+                if pair is None:
+                    pair = self._request_children[(op, outcome)] = (self.requests.labels(op, outcome), self.request_seconds.labels(op))
+                pair[0].inc()
                 if isinstance(d.get("latency_ms"), (int, float)):
-                    self.request_seconds.labels(op).observe(d["latency_ms"] / 1000)
+                    pair[1].observe(d["latency_ms"] / 1000)
             elif t == "exchange.throttled":
                 self.throttled.labels(str(d.get("op", "?"))).inc()
+            elif t == "position.stop_placed":
+                self.stops_placed.labels(str(d.get("kind", "?"))).inc()
             elif t == "position.stop_moved":
                 self.stop_moves.labels(str(d.get("reason", "?"))).inc()
             elif t == "sync.reconciled":
@@ -75,8 +91,12 @@ class Metrics:
                 self.waves.inc()
                 if isinstance(d.get("confirmed"), int):
                     self.wave_opens.observe(d["confirmed"])
-            elif t == "alert.position_unprotected" and isinstance(d.get("for_ms"), (int, float)):
-                self.unprotected_seconds.observe(d["for_ms"] / 1000)
+            if t in _WINDOW_OPENS and ev.position_id:
+                self._unprotected_from.setdefault(ev.position_id, ev.ts_ms)
+            elif t in _WINDOW_CLOSES and ev.position_id:
+                began = self._unprotected_from.pop(ev.position_id, None)
+                if began is not None:
+                    self.unprotected_seconds.observe(max(0, ev.ts_ms - began) / 1000)
 
     def set_now(self, status: dict[str, Any] | None, positions: list[dict[str, Any]], dropped: dict[str, int]) -> None:
         """Gauges at scrape time: the status (None: the supervisor did not answer) and the projection."""
@@ -92,8 +112,21 @@ class Metrics:
             by_state[str(p.get("state"))] = by_state.get(str(p.get("state")), 0) + 1
         for state, n in by_state.items():
             self.positions.labels(state).set(n)
+        self.unprotected.set(sum(1 for p in positions if is_unprotected(p)))
         for name, n in dropped.items():
             self.dropped.labels(name).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_NOT_FILLED = ("pending_entry", "entry_placed")
+#: An unprotected window opens when a position holds a quantity with no stop, and closes when a stop
+#: is placed or the position is flat (a stop move places the new stop first: no window).
+_WINDOW_OPENS = frozenset({"position.entry_filled", "position.adopted", "position.stop_lost"})
+_WINDOW_CLOSES = frozenset({"position.stop_placed", "position.closed", "position.rolled_back", "position.stop_filled"})
+
+
+def is_unprotected(projection: dict[str, Any]) -> bool:
+    """An open position (a row of the store's projection) whose entry filled and that has no stop order."""
+    return bool(projection.get("is_open")) and projection.get("state") not in _NOT_FILLED and not projection.get("stop_order_id")

@@ -336,6 +336,9 @@ class GuardConfig(_Section, frozen=True):
     probe_interval_secs: Annotated[int, _n(ge=1)] = 10
     #: A position unprotected for longer than this raises an alert.
     unprotected_alert_secs: Annotated[int, _n(ge=1)] = 60
+    #: More than this many positions unprotected at two checks in a row: one critical
+    #: ``alert.many_unprotected`` (``guard.many_unprotected_cleared`` once at or below it).
+    many_unprotected_alert: Annotated[int, _n(ge=0)] = 5
     #: Unprotected and this far in loss from entry: closed.
     emergency_loss_percent: Annotated[Decimal, _n(gt=0, lt=100)] = Decimal(3)
     #: A restored stop that would trigger at once is placed this far beyond the mark instead.
@@ -419,10 +422,16 @@ class AlertRule(_Section, frozen=True):
     subject: str = "position_id"
     #: What it means and what to do (sent with the alert).
     text: str = ""
+    #: Send only if still raised this long after it was (0: at once); cleared sooner, nothing is sent.
+    after_secs: Annotated[int, _n(ge=0, le=86_400)] = 0
+    #: A threshold rule: a key of the fire events' data (a list: its length; a number: itself).
+    #: Each such event raises the alert when the count is above ``above`` and clears it when not.
+    count: str = ""
+    above: Annotated[int, _n(ge=0)] = 0
 
 
-def _rule(name: str, fire: str, resolve: str = "", subject: str = "position_id", severity: Level = "critical", text: str = "") -> AlertRule:
-    return AlertRule(name=name, fire=tuple(fire.split()), resolve=tuple(resolve.split()), subject=subject, severity=severity, text=text)
+def _rule(name: str, fire: str, resolve: str = "", subject: str = "position_id", severity: Level = "critical", text: str = "", **kw: Any) -> AlertRule:
+    return AlertRule(name=name, fire=tuple(fire.split()), resolve=tuple(resolve.split()), subject=subject, severity=severity, text=text, **kw)
 
 
 DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
@@ -435,9 +444,12 @@ DEFAULT_ALERT_RULES: tuple[AlertRule, ...] = (
     _rule("exchange_fatal", "exchange.fatal", "exchange.fatal_cleared", subject="exchange", text="the exchange refused our key or permissions: fix the key, then restart"),
     _rule("exchange_unreachable", "exchange.unreachable", "exchange.reachable", subject="exchange", severity="error", text="the exchange does not answer; no new entries until it does"),
     _rule("exchange_banned", "alert.exchange_banned", "exchange.ban_over", subject="exchange", text="the exchange banned our IP; only protective calls probe"),
+    _rule("store_unavailable", "store.unavailable", "store.available", subject="", text="the event store takes no writes (past store.critical_after_ms): nothing new is recorded; positions wait for their records"),
     _rule("store_slow", "store.slow", "store.recovered", subject="", severity="error", text="the event store is slow or failing; positions wait for their records"),
-    _rule("stream_down", "feed.stream_down", "feed.stream_up", subject="symbol", severity="warning", text="a price stream is down; marks are read over REST meanwhile"),
-    _rule("signal_feed_down", "feed.dead feed.connect_failed", "feed.connected", subject="", severity="error", text="the signal feed is down: no new signals"),
+    _rule("stream_down", "feed.stream_down", "feed.stream_up", subject="symbol", severity="warning", text="a price stream is down for a minute; marks are read over REST meanwhile", after_secs=60),
+    _rule("signal_feed_down", "feed.dead feed.connect_failed", "feed.connected", subject="", severity="error", text="the signal feed is down for 30 s: no new signals", after_secs=30),
+    _rule("many_unprotected", "alert.many_unprotected", "guard.many_unprotected_cleared", subject="", text="more than guard.many_unprotected_alert positions were unprotected at two checks in a row: something systematic (stops refused? the exchange?)"),
+    _rule("zombies", "sync.reconciled", subject="", severity="warning", count="zombies", above=3, text="a reconcile found more than 3 zombie orders (ours with no owner, or left behind): see `tradebot ctl zombies`"),
     _rule("aged_cap", "alert.aged_cap alert.aged_gave_up alert.aged_unclosable", subject="position_id", severity="error", text="an aged position reached its cap or could not be closed"),
 )
 
@@ -473,6 +485,9 @@ class AlertsConfig(_Section, frozen=True):
     #: A repeat of the same alert (rule and subject) inside this many seconds is not sent again.
     cooldown_secs: Annotated[int, _n(ge=0)] = 300
     rules: tuple[AlertRule, ...] = DEFAULT_ALERT_RULES
+    #: How often the alert actor reads the store's health (the store cannot record its own outage)
+    #: and sends the alerts of rules with after_secs that came due.
+    check_ms: Annotated[int, _n(ge=50, le=60_000)] = 1000
     sinks: tuple[AlertSink, ...] = (AlertSink(kind="console"),)
 
 

@@ -4,13 +4,14 @@ drops, no secrets), and the alert actor end to end on the store's fan-out."""
 from __future__ import annotations
 
 import io as _io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from loguru import logger
 
-from actors.alert_rules import AlertState, evaluate, index
+from actors.alert_rules import AlertState, due, evaluate, index
 from actors.alerts import AlertActor, AlertDelivered, EventsCommitted, interesting
 from adapters.alert_sinks import Delivery, Sink, SinkSetupError
 from adapters.event_store import EventStore
@@ -59,6 +60,29 @@ def test_a_condition_still_raised_is_not_repeated_and_subjects_are_separate():
     assert [a.subject for a in out] == ["BTCUSDT:long", "ETHUSDT:short"]
     assert evaluate(state, by_type, protected(T0 + 3000, "SOLUSDT:long"), 0) == []  # nothing raised: no resolved
     assert not evaluate(state, by_type, ev("exchange.request", T0), 0)
+
+
+def stream(type_: str, ts: int) -> Event:
+    return ev(type_, ts, exchange="binance", severity=Severity.WARNING, data={"stream": "marks"})
+
+
+def test_a_rule_with_after_secs_sends_only_when_still_raised_that_long():
+    state, by_type = AlertState(), index(RULES)
+    assert [r.after_secs for r in RULES if r.name == "stream_down"] == [60]
+    # down for 30 s, back: nothing at all, not even when the minute would have passed
+    assert evaluate(state, by_type, stream("feed.stream_down", T0), 0) == []
+    assert due(state, T0 + 59_999, 0) == []
+    assert evaluate(state, by_type, stream("feed.stream_up", T0 + 30_000), 0) == []
+    assert due(state, T0 + 120_000, 0) == []
+    # down again, still down after a minute: one alert; a repeat of the event adds nothing; back: resolved
+    assert evaluate(state, by_type, stream("feed.stream_down", T0 + 200_000), 0) == []
+    assert evaluate(state, by_type, stream("feed.stream_down", T0 + 210_000), 0) == []
+    assert due(state, T0 + 259_999, 0) == []
+    sent = due(state, T0 + 260_000, 0)
+    assert [(a.rule, a.resolved, a.ts_ms) for a in sent] == [("stream_down", False, T0 + 200_000)]
+    assert due(state, T0 + 400_000, 0) == []
+    back = evaluate(state, by_type, stream("feed.stream_up", T0 + 500_000), 0)
+    assert [(a.rule, a.resolved) for a in back] == [("stream_down", True)]
 
 
 def test_rules_are_config_data():
@@ -184,3 +208,48 @@ def test_alert_actor_sends_one_alert_and_one_resolved_and_records_each_attempt(t
         ref.stop()
         for s in sinks:
             io_loop.run(s.stop(), 10)
+
+
+def test_alert_actor_sends_a_delayed_alert_when_its_time_comes_on_the_clock(tmp_path: Path, io_loop: IOLoop, store: EventStore, receiver: FakeReceiver, vclock: Any):
+    config = make_config(tmp_path, f'[alerts]\ncheck_ms = 1000\n[[alerts.sinks]]\nkind = "webhook"\nurl = "{receiver.url}/alerts"\nbackoff_ms = 10\n')
+    directory = Directory()
+    sinks = [Sink(c, io_loop, lambda d, a: directory.tell("alerts", AlertDelivered(delivery=d, alert=a))) for c in config.alerts.sinks]
+    for s in sinks:
+        io_loop.run(s.start(), 10)
+    by_type = index(config.alerts.rules)
+    store.subscribe("alerts", lambda evs: (w := interesting(by_type, evs)) and directory.tell("alerts", EventsCommitted(events=w)))
+    ref = AlertActor.start(name="alerts", ctx=ActorContext(clock=vclock, io=io_loop, store=store, config=config, directory=directory), sinks=sinks)
+    directory.register("alerts", ref)
+    try:
+        store.append(stream("feed.stream_down", vclock.now_ms()))
+        key = ("stream_down", "")
+        entry = eventually(lambda: ref.proxy().state.get().entries.get(key), what="the raise reached the actor")
+        assert entry.pending is not None
+        rules = lambda: [(r["body"]["rule"], r["body"]["resolved"]) for r in receiver.received]  # noqa: E731
+        for _ in range(59):  # 59 s of ticks: not due yet
+            vclock.advance(1000)
+        assert ref.proxy().store_down.get() is False  # through the mailbox: every tick so far is handled
+        assert entry.pending is not None and not entry.sent and rules() == []
+        vclock.advance(1000)
+        eventually(rules, what="the stream alert once a minute has passed")
+        assert rules() == [("stream_down", False)]
+    finally:
+        ref.stop()
+        for s in sinks:
+            io_loop.run(s.stop(), 10)
+
+
+def test_a_threshold_rule_raises_above_its_count_and_clears_at_or_below_it():
+    state, by_type = AlertState(), index(RULES)
+    [zombies] = [r for r in RULES if r.name == "zombies"]
+    assert (zombies.count, zombies.above) == ("zombies", 3)
+
+    def reconciled(ts: int, n: int) -> list[tuple[str, bool, int]]:
+        e = ev("sync.reconciled", ts, data={"zombies": [{"order_id": str(i)} for i in range(n)], "ok": True})
+        return [(a.rule, a.resolved, a.details["zombies"]) for a in evaluate(state, by_type, e, 0)]
+
+    assert reconciled(T0, 3) == []
+    assert reconciled(T0 + 30_000, 4) == [("zombies", False, 4)]
+    assert reconciled(T0 + 60_000, 9) == []  # still raised
+    assert reconciled(T0 + 90_000, 3) == [("zombies", True, 3)]
+    assert reconciled(T0 + 120_000, 0) == []

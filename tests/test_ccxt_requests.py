@@ -22,7 +22,7 @@ import json
 import logging
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import ccxt
@@ -31,10 +31,10 @@ import pytest
 
 from adapters.ccxt_exchange import ExchangeSetupError, HttpRequest, SecretGuard, build_ccxt_exchange, build_ccxt_venue, constructor_options, intercept_http
 from adapters.errors import Outcome, VenueError, classify
-from tests.conftest import SHARED, make_config
-from tests.test_ccxt_flow import ENV, FAKES, MARKETS, FakeBinanceFutures, exchange_toml, make_exchange
 from core.clock import VirtualClock
 from core.config import ConfigError
+from tests.conftest import SHARED, make_config
+from tests.test_ccxt_flow import ENV, FAKES, MARKETS, FakeBinanceFutures, exchange_toml, make_exchange
 
 D = Decimal
 RECORDED = {v: json.loads((SHARED / "data" / "ccxt-requests" / f"{v}.json").read_text()) for v in ("binance", "bybit")}
@@ -154,7 +154,7 @@ def test_binance_stop_move_places_new_then_cancels_old_with_the_trigger_flag():
         gone = await v.cancel("BTCUSDT", old.order_id)
         return old, new, gone, fake
 
-    old, new, gone, fake = run(go())
+    old, _new, gone, fake = run(go())
     place, cancel = fake.requests
     assert (place.method, place.path, ours(place)["clientAlgoId"], ours(place)["triggerPrice"]) == ("POST", "/fapi/v1/algoOrder", "tb-p1-s3", "40795")
     assert (cancel.method, cancel.path) == ("DELETE", "/fapi/v1/algoOrder")
@@ -626,7 +626,7 @@ def test_hedge_mode_mismatch_stops_the_start():
         cfg = cfg_for("binanceusdm", hedge=False)
         fake = FakeBinanceFutures(hedge=True)
         ex = make_exchange(cfg, fake)
-        with pytest.raises(ExchangeSetupError, match="account is in hedge mode but exchange.hedge_mode = false"):
+        with pytest.raises(ExchangeSetupError, match=r"account is in hedge mode but exchange\.hedge_mode = false"):
             await build_ccxt_venue(cfg, VirtualClock(start_ms=0), None, exchange=ex)
 
     run(go())
@@ -689,7 +689,7 @@ def test_async_support_exchange_classes():
 class _FakeAiohttpSession:
     """Stands in for aiohttp below ccxt's *own* ``fetch`` (nothing of ccxt is replaced): one canned reply."""
 
-    headers: dict[str, str] = {}
+    headers: ClassVar[dict[str, str]] = {}
     closed = False
 
     def __init__(self, status: int, body: str) -> None:

@@ -421,3 +421,28 @@ def test_someone_elses_stop_is_judged_with_a_current_mark(alone):
     guard.tell(ReconcileFinished(ok=True, findings={}, snapshot=snapshot(now, human, STOP, mark="40000", marks_ms=now - 600_000)))  # our stop is back
     settled(ctx)
     assert feed.proxy().unsubscribed.get() == ["BTCUSDT"] and guard.proxy().marks.get() == {}
+
+
+# ------------------------------------------------------------ many unprotected at once
+def many(at: int, n: int) -> Snapshot:
+    """``n`` positions nobody owns, with no stop at all."""
+    positions = tuple(PositionReport(symbol=f"C{i}USDT", side="long", qty=D(1), entry_price=D(10), mark_price=D(10)) for i in range(n))
+    return Snapshot(read_ms=at, positions=positions, orders=(), owned=(), marks_ms=at, source="read")
+
+
+def test_more_than_five_unprotected_at_two_checks_in_a_row_alert_once_and_clear(alone):
+    ctx, _ = alone
+    guard = ctx.directory.lookup("guard")
+
+    def check(n: int) -> list[tuple[str, int]]:
+        guard.tell(ReconcileFinished(ok=True, findings={}, snapshot=many(ctx.clock.now_ms(), n)))
+        settled(ctx)
+        ctx.clock.advance(10_000)
+        return [(e.type, e.data["count"]) for e in ctx.io.run(ctx.store.query(types=("alert.many_unprotected", "guard.many_unprotected_cleared")), 5)]
+
+    assert check(7) == []  # first seen: maybe only an entry's moment before its stop lands
+    assert check(7) == [("alert.many_unprotected", 7)]
+    assert check(8) == [("alert.many_unprotected", 7)]  # still raised: not again
+    assert check(5) == [("alert.many_unprotected", 7), ("guard.many_unprotected_cleared", 5)]  # the limit (5) itself is fine
+    [alert] = ctx.io.run(ctx.store.query(types=("alert.many_unprotected",)), 5)
+    assert alert.severity is Severity.CRITICAL and alert.data["limit"] == 5 and len(alert.data["positions"]) == 7
