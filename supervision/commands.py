@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors.position_view import trader_row
 from adapters.venue_health import HealthReport, VenueHealthChanged
 from core import logs
 from core.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
@@ -142,6 +143,8 @@ class CommandsMixin(_Base):
             "signal_feed": self.feed,
             "exchanges": {v: _venue_status(r, now) for v, r in sorted(self.venue_health.items())},
             "read_only": self.ctx.config.exchange.read_only,
+            "venue": self.ctx.config.exchange.name,
+            "mode": _mode(self.ctx.config),
             "shutting_down": self.shutting_down,
         }
 
@@ -154,7 +157,7 @@ class CommandsMixin(_Base):
         if msg.purpose == "positions":
             request = self._pending.pop(msg.correlation_id, None)
             if request is not None:
-                self.reply(request, with_age(msg.result or [], self.ctx.clock.now_ms()), error=msg.error and f"could not read positions: {msg.error}")
+                self.reply(request, self.trader_rows(with_age(msg.result or [], self.ctx.clock.now_ms())), error=msg.error and f"could not read positions: {msg.error}")
         elif msg.purpose == "aged":
             request = self._pending.pop(msg.correlation_id, None)
             if request is not None:
@@ -166,6 +169,15 @@ class CommandsMixin(_Base):
             else:
                 self.emit("store.pruned", {"deleted": msg.result, "retention_days": self.ctx.config.store.retention_days})
 
+    def trader_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows with mark, stop kind, distance to the stop, unrealised PnL, trailing state (the dashboard's figures).
+
+        Marks come from the mark book the dashboard registers (``mark_book``: what the price feed told
+        it, read without waiting); without one the mark-based figures are None."""
+        book = self.ctx.directory.lookup("mark_book") if self.ctx.directory is not None else None
+        now, enabled = self.ctx.clock.now_ms(), self.ctx.config.trailing.enabled
+        return [trader_row(r, book.latest(str(r.get("symbol"))) if book is not None else None, now, trailing_enabled=enabled) for r in rows]
+
     def cmd_aged(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
         self.io_call("aged", self.ctx.store.positions(open_only=True, consistent=False), correlation_id=msg.request_id)
@@ -176,10 +188,13 @@ class CommandsMixin(_Base):
 
     # --------------------------------------------------------- positions
     def cmd_close(self, msg: ExecuteCommand) -> None:
+        """``close TARGET``: the open position whose id is TARGET (any case), else every open one on the symbol TARGET."""
         symbol = msg.args["symbol"]
-        targets = {n: r for n, r in self.children_of("position").items() if _symbol_matches(self.specs[n].name, symbol)}
+        positions = self.children_of("position")
+        targets = {n: r for n, r in positions.items() if _id_matches(self.specs[n].name, symbol)}
+        targets = targets or {n: r for n, r in positions.items() if _symbol_matches(self.specs[n].name, symbol)}
         if not targets:
-            return self.reply(msg, error=f"no open position for {symbol}")
+            return self.reply(msg, error=f"no open position for {symbol}" + _open_ids(self.specs[n].name for n in positions))
         self._tell_close(targets, msg)
         self.reply(msg, {"closing": sorted(targets)})
 
@@ -298,10 +313,28 @@ def _symbol_matches(child_name: str, symbol: str) -> bool:
     return len(parts) >= 2 and parts[1] == plain
 
 
+def _id_matches(child_name: str, position_id: str) -> bool:
+    """``position:<SYMBOL>:<id>``: the id, compared without case (the control path upper-cases its argument)."""
+    parts = child_name.split(":")
+    return len(parts) >= 3 and parts[-1].upper() == position_id.upper()
+
+
+def _open_ids(child_names: Any) -> str:
+    ids = sorted(f"{n.split(':')[-1]} ({n.split(':')[1]})" for n in child_names if n.count(":") >= 2)
+    return f" (no open position has that id or symbol; open: {', '.join(ids)})" if ids else ""
+
+
 def _iso(ms: int | None) -> str:
     if ms is None:
         return "never"
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _mode(config: Any) -> str:
+    """paper / testnet / live: what money the bot trades with."""
+    if config.exchange.name == "paper":
+        return "paper"
+    return "testnet" if config.exchange.testnet else "live"
 
 
 def _venue_problems(r: HealthReport, now_ms: int) -> list[str]:

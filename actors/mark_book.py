@@ -1,0 +1,73 @@
+"""The marks the bot saw, for people: the latest per symbol and a bounded recent series.
+
+A :class:`MarkBook` subscribes to the price feed like any actor would (it has
+``tell``), for the symbols the dashboard and ``ctl positions`` show. The feed
+tells it from its own thread; ``tell`` only appends under a lock and calls the
+listeners (each must be cheap and never block: the dashboard's hops to its
+loop). Nothing here reads the exchange; a symbol nobody follows has no mark.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from actors.messages import MarkPrice, SubscribeMarks, UnsubscribeMarks
+
+#: The name the book subscribes under (one per process).
+NAME = "mark_book"
+
+
+class MarkBook:
+    def __init__(self, directory: Any, *, keep: int = 5000) -> None:
+        self._directory = directory
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._series: dict[str, collections.deque[tuple[int, Decimal]]] = {}
+        self._following: set[str] = set()
+        self._listeners: list[Callable[[str], None]] = []
+
+    # ----------------------------------------------------- as a subscriber
+    def tell(self, message: Any) -> None:
+        if not isinstance(message, MarkPrice):
+            return
+        with self._lock:
+            series = self._series.setdefault(message.symbol, collections.deque(maxlen=self._keep))
+            if not series or series[-1][0] <= message.ts_ms:
+                series.append((message.ts_ms, message.price))
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(message.symbol)
+
+    def is_alive(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------ following
+    def follow(self, symbols: Iterable[str]) -> None:
+        """Follow exactly ``symbols`` (venue ids, as the positions carry them): subscribe the new, drop the rest."""
+        wanted = set(symbols)
+        with self._lock:
+            new, gone = wanted - self._following, self._following - wanted
+            self._following = wanted
+        for symbol in sorted(new):
+            self._directory.tell("price_feed", SubscribeMarks(symbol=symbol, subscriber=self, name=NAME))
+        for symbol in sorted(gone):
+            self._directory.tell("price_feed", UnsubscribeMarks(symbol=symbol, name=NAME))
+
+    def on_mark(self, listener: Callable[[str], None]) -> None:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    # -------------------------------------------------------------- reading
+    def latest(self, symbol: str) -> tuple[int, Decimal] | None:
+        with self._lock:
+            series = self._series.get(symbol)
+            return series[-1] if series else None
+
+    def between(self, symbol: str, start_ms: int, end_ms: int | None = None) -> list[tuple[int, Decimal]]:
+        with self._lock:
+            series = list(self._series.get(symbol, ()))
+        return [(t, p) for t, p in series if t >= start_ms and (end_ms is None or t <= end_ms)]

@@ -1,0 +1,163 @@
+"""The dashboard in real headless Chromium against a real bot: a Runtime (supervisor, store, control
+socket, HTTP server, dashboard) trading on the paper exchange, marks set by the test.
+
+- positions page: the open position as ``ctl positions`` reports it (same numbers), and a stop
+  move on the exchange shows up without a reload (server-sent events) within 2 s of being recorded;
+- position page: the chart's series carry the stop steps (initial, trailing), the SVG is drawn and
+  the screenshot is not blank;
+- ``ctl close <position id>`` closes it; history then lists it with its realised PnL and totals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.messages import OpenRequest
+from adapters.markets import Markets
+from adapters.paper import PaperEngine, PaperExchange
+from adapters.paper.exchange import MARKET_FILES
+from adapters.venue import Venue
+from core.messages import StartChild
+from supervision.runtime import Runtime
+from tests.browser import browser_or_skip, not_blank, save_shot
+from tests.conftest import SHARED, eventually, make_config
+from tradebot import numbers as num
+from tradebot.control_client import send_command
+from tradebot.ops import ops_children, start_http
+from tradebot.wiring import NamedRef, build_executor, paper_style, position_spec, trading_children
+
+BTC = "BTC/USDT:USDT"
+
+
+class Bot:
+    def __init__(self, rt: Runtime, exchange: PaperExchange) -> None:
+        self.rt, self.exchange = rt, exchange
+
+    @property
+    def url(self) -> str:
+        return self.rt.http.url
+
+    def ctl(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        reply = send_command(self.rt.config.control_socket, command, args or {}, timeout_s=10)
+        assert reply.ok, reply.error
+        return reply.result
+
+    def open(self, pid: str) -> None:
+        venue = self.rt.venue
+        req = OpenRequest(position_id=pid, exchange="paper", symbol="BTCUSDT", side="long", quote_amount=Decimal(100), leverage=10, correlation_id=f"sig-{pid}",
+                          requested_by=NamedRef(self.rt.directory, "intake"))
+        self.rt.supervisor.tell(StartChild(spec=position_spec(venue, self.rt.directory, pid, "BTCUSDT", req)))
+
+    def events(self, pid: str, etype: str) -> list[Any]:
+        return self.rt.io.run(self.rt.store.query(position_id=pid, types=(etype,), consistent=False), 5)
+
+
+@pytest.fixture
+def bot(short_tmp: Path) -> Iterator[Bot]:
+    cfg = make_config(short_tmp, "[runtime]\ndata_dir = \"var\"\n[demo]\nsignals_file = \"\"\n[signals]\nsource = \"file\"\n[feeds]\nmark_interval_ms = 100\n"
+                      "[trailing]\nmin_move_interval_secs = 0\n[position]\nverify_interval_secs = 2\n")
+    holder: dict[str, PaperExchange] = {}
+
+    def children(rt: Runtime) -> list[Any]:
+        markets = Markets.from_file(SHARED / "data" / "markets" / MARKET_FILES["binance"])
+        exchange = PaperExchange(PaperEngine(markets, flavour="binance", slippage_bps=Decimal(0)), rt.clock, flavour="binance")
+        rt.io.run(exchange.load_markets(), 5)
+        exchange.set_mark(BTC, Decimal("40000"))
+        holder["exchange"] = exchange
+        rt.venue = venue = Venue("paper", exchange, markets, build_executor(rt.config, "paper", rt.clock, rt.store), paper_style(rt.config))
+        rt.after_start.append(lambda: start_http(rt) and None)
+        return [*ops_children(rt), *trading_children(rt.config, venue, rt.directory, [])]
+
+    rt = Runtime(cfg, console=False, children=children).start()
+    try:
+        assert rt.http is not None, "the HTTP server did not start"
+        yield Bot(rt, holder["exchange"])
+    finally:
+        rt.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    driver = browser_or_skip()
+    yield driver
+    driver.quit()
+
+
+def cell(driver: Any, pid: str, field: str) -> str:
+    return driver.execute_script(f"var r = document.querySelector('tr[data-position-id=\"{pid}\"] td[data-field=\"{field}\"]'); return r ? r.textContent : null;")
+
+
+def protected(bot: Bot, pid: str) -> dict[str, Any]:
+    return eventually(lambda: next((r for r in bot.ctl("positions") if r["position_id"] == pid and r.get("stop_price") and r.get("state") == "protected"), None), what=f"{pid} protected")
+
+
+def test_positions_page_matches_ctl_and_a_stop_move_arrives_live_then_the_chart_draws_the_steps(bot: Bot, browser: Any, tmp_path: Path):
+    bot.open("p1")
+    protected(bot, "p1")
+    browser.get(bot.url + "/")
+    eventually(lambda: browser.execute_script("return document.body.getAttribute('data-live')") == "open", what="event stream open")
+    # the mark reaches the book once the page follows the symbol: ctl and the page then agree
+    row = eventually(lambda: next((r for r in bot.ctl("positions") if r["position_id"] == "p1" and r.get("mark")), None), what="ctl positions has the mark")
+    m = bot.rt.venue.markets.resolve("BTCUSDT")
+    expected = {
+        "symbol": "BTCUSDT", "side": "long", "quantity": num.qty(row["quantity"], m.step_size), "entry": num.price(row["entry_price"], m.tick_size),
+        "stop": num.price(row["stop_price"], m.tick_size), "stop_kind": "initial", "mark": num.price(row["mark"], m.tick_size),
+        "distance": num.percent(row["stop_distance_percent"]), "upnl": num.money(row["unrealised_pnl"], "USDT"), "trailing": "armed",
+    }
+    eventually(lambda: all(cell(browser, "p1", f) == v for f, v in expected.items()), timeout=5, what=f"page row equals ctl positions: {expected}")
+    assert Decimal(row["stop_distance_percent"]) == ((Decimal(row["mark"]) - Decimal(row["stop_price"])) / Decimal(row["mark"]) * 100).quantize(Decimal("0.0001"))
+    listed = browser.execute_script("return Array.from(document.querySelectorAll('#positions-body tr[data-position-id]')).map(r => r.getAttribute('data-position-id'))")
+    assert listed == [r["position_id"] for r in bot.ctl("positions")]
+    save_shot(browser, tmp_path, "dashboard-positions.png")
+
+    # live: the trailing stop moves on the exchange; the page (not reloaded) shows it within 2 s of the record
+    browser.execute_script("window.__not_reloaded = true;")
+    old_stop = row["stop_price"]
+    bot.exchange.set_mark(BTC, Decimal("40600"))
+    eventually(lambda: bot.events("p1", "position.stop_moved"), what="trailing move recorded")
+    recorded = time.monotonic()
+    new_stop = bot.ctl("positions")[0]["stop_price"]
+    assert Decimal(new_stop) > Decimal(old_stop)
+    eventually(lambda: cell(browser, "p1", "stop") == num.price(new_stop, m.tick_size) and cell(browser, "p1", "stop_kind") == "trailing", timeout=2, what="stop move on the page within 2 s")
+    assert time.monotonic() - recorded <= 2.0
+    assert browser.execute_script("return window.__not_reloaded === true")
+    assert (cell(browser, "p1", "trailing") or "").startswith("active")
+
+    # the position page: chart series with the stop steps, an SVG path, a screenshot with something on it
+    browser.get(bot.url + "/position/p1")
+    series = json.loads(browser.execute_script("return document.getElementById('chart-data').textContent"))
+    assert [Decimal(s[1]) for s in series["stops"]] == [Decimal(old_stop), Decimal(new_stop)]
+    assert [s[2] for s in series["stops"]][1] == "trailing"
+    assert Decimal(series["entry"]["price"]) == Decimal(row["entry_price"])
+    assert series["marks"], "the marks the bot saw are on the chart"
+    assert series["candles"] == []  # this paper exchange has no price history: nothing invented
+    assert browser.execute_script("return document.querySelectorAll('#chart svg path.stop-steps').length") == 1
+    assert browser.execute_script("return document.querySelectorAll('#chart svg circle.stop-level').length") == 2
+    assert "stop moved (trailing)" in browser.find_element("id", "timeline").text
+    assert not_blank(save_shot(browser, tmp_path, "dashboard-position.png"))
+
+
+def test_close_by_position_id_then_history_shows_its_realised_pnl(bot: Bot, browser: Any, tmp_path: Path):
+    bot.open("p2")
+    protected(bot, "p2")
+    bad = send_command(bot.rt.config.control_socket, "close", {"symbol": "nosuchid"}, timeout_s=10)
+    assert bad.ok is False and bad.error.startswith("no open position for NOSUCHID") and "p2 (BTCUSDT)" in bad.error
+    bot.exchange.set_mark(BTC, Decimal("40200"))
+    assert bot.ctl("close", {"symbol": "p2"}) == {"closing": ["position:BTCUSDT:p2"]}
+    eventually(lambda: bot.ctl("positions") == [], what="p2 closed")
+    (closed,) = eventually(lambda: bot.events("p2", "position.closed"), what="close recorded")
+    pnl = Decimal(str(closed.data["pnl"]))
+    browser.get(bot.url + "/history")
+    row = browser.execute_script("var r = document.querySelector('#history tr[data-position-id=\"p2\"]'); return r ? r.textContent : null;")
+    assert row is not None and num.money(pnl, "USDT") in row and "user command" in row
+    assert browser.find_element("css selector", "#totals td[data-field=total_pnl]").text == num.money(pnl, "USDT")
+    browser.get(bot.url + "/history?symbol=ETHUSDT")
+    assert "no closed positions match" in browser.find_element("id", "history").text
+    assert not_blank(save_shot(browser, tmp_path, "dashboard-history.png"))
