@@ -22,8 +22,10 @@ NAME = "mark_book"
 
 
 class MarkBook:
-    def __init__(self, directory: Any, *, keep: int = 5000) -> None:
+    def __init__(self, directory: Any, *, keep: int = 5000, increments: Callable[[str], tuple[Any, Any]] | None = None) -> None:
         self._directory = directory
+        #: ``symbol -> (tick, step)`` of its market, for printing (``(None, None)`` where unknown).
+        self.increments = increments or (lambda _symbol: (None, None))
         self._keep = keep
         self._lock = threading.Lock()
         self._series: dict[str, collections.deque[tuple[int, Decimal]]] = {}

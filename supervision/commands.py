@@ -176,7 +176,12 @@ class CommandsMixin(_Base):
         it, read without waiting); without one the mark-based figures are None."""
         book = self.ctx.directory.lookup("mark_book") if self.ctx.directory is not None else None
         now, enabled = self.ctx.clock.now_ms(), self.ctx.config.trailing.enabled
-        return [trader_row(r, book.latest(str(r.get("symbol"))) if book is not None else None, now, trailing_enabled=enabled) for r in rows]
+        out = []
+        for r in rows:
+            symbol = str(r.get("symbol"))
+            tick, step = book.increments(symbol) if book is not None else (None, None)
+            out.append({**trader_row(r, book.latest(symbol) if book is not None else None, now, trailing_enabled=enabled), "tick_size": _s(tick), "step_size": _s(step)})
+        return out
 
     def cmd_aged(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
@@ -328,6 +333,10 @@ def _iso(ms: int | None) -> str:
     if ms is None:
         return "never"
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _s(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _mode(config: Any) -> str:

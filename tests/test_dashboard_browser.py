@@ -19,68 +19,16 @@ from typing import Any
 
 import pytest
 
-from actors.messages import OpenRequest
-from adapters.markets import Markets
-from adapters.paper import PaperEngine, PaperExchange
-from adapters.paper.exchange import MARKET_FILES
-from adapters.venue import Venue
-from core.messages import StartChild
-from supervision.runtime import Runtime
 from tests.browser import browser_or_skip, not_blank, save_shot
-from tests.conftest import SHARED, eventually, make_config
+from tests.conftest import eventually
+from tests.dashboard_bot import BTC, Bot, protected, running_bot
 from tradebot import numbers as num
 from tradebot.control_client import send_command
-from tradebot.ops import ops_children, start_http
-from tradebot.wiring import NamedRef, build_executor, paper_style, position_spec, trading_children
-
-BTC = "BTC/USDT:USDT"
-
-
-class Bot:
-    def __init__(self, rt: Runtime, exchange: PaperExchange) -> None:
-        self.rt, self.exchange = rt, exchange
-
-    @property
-    def url(self) -> str:
-        return self.rt.http.url
-
-    def ctl(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        reply = send_command(self.rt.config.control_socket, command, args or {}, timeout_s=10)
-        assert reply.ok, reply.error
-        return reply.result
-
-    def open(self, pid: str) -> None:
-        venue = self.rt.venue
-        req = OpenRequest(position_id=pid, exchange="paper", symbol="BTCUSDT", side="long", quote_amount=Decimal(100), leverage=10, correlation_id=f"sig-{pid}",
-                          requested_by=NamedRef(self.rt.directory, "intake"))
-        self.rt.supervisor.tell(StartChild(spec=position_spec(venue, self.rt.directory, pid, "BTCUSDT", req)))
-
-    def events(self, pid: str, etype: str) -> list[Any]:
-        return self.rt.io.run(self.rt.store.query(position_id=pid, types=(etype,), consistent=False), 5)
 
 
 @pytest.fixture
 def bot(short_tmp: Path) -> Iterator[Bot]:
-    cfg = make_config(short_tmp, "[runtime]\ndata_dir = \"var\"\n[demo]\nsignals_file = \"\"\n[signals]\nsource = \"file\"\n[feeds]\nmark_interval_ms = 100\n"
-                      "[trailing]\nmin_move_interval_secs = 0\n[position]\nverify_interval_secs = 2\n")
-    holder: dict[str, PaperExchange] = {}
-
-    def children(rt: Runtime) -> list[Any]:
-        markets = Markets.from_file(SHARED / "data" / "markets" / MARKET_FILES["binance"])
-        exchange = PaperExchange(PaperEngine(markets, flavour="binance", slippage_bps=Decimal(0)), rt.clock, flavour="binance")
-        rt.io.run(exchange.load_markets(), 5)
-        exchange.set_mark(BTC, Decimal("40000"))
-        holder["exchange"] = exchange
-        rt.venue = venue = Venue("paper", exchange, markets, build_executor(rt.config, "paper", rt.clock, rt.store), paper_style(rt.config))
-        rt.after_start.append(lambda: start_http(rt) and None)
-        return [*ops_children(rt), *trading_children(rt.config, venue, rt.directory, [])]
-
-    rt = Runtime(cfg, console=False, children=children).start()
-    try:
-        assert rt.http is not None, "the HTTP server did not start"
-        yield Bot(rt, holder["exchange"])
-    finally:
-        rt.stop()
+    yield from running_bot(short_tmp)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +40,6 @@ def browser() -> Iterator[Any]:
 
 def cell(driver: Any, pid: str, field: str) -> str:
     return driver.execute_script(f"var r = document.querySelector('tr[data-position-id=\"{pid}\"] td[data-field=\"{field}\"]'); return r ? r.textContent : null;")
-
-
-def protected(bot: Bot, pid: str) -> dict[str, Any]:
-    return eventually(lambda: next((r for r in bot.ctl("positions") if r["position_id"] == pid and r.get("stop_price") and r.get("state") == "protected"), None), what=f"{pid} protected")
 
 
 def test_positions_page_matches_ctl_and_a_stop_move_arrives_live_then_the_chart_draws_the_steps(bot: Bot, browser: Any, tmp_path: Path):

@@ -122,7 +122,7 @@ class Dashboard:
         assert runtime.store is not None
         self.runtime = runtime
         self.store = runtime.store
-        self.book = MarkBook(runtime.directory)
+        self.book = MarkBook(runtime.directory, increments=self.increments)
         runtime.directory.register("mark_book", self.book)  # ctl positions reads the same marks
         self.hub = LiveHub(self._live_payload)
         self._refollow: asyncio.Task[Any] | None = None
