@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,6 @@ from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteC
 from supervision.actor import handles
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from supervision.actor import ManagedActor
     from supervision.supervisor import ChildSpec
 
@@ -41,6 +40,36 @@ class IntakeBlock(Message, frozen=True, kw_only=True):
 
     key: str
     reason: str | None = None
+
+
+class LastSeen(Message, frozen=True, kw_only=True):
+    """From the store's fan-out: the latest committed event of a kind ``ctl status`` reports (reconcile, wave)."""
+
+    kind: str
+    ts_ms: int
+    ok: bool = True
+
+
+#: event type -> (status key, ok)
+_SEEN = {"sync.reconciled": ("reconcile", True), "sync.failed": ("reconcile", False), "intake.wave_processed": ("wave", True)}
+
+
+def status_notes(supervisor: Callable[[], Any]) -> Callable[[list[Any]], None]:
+    """A store subscriber (on the I/O loop, only tells): the supervisor hears of each reconcile and wave."""
+
+    def note(events: list[Any]) -> None:
+        ref = supervisor()
+        if ref is None:
+            return
+        for e in events:
+            seen = _SEEN.get(e.type)
+            if seen is not None:
+                try:
+                    ref.tell(LastSeen(kind=seen[0], ts_ms=e.ts_ms, ok=seen[1]))
+                except pykka.ActorDeadError:
+                    return
+
+    return note
 
 
 class CommandsMixin(_Base):
@@ -71,7 +100,14 @@ class CommandsMixin(_Base):
     def __init__(self, **kwargs: Any) -> None:
         #: The latest health of each venue, as its executor reported it (``VenueHealthChanged``).
         self.venue_health: dict[str, HealthReport] = {}
+        #: The latest reconcile and wave (``LastSeen``): kind -> (ts_ms, ok).
+        self.last_seen: dict[str, tuple[int, bool]] = {}
         super().__init__(**kwargs)
+
+    @handles(LastSeen)
+    def _on_last_seen(self, msg: LastSeen) -> None:
+        if msg.ts_ms >= self.last_seen.get(msg.kind, (0, True))[0]:
+            self.last_seen[msg.kind] = (msg.ts_ms, msg.ok)
 
     @handles(ExecuteCommand)
     def _on_command(self, msg: ExecuteCommand) -> None:
@@ -145,6 +181,8 @@ class CommandsMixin(_Base):
             "read_only": self.ctx.config.exchange.read_only,
             "venue": self.ctx.config.exchange.name,
             "mode": _mode(self.ctx.config),
+            "last_reconcile": _seen(self.last_seen.get("reconcile"), now),
+            "last_wave": _seen(self.last_seen.get("wave"), now),
             "shutting_down": self.shutting_down,
         }
 
@@ -337,6 +375,12 @@ def _iso(ms: int | None) -> str:
 
 def _s(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _seen(seen: tuple[int, bool] | None, now_ms: int) -> dict[str, Any] | None:
+    if seen is None:
+        return None
+    return {"at": _iso(seen[0]), "ago_s": max(0, now_ms - seen[0]) // 1000, "ok": seen[1]}
 
 
 def _mode(config: Any) -> str:

@@ -14,6 +14,7 @@ from adapters.paper import PaperEngine, PaperExchange
 from adapters.paper.exchange import MARKET_FILES
 from adapters.venue import Venue
 from core.messages import StartChild
+from supervision.commands import status_notes
 from supervision.runtime import Runtime
 from tests.conftest import SHARED, eventually, make_config
 from tradebot.control_client import send_command
@@ -61,6 +62,7 @@ def running_bot(short_tmp: Path) -> Iterator[Bot]:
         exchange.set_mark(BTC, Decimal("40000"))
         holder["exchange"] = exchange
         rt.venue = venue = Venue("paper", exchange, markets, build_executor(rt.config, "paper", rt.clock, rt.store), paper_style(rt.config))
+        rt.store.subscribe("status", status_notes(lambda: rt.supervisor), maxlen=1000)  # as the wiring does
         rt.after_start.append(lambda: start_http(rt) and None)
         return [*ops_children(rt), *trading_children(rt.config, venue, rt.directory, [])]
 

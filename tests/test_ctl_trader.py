@@ -4,6 +4,7 @@ and mode; `close <position id>`, and a clear error for an id nothing has."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +22,10 @@ from tradebot import numbers as num
 @pytest.fixture
 def bot(short_tmp: Path) -> Iterator[Bot]:
     yield from running_bot(short_tmp)
+
+
+def _iso(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def ctl(bot: Bot, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,6 +54,10 @@ def test_positions_shows_the_trader_figures_and_close_takes_a_position_id(bot: B
 
     status = ctl(bot, "status")
     assert "venue:      paper (paper)" in status.stdout, status.stdout
+    seen = eventually(lambda: json.loads(ctl(bot, "status", "--json").stdout)["result"].get("last_reconcile"), what="a reconcile in ctl status")
+    reconciled = bot.rt.io.run(bot.rt.store.query(types=("sync.reconciled",), consistent=False), 5)
+    assert seen["ok"] is True and seen["at"] in {_iso(e.ts_ms) for e in reconciled}
+    assert "last wave:  none yet" in ctl(bot, "status").stdout  # the file intake runs no waves
 
     unknown = ctl(bot, "close", "ffffffffff")
     assert unknown.returncode == 1

@@ -276,6 +276,7 @@ def _render(command: str, result: Any) -> str:
             + ("" if result["intake"]["open"] else f" ({'paused by user' if result['intake']['paused_by_user'] else ''}{'; '.join(result['intake']['blocked'].values())})"),
             f"positions:  {result['positions']}",
             *([f"venue:      {result['venue']} ({result.get('mode')})"] if result.get("venue") else []),
+            *([f"reconcile:  {_seen_line(result.get('last_reconcile'))}", f"last wave:  {_seen_line(result.get('last_wave'))}"] if "last_reconcile" in result else []),
             f"store:      {'ok' if result['store']['ok'] else 'FAILING'}, {result['store']['committed']} events written, backlog {result['store']['backlog']}",
             f"signals:    {result.get('signal_feed', {}).get('state', 'none')}",
         ]
@@ -312,6 +313,12 @@ def _render(command: str, result: Any) -> str:
 _PRICE_COLS = frozenset({"entry_price", "stop_price", "aged_price", "exit_price", "mark"})
 _QTY_COLS = frozenset({"quantity", "exit_qty"})
 _PERCENT_COLS = frozenset({"loss_percent", "distance_percent"})
+
+
+def _seen_line(seen: dict[str, Any] | None) -> str:
+    if not seen:
+        return "none yet"
+    return f"{seen['at']} ({num.duration(int(seen['ago_s']) * 1000)} ago){'' if seen.get('ok', True) else ', FAILED'}"
 
 
 def _trader_cells(row: dict[str, Any]) -> dict[str, Any]:

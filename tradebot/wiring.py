@@ -181,6 +181,9 @@ def build_children(runtime: Runtime) -> list[ChildSpec]:
     runtime.after_start.append(lambda: tell_health(venue.executor.health.report()))  # what happened before it was up
     assert runtime.store is not None, "the store opens before the children are built"
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
+    from supervision.commands import status_notes
+
+    runtime.store.subscribe("status", status_notes(lambda: runtime.supervisor), maxlen=1000)  # ctl status: last reconcile, last wave
     from tradebot.ops import ops_children, start_http, void
 
     children = [*ops_children(runtime), *trading_children(config, venue, runtime.directory, open_positions)]
