@@ -105,3 +105,22 @@ def test_close_by_position_id_then_history_shows_its_realised_pnl(bot: Bot, brow
     browser.get(bot.url + "/history?symbol=ETHUSDT")
     assert "no closed positions match" in browser.find_element("id", "history").text
     assert not_blank(save_shot(browser, tmp_path, "dashboard-history.png"))
+
+
+def test_text_from_outside_is_shown_as_text_on_load_and_live(bot: Bot, browser: Any):
+    """An alert whose fields carry markup (text that came from the exchange or a signal) is escaped, loaded or pushed."""
+    from core.events import Event
+
+    def alert(rule: str) -> None:
+        bot.rt.store.append(Event(type="alert.sent", ts_ms=bot.rt.clock.now_ms(), actor="alerts", data={"rule": rule, "subject": "<img src=x onerror=\"window.__pwned=2\">", "sink": "console"}))
+
+    first = "<script>window.__pwned=1</script>first"
+    alert(first)
+    bot.rt.store.flush()
+    browser.get(bot.url + "/")
+    eventually(lambda: browser.execute_script("return document.body.getAttribute('data-live')") == "open", what="event stream open")
+    assert first in browser.find_element("id", "alerts").text
+    second = "<script>window.__pwned=3</script>second"
+    alert(second)
+    eventually(lambda: second in browser.find_element("id", "alerts").text, timeout=5, what="the pushed alert, as text")
+    assert browser.execute_script("return window.__pwned === undefined && document.querySelectorAll('#alerts script, #alerts img').length === 0")
