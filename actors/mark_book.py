@@ -17,6 +17,11 @@ from typing import Any
 
 from actors.messages import MarkPrice, SubscribeMarks, UnsubscribeMarks
 
+#: Events after which the set of open symbols may have changed.
+OPENS_AND_EXITS = frozenset({
+    "position.entry_filled", "position.adopted", "position.closed", "position.stop_filled", "position.rolled_back", "position.aged_exit_filled",
+})
+
 #: The name the book subscribes under (one per process).
 NAME = "mark_book"
 
@@ -73,3 +78,19 @@ class MarkBook:
         with self._lock:
             series = list(self._series.get(symbol, ()))
         return [(t, p) for t, p in series if t >= start_ms and (end_ms is None or t <= end_ms)]
+
+
+async def follow_open(book: MarkBook, open_positions: Callable[[], Any]) -> None:
+    """Follow the symbols of the open positions (``open_positions()``: the coroutine reading the projection's open rows)."""
+    rows = await open_positions()
+    book.follow(str(r["symbol"]) for r in rows if r.get("symbol"))
+
+
+def follower(book: MarkBook, open_positions: Callable[[], Any]) -> Callable[[list[Any]], Any]:
+    """A store subscriber (on the I/O loop): after an entry or an exit, follow the symbols open now."""
+
+    async def refollow(events: list[Any]) -> None:
+        if any(e.type in OPENS_AND_EXITS for e in events):
+            await follow_open(book, open_positions)
+
+    return refollow

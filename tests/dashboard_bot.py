@@ -19,7 +19,7 @@ from supervision.runtime import Runtime
 from tests.conftest import SHARED, eventually, make_config
 from tradebot.control_client import send_command
 from tradebot.ops import ops_children, start_http
-from tradebot.wiring import NamedRef, build_executor, paper_style, position_spec, trading_children
+from tradebot.wiring import NamedRef, build_executor, paper_style, position_spec, start_mark_book, trading_children
 
 BTC = "BTC/USDT:USDT"
 
@@ -47,10 +47,10 @@ class Bot:
         return self.rt.io.run(self.rt.store.query(position_id=pid, types=(etype,), consistent=False), 5)
 
 
-def running_bot(short_tmp: Path) -> Iterator[Bot]:
+def running_bot(short_tmp: Path, *, http: bool = True) -> Iterator[Bot]:
     """Yield a started bot (use from a fixture: ``yield from running_bot(short_tmp)``); stopped after."""
     toml = ("[runtime]\ndata_dir = \"var\"\n[demo]\nsignals_file = \"\"\n[signals]\nsource = \"file\"\n[feeds]\nmark_interval_ms = 100\n"
-                      "[trailing]\nmin_move_interval_secs = 0\n[position]\nverify_interval_secs = 2\n[http]\nport = 0\n")
+                      "[trailing]\nmin_move_interval_secs = 0\n[position]\nverify_interval_secs = 2\n[http]\nport = 0\n" + ("" if http else "enabled = false\n"))
     (short_tmp / "bot.toml").write_text(toml)  # the same config for `tradebot ctl --config` (same socket)
     cfg = make_config(short_tmp, toml)
     holder: dict[str, PaperExchange] = {}
@@ -63,12 +63,13 @@ def running_bot(short_tmp: Path) -> Iterator[Bot]:
         holder["exchange"] = exchange
         rt.venue = venue = Venue("paper", exchange, markets, build_executor(rt.config, "paper", rt.clock, rt.store), paper_style(rt.config))
         rt.store.subscribe("status", status_notes(lambda: rt.supervisor), maxlen=1000)  # as the wiring does
+        start_mark_book(rt)
         rt.after_start.append(lambda: start_http(rt) and None)
         return [*ops_children(rt), *trading_children(rt.config, venue, rt.directory, [])]
 
     rt = Runtime(cfg, console=False, children=children).start()
     try:
-        assert rt.http is not None, "the HTTP server did not start"
+        assert (rt.http is not None) == http, f"http.enabled = {http}, yet the server is {rt.http}"
         yield Bot(rt, holder["exchange"])
     finally:
         rt.stop()

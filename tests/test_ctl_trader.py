@@ -21,7 +21,7 @@ from tradebot import numbers as num
 
 @pytest.fixture
 def bot(short_tmp: Path) -> Iterator[Bot]:
-    yield from running_bot(short_tmp)
+    yield from running_bot(short_tmp, http=False)  # the marks do not depend on the dashboard
 
 
 def _iso(ms: int) -> str:

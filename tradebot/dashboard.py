@@ -34,7 +34,7 @@ from loguru import logger
 
 from actors.mark_book import MarkBook
 from actors.pnl_summary import closed_trades, summarize
-from actors.position_timeline import EXITS, build_timeline
+from actors.position_timeline import build_timeline
 from actors.position_view import stop_kind, trader_row
 from adapters.http_server import HttpServer
 from tradebot import dashboard_pages as pages
@@ -48,7 +48,6 @@ MIN_PUSH_S = 0.2
 #: Pushes one browser may have waiting before the oldest is dropped.
 CLIENT_QUEUE = 4
 _HTML = "text/html"
-_OPENS_AND_EXITS = frozenset({"position.entry_filled", "position.adopted", *EXITS})
 
 
 class LiveHub:
@@ -122,10 +121,12 @@ class Dashboard:
         assert runtime.store is not None
         self.runtime = runtime
         self.store = runtime.store
-        self.book = MarkBook(runtime.directory, increments=self.increments)
-        runtime.directory.register("mark_book", self.book)  # ctl positions reads the same marks
+        book = runtime.directory.lookup("mark_book")  # the wiring's (tradebot.wiring.start_mark_book): ctl positions reads the same
+        if book is None:
+            book = MarkBook(runtime.directory, increments=self.increments)
+            runtime.directory.register("mark_book", book)
+        self.book: MarkBook = book
         self.hub = LiveHub(self._live_payload)
-        self._refollow: asyncio.Task[Any] | None = None
         self.book.on_mark(lambda _symbol: self.hub.poke_threadsafe())
 
     # -------------------------------------------------------------- data
@@ -162,8 +163,7 @@ class Dashboard:
         """Store subscriber (on the I/O loop): a position or alert event re-renders the live table."""
         if any(e.type.startswith(("position.", "alert.")) for e in events):
             self.hub.poke()
-        if any(e.type in _OPENS_AND_EXITS for e in events):  # follow the marks of what is open now
-            self._refollow = asyncio.get_running_loop().create_task(self.open_rows())
+
 
     async def candles(self, symbol: str, start_ms: int, end_ms: int) -> tuple[list[list[Any]], str]:
         venue = self.runtime.venue
@@ -266,12 +266,10 @@ def dashboard_routes(server: HttpServer, runtime: Runtime) -> Dashboard:
     server.route("GET", "/position/{pid}", dash.position)
     sub = dash.store.subscribe("dashboard", dash.on_committed, maxlen=1000)
     io = runtime.io
-    io.submit(dash.open_rows())  # follow the marks of the positions already open
 
     def close() -> None:
         dash.store.unsubscribe(sub)
         io.run(dash.hub.close(), 5)
-        dash.book.follow(())
 
     runtime.resources.append(close)
     return dash
