@@ -31,6 +31,11 @@ def bot(short_tmp: Path) -> Iterator[Bot]:
     yield from running_bot(short_tmp)
 
 
+@pytest.fixture
+def tp_bot(short_tmp: Path) -> Iterator[Bot]:
+    yield from running_bot(short_tmp, extra_toml="[take_profit]\nenabled = true\n")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     driver = browser_or_skip()
@@ -124,3 +129,26 @@ def test_text_from_outside_is_shown_as_text_on_load_and_live(bot: Bot, browser: 
     alert(second)
     eventually(lambda: second in browser.find_element("id", "alerts").text, timeout=5, what="the pushed alert, as text")
     assert browser.execute_script("return window.__pwned === undefined && document.querySelectorAll('#alerts script, #alerts img').length === 0")
+
+
+def test_take_profits_and_the_breakeven_stop_on_both_pages(tp_bot: Bot, browser: Any):
+    """TP1 (1 %) fills, the stop goes to breakeven: the row says so, the chart has both TP levels, the fill and the step."""
+    bot = tp_bot
+    bot.open("p3")
+    protected(bot, "p3")
+    eventually(lambda: len([tp for tp in bot.ctl("positions")[0].get("take_profits") or () if tp["live"]]) == 2, what="both take-profits live")
+    browser.get(bot.url + "/")
+    eventually(lambda: browser.execute_script("return document.body.getAttribute('data-live')") == "open", what="event stream open")
+    bot.exchange.set_mark(BTC, Decimal("40450"))
+    eventually(lambda: bot.events("p3", "position.tp_filled"), what="TP1 filled")
+    row = eventually(lambda: next((r for r in bot.ctl("positions") if r["stop_kind"] == "breakeven"), None), what="stop at breakeven")
+    m = bot.rt.venue.markets.resolve("BTCUSDT")
+    tp1, tp2 = row["take_profits"]
+    want = f"TP1 {num.price(tp1['price'], m.tick_size)} filled, TP2 {num.price(tp2['price'], m.tick_size)}"
+    eventually(lambda: cell(browser, "p3", "stop_kind") == "breakeven" and cell(browser, "p3", "tps") == want, timeout=5, what=f"live row: breakeven, {want}")
+    browser.get(bot.url + "/position/p3")
+    series = json.loads(browser.execute_script("return document.getElementById('chart-data').textContent"))
+    assert [(t["level"], Decimal(t["price"]), t["filled"]) for t in series["take_profits"]] == [(1, Decimal(tp1["price"]), True), (2, Decimal(tp2["price"]), False)]
+    assert [s[2] for s in series["stops"]][-1] in ("breakeven", "tp1_breakeven") and Decimal(series["stops"][-1][1]) == Decimal(row["stop_price"])
+    assert [mk["kind"] for mk in series["markers"]].count("tp") == 1
+    assert browser.execute_script("return document.querySelectorAll('#chart svg line.tp').length") == 2

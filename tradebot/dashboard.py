@@ -60,6 +60,7 @@ class LiveHub:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pushed = 0
+        self.closed = False
 
     def attach(self, q: asyncio.Queue[str | None]) -> None:
         if self._task is None:
@@ -100,6 +101,7 @@ class LiveHub:
             self.pushed += 1
 
     async def close(self) -> None:
+        self.closed = True  # a browser reconnecting from now on is answered at once, so the server stops without waiting
         for q in list(self.clients):
             offer(q, None)
         if self._task is not None:
@@ -192,6 +194,8 @@ class Dashboard:
     async def events(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await resp.prepare(request)
+        if self.hub.closed:
+            return resp
         q: asyncio.Queue[str | None] = asyncio.Queue(maxsize=CLIENT_QUEUE)
         self.hub.attach(q)
         try:
