@@ -10,8 +10,11 @@ socket, HTTP server, dashboard) trading on the paper exchange, marks set by the 
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +46,14 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
+def get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:  # /health answers 503 with the same body when unhealthy
+        return json.loads(err.read())
+
+
 def cell(driver: Any, pid: str, field: str) -> str:
     return driver.execute_script(f"var r = document.querySelector('tr[data-position-id=\"{pid}\"] td[data-field=\"{field}\"]'); return r ? r.textContent : null;")
 
@@ -64,6 +75,9 @@ def test_positions_page_matches_ctl_and_a_stop_move_arrives_live_then_the_chart_
     assert Decimal(row["stop_distance_percent"]) == ((Decimal(row["mark"]) - Decimal(row["stop_price"])) / Decimal(row["mark"]) * 100).quantize(Decimal("0.0001"))
     listed = browser.execute_script("return Array.from(document.querySelectorAll('#positions-body tr[data-position-id]')).map(r => r.getAttribute('data-position-id'))")
     assert listed == [r["position_id"] for r in bot.ctl("positions")]
+    health = get_json(bot.url + "/health")
+    banner = browser.find_element("id", "banner")
+    assert banner.get_attribute("data-healthy") == str(health["healthy"]).lower() and ("healthy" in banner.text) == health["healthy"]
     save_shot(browser, tmp_path, "dashboard-positions.png")
 
     # live: the trailing stop moves on the exchange; the page (not reloaded) shows it within 2 s of the record
@@ -109,6 +123,12 @@ def test_close_by_position_id_then_history_shows_its_realised_pnl(bot: Bot, brow
     assert browser.find_element("css selector", "#totals td[data-field=total_pnl]").text == num.money(pnl, "USDT")
     browser.get(bot.url + "/history?symbol=ETHUSDT")
     assert "no closed positions match" in browser.find_element("id", "history").text
+    day = datetime.datetime.fromtimestamp(closed.ts_ms / 1000, datetime.UTC).strftime("%Y-%m-%d")
+    browser.get(bot.url + f"/history?day={day}&symbol=BTCUSDT")
+    assert browser.execute_script("return document.querySelectorAll('#history tbody tr[data-position-id]').length") == 1
+    browser.get(bot.url + "/history?day=2001-01-01")
+    assert "no closed positions match" in browser.find_element("id", "history").text
+    browser.get(bot.url + "/history")
     assert not_blank(save_shot(browser, tmp_path, "dashboard-history.png"))
 
 
