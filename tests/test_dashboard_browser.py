@@ -73,6 +73,8 @@ def test_positions_page_matches_ctl_and_a_stop_move_arrives_live_then_the_chart_
     }
     eventually(lambda: all(cell(browser, "p1", f) == v for f, v in expected.items()), timeout=5, what=f"page row equals ctl positions: {expected}")
     assert Decimal(row["stop_distance_percent"]) == ((Decimal(row["mark"]) - Decimal(row["stop_price"])) / Decimal(row["mark"]) * 100).quantize(Decimal("0.0001"))
+    api = {k: v for k, v in get_json(bot.url + "/api/positions")[0].items() if k not in ("age_ms", "age_h")}
+    assert api == {k: v for k, v in bot.ctl("positions")[0].items() if k not in ("age_ms", "age_h")}  # the same rows, to the age
     listed = browser.execute_script("return Array.from(document.querySelectorAll('#positions-body tr[data-position-id]')).map(r => r.getAttribute('data-position-id'))")
     assert listed == [r["position_id"] for r in bot.ctl("positions")]
     health = get_json(bot.url + "/health")
@@ -149,6 +151,9 @@ def test_text_from_outside_is_shown_as_text_on_load_and_live(bot: Bot, browser: 
     alert(second)
     eventually(lambda: second in browser.find_element("id", "alerts").text, timeout=5, what="the pushed alert, as text")
     assert browser.execute_script("return window.__pwned === undefined && document.querySelectorAll('#alerts script, #alerts img').length === 0")
+    browser.get(bot.url + "/position/%3Cscript%3Ewindow.__pwned%3D4%3C%2Fscript%3E")
+    assert "No position <script>window.__pwned=4</script>" in browser.find_element("tag name", "h1").text
+    assert browser.execute_script("return window.__pwned === undefined")
 
 
 def test_take_profits_and_the_breakeven_stop_on_both_pages(tp_bot: Bot, browser: Any):

@@ -37,6 +37,7 @@ from actors.pnl_summary import closed_trades, summarize
 from actors.position_timeline import build_timeline
 from actors.position_view import stop_kind, trader_row
 from adapters.http_server import HttpServer
+from supervision.commands import with_age
 from tradebot import dashboard_pages as pages
 from tradebot.dashboard_chart import chart_svg, position_series
 
@@ -147,7 +148,7 @@ class Dashboard:
         self.book.follow(str(r["symbol"]) for r in rows if r.get("symbol"))
         now = self.runtime.clock.now_ms()
         enabled = self.runtime.live_config().trailing.enabled
-        return [trader_row(r, self.book.latest(str(r.get("symbol"))), now, trailing_enabled=enabled) for r in rows]
+        return [trader_row(r, self.book.latest(str(r.get("symbol"))), now, trailing_enabled=enabled) for r in with_age(rows, now)]  # as ctl positions
 
     async def status(self) -> dict[str, Any]:
         from tradebot.ops import supervisor_status
@@ -189,7 +190,9 @@ class Dashboard:
         return web.Response(text=pages.positions_page(rows, status, alerts[::-1], self.increments), content_type=_HTML)
 
     async def positions_json(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(await self.open_rows(), dumps=_dumps)
+        """The rows ``ctl positions --json`` answers (with the market's tick and step for printing)."""
+        rows = [{**r, **dict(zip(("tick_size", "step_size"), (None if v is None else str(v) for v in self.increments(r.get("symbol"))), strict=True))} for r in await self.open_rows()]
+        return web.json_response(rows, dumps=_dumps)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
