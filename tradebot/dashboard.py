@@ -36,6 +36,7 @@ from actors.mark_book import MarkBook
 from actors.pnl_summary import closed_trades, summarize
 from actors.position_timeline import build_timeline
 from actors.position_view import stop_kind, trader_row
+from adapters.errors import VenueError
 from adapters.http_server import HttpServer
 from supervision.commands import with_age
 from tradebot import dashboard_pages as pages
@@ -179,8 +180,8 @@ class Dashboard:
         since = start_ms - start_ms % step
         try:
             raw = await venue.executor.run("fetch_ohlcv", lambda: fetch(m.symbol, timeframe, since, min(int(span // step) + 2, 500)), idempotent=True, record=False)
-        except Exception as exc:  # the page still shows marks and events
-            return [], f"no candles: the venue did not answer ({type(exc).__name__}: {exc})"
+        except VenueError as exc:  # the page still shows marks and events
+            return [], f"no candles: the venue did not answer ({exc})"
         rows = [c for c in raw or [] if start_ms - step <= int(c[0]) <= end_ms]
         return rows, f"{len(rows)} {timeframe} candles from the venue"
 
@@ -212,7 +213,7 @@ class Dashboard:
                 if payload is None:
                     break
                 await resp.write(f"event: positions\ndata: {payload}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the browser went away
             pass
         finally:
             self.hub.clients.discard(q)
