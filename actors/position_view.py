@@ -11,7 +11,9 @@ where a figure cannot be known (no mark seen yet, no stop live).
 - ``unrealised_pnl``: (mark - entry) x quantity for a long, the reverse for a short
   (quote currency, before fees); ``unrealised_pnl_percent`` of the entry notional;
 - ``trailing``: ``active`` once activated (with the best mark), ``armed`` while
-  trailing is enabled and waits for its activation, else ``off``.
+  trailing is enabled and waits for its activation, else ``off``;
+- ``last_verified_ms``: the last reconcile after the entry that found nothing wrong
+  anywhere (the exchange's positions and orders agreed with every position's own).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def stop_kind(row: dict[str, Any]) -> str | None:
     return _KINDS.get(reason, reason)
 
 
-def trader_row(row: dict[str, Any], mark: tuple[int, Decimal] | None, now_ms: int, *, trailing_enabled: bool = True) -> dict[str, Any]:
-    """``row`` (a projection row) with the trader's figures added."""
+def trader_row(row: dict[str, Any], mark: tuple[int, Decimal] | None, now_ms: int, *, trailing_enabled: bool = True, verified_ms: int | None = None) -> dict[str, Any]:
+    """``row`` (a projection row) with the trader's figures added; ``verified_ms``: the last reconcile
+    that found the exchange agreeing with every position (it verified this one if it opened before)."""
     entry, qty, stop = _d(row.get("entry_price")), _d(row.get("quantity")), _d(row.get("stop_price"))
     long = row.get("side") == "long"
     price = mark[1] if mark else None
@@ -81,4 +84,5 @@ def trader_row(row: dict[str, Any], mark: tuple[int, Decimal] | None, now_ms: in
         "age_ms": (now_ms - int(start)) if start else None,
         "age_h": round((now_ms - int(start)) / _HOUR_MS, 2) if start else None,
         "aged_phase": row.get("aged_phase") or "",
+        "last_verified_ms": verified_ms if verified_ms is not None and row.get("opened_ts_ms") is not None and verified_ms >= int(row["opened_ts_ms"]) else None,
     }

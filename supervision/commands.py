@@ -50,6 +50,8 @@ class LastSeen(Message, frozen=True, kw_only=True):
     ok: bool = True
 
 
+#: What a reconcile reports that it found wrong (any of them: not every position was verified).
+_FINDINGS = ("untracked", "phantoms", "mismatches", "strays", "zombies")
 #: event type -> (status key, ok)
 _SEEN = {"sync.reconciled": ("reconcile", True), "sync.failed": ("reconcile", False), "intake.wave_processed": ("wave", True)}
 
@@ -66,6 +68,8 @@ def status_notes(supervisor: Callable[[], Any]) -> Callable[[list[Any]], None]:
             if seen is not None:
                 try:
                     ref.tell(LastSeen(kind=seen[0], ts_ms=e.ts_ms, ok=seen[1]))
+                    if e.type == "sync.reconciled" and not any(e.data.get(k) for k in _FINDINGS):
+                        ref.tell(LastSeen(kind="verified", ts_ms=e.ts_ms))  # the exchange agreed with every position
                 except pykka.ActorDeadError:
                     return
 
@@ -183,6 +187,7 @@ class CommandsMixin(_Base):
             "mode": _mode(self.ctx.config),
             "last_reconcile": _seen(self.last_seen.get("reconcile"), now),
             "last_wave": _seen(self.last_seen.get("wave"), now),
+            "last_verified": _seen(self.last_seen.get("verified"), now),
             "shutting_down": self.shutting_down,
         }
 
@@ -214,11 +219,13 @@ class CommandsMixin(_Base):
         it, read without waiting); without one the mark-based figures are None."""
         book = self.ctx.directory.lookup("mark_book") if self.ctx.directory is not None else None
         now, enabled = self.ctx.clock.now_ms(), self.ctx.config.trailing.enabled
+        verified = self.last_seen.get("verified")
         out = []
         for r in rows:
             symbol = str(r.get("symbol"))
             tick, step = book.increments(symbol) if book is not None else (None, None)
-            out.append({**trader_row(r, book.latest(symbol) if book is not None else None, now, trailing_enabled=enabled), "tick_size": _s(tick), "step_size": _s(step)})
+            row = trader_row(r, book.latest(symbol) if book is not None else None, now, trailing_enabled=enabled, verified_ms=verified[0] if verified else None)
+            out.append({**row, "tick_size": _s(tick), "step_size": _s(step)})
         return out
 
     def cmd_aged(self, msg: ExecuteCommand) -> None:
@@ -380,7 +387,7 @@ def _s(value: Any) -> str | None:
 def _seen(seen: tuple[int, bool] | None, now_ms: int) -> dict[str, Any] | None:
     if seen is None:
         return None
-    return {"at": _iso(seen[0]), "ago_s": max(0, now_ms - seen[0]) // 1000, "ok": seen[1]}
+    return {"at": _iso(seen[0]), "ts_ms": seen[0], "ago_s": max(0, now_ms - seen[0]) // 1000, "ok": seen[1]}
 
 
 def _mode(config: Any) -> str:

@@ -50,7 +50,7 @@ class Bot:
 def running_bot(short_tmp: Path, *, http: bool = True, extra_toml: str = "") -> Iterator[Bot]:
     """Yield a started bot (use from a fixture: ``yield from running_bot(short_tmp)``); stopped after."""
     toml = ("[runtime]\ndata_dir = \"var\"\n[demo]\nsignals_file = \"\"\n[signals]\nsource = \"file\"\n[feeds]\nmark_interval_ms = 100\n"
-                      "[trailing]\nmin_move_interval_secs = 0\n[position]\nverify_interval_secs = 2\n[http]\nport = 0\n" + ("" if http else "enabled = false\n") + extra_toml)
+                      "[trailing]\nmin_move_interval_secs = 0\n[position]\nverify_interval_secs = 2\n[sync]\ninterval_secs = 1\ninterval_secs_streaming = 1\n[http]\nport = 0\n" + ("" if http else "enabled = false\n") + extra_toml)
     (short_tmp / "bot.toml").write_text(toml)  # the same config for `tradebot ctl --config` (same socket)
     cfg = make_config(short_tmp, toml)
     holder: dict[str, PaperExchange] = {}

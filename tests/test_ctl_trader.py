@@ -52,6 +52,12 @@ def test_positions_shows_the_trader_figures_and_close_takes_a_position_id(bot: B
         assert col in head
     assert "40100.0" in line and "39200.0" in line and "initial" in line and "2.24 %" in line and "2.50 USDT (0.25 %)" in line and "armed" in line
 
+    # verified: the last reconcile after the entry that found nothing wrong (sync every second here)
+    row = eventually(lambda: next((r for r in json.loads(ctl(bot, "positions", "--json").stdout)["result"] if r.get("last_verified_ms")), None), what="a verifying reconcile")
+    clean = [e.ts_ms for e in bot.rt.io.run(bot.rt.store.query(types=("sync.reconciled",), consistent=False), 5) if not any(e.data.get(k) for k in ("untracked", "phantoms", "mismatches", "strays", "zombies"))]
+    assert row["last_verified_ms"] in clean and row["last_verified_ms"] >= row["opened_ts_ms"]
+    assert num.when(row["last_verified_ms"]) in ctl(bot, "positions").stdout
+
     status = ctl(bot, "status")
     assert "venue:      paper (paper)" in status.stdout, status.stdout
     seen = eventually(lambda: json.loads(ctl(bot, "status", "--json").stdout)["result"].get("last_reconcile"), what="a reconcile in ctl status")

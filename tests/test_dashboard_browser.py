@@ -96,6 +96,12 @@ def test_positions_page_matches_ctl_and_a_stop_move_arrives_live_then_the_chart_
     assert browser.execute_script("return window.__not_reloaded === true")
     assert (cell(browser, "p1", "trailing") or "").startswith("active")
 
+    def verified_agrees() -> bool:
+        when = bot.ctl("positions")[0].get("last_verified_ms")
+        return when is not None and cell(browser, "p1", "verified") == num.when(when)
+
+    eventually(verified_agrees, timeout=10, what="the page's 'verified' is ctl's (the last clean reconcile)")
+
     # the position page: chart series with the stop steps, an SVG path, a screenshot with something on it
     browser.get(bot.url + "/position/p1")
     series = json.loads(browser.execute_script("return document.getElementById('chart-data').textContent"))

@@ -287,7 +287,7 @@ def _render(command: str, result: Any) -> str:
     if command == "positions" and isinstance(result, list):
         if not result:
             return "no open positions"
-        cols = ("symbol", "side", "state", "quantity", "entry_price", "mark", "stop_price", "stop_kind", "to_stop", "unrealised", "trailing", "age", "aged_phase", "position_id")
+        cols = ("symbol", "side", "state", "quantity", "entry_price", "mark", "stop_price", "stop_kind", "to_stop", "unrealised", "trailing", "age", "aged_phase", "verified", "position_id")
         result = [_trader_cells(p) for p in result]
         return num.table(cols, [_position_cells(p, cols) for p in result])
     if command == "aged" and isinstance(result, list):
@@ -334,6 +334,7 @@ def _trader_cells(row: dict[str, Any]) -> dict[str, Any]:
         "unrealised": "" if upnl is None else f"{num.money(upnl, ccy)} ({num.percent(row.get('unrealised_pnl_percent'))})",
         "trailing": trailing,
         "age": "" if row.get("age_ms") is None else num.duration(row["age_ms"]),
+        "verified": "" if row.get("last_verified_ms") is None else num.when(row["last_verified_ms"]),
     }
 
 

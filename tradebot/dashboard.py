@@ -144,12 +144,13 @@ class Dashboard:
             return None, None
         return m.tick_size, m.step_size
 
-    async def open_rows(self) -> list[dict[str, Any]]:
+    async def open_rows(self, status: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         rows = await self.store.positions(open_only=True, consistent=False)
+        verified = ((status or await self.status()).get("last_verified") or {}).get("ts_ms")
         self.book.follow(str(r["symbol"]) for r in rows if r.get("symbol"))
         now = self.runtime.clock.now_ms()
         enabled = self.runtime.live_config().trailing.enabled
-        return [trader_row(r, self.book.latest(str(r.get("symbol"))), now, trailing_enabled=enabled) for r in with_age(rows, now)]  # as ctl positions
+        return [trader_row(r, self.book.latest(str(r.get("symbol"))), now, trailing_enabled=enabled, verified_ms=verified) for r in with_age(rows, now)]  # as ctl positions
 
     async def status(self) -> dict[str, Any]:
         from tradebot.ops import supervisor_status
@@ -160,7 +161,8 @@ class Dashboard:
         return await self.store.query(types=("alert.sent", "alert.failed"), limit=10, newest_first=True, consistent=False)
 
     async def _live_payload(self) -> str:
-        rows, status, alerts = await asyncio.gather(self.open_rows(), self.status(), self.alerts())
+        status = await self.status()
+        rows, alerts = await asyncio.gather(self.open_rows(status), self.alerts())
         return pages.live_payload(rows, status, alerts[::-1], self.increments)
 
     def on_committed(self, events: list[Any]) -> None:
@@ -187,7 +189,8 @@ class Dashboard:
 
     # ------------------------------------------------------------ routes
     async def positions(self, request: web.Request) -> web.StreamResponse:
-        rows, status, alerts = await asyncio.gather(self.open_rows(), self.status(), self.alerts())
+        status = await self.status()
+        rows, alerts = await asyncio.gather(self.open_rows(status), self.alerts())
         return web.Response(text=pages.positions_page(rows, status, alerts[::-1], self.increments), content_type=_HTML)
 
     async def positions_json(self, request: web.Request) -> web.StreamResponse:
@@ -245,7 +248,8 @@ class Dashboard:
         end = timeline.closed_ms if timeline.closed_ms is not None else now
         symbol = str(row.get("symbol"))
         if row.get("is_open"):
-            row = trader_row(row, self.book.latest(symbol), now, trailing_enabled=self.runtime.live_config().trailing.enabled)
+            verified = ((await self.status()).get("last_verified") or {}).get("ts_ms")
+            row = trader_row(row, self.book.latest(symbol), now, trailing_enabled=self.runtime.live_config().trailing.enabled, verified_ms=verified)
         else:
             row = {**row, "stop_kind": stop_kind(row)}
         candles, note = await self.candles(symbol, start, end)

@@ -98,13 +98,14 @@ def position_cells(r: dict[str, Any], inc: Increments) -> str:
         ("trailing", escape(trailing), "t"),
         ("tps", escape(tps), "t"),
         ("age", escape(age), ""),
+        ("verified", escape(num.when(r["last_verified_ms"])) if r.get("last_verified_ms") is not None else "-", ""),
         ("state", escape(str(r.get("state"))), "t"),
     ]
     tds = "".join(f'<td data-field="{f}" class="{c}">{v}</td>' for f, v, c in cells)
     return f'<tr data-position-id="{escape(pid)}" data-stop="{escape(str(r.get("stop_price")))}">{tds}</tr>'
 
 
-POSITION_HEAD = ["symbol", "side", "qty", "entry", "mark", "stop", "stop kind", "to stop", "unrealised", "unrealised %", "trailing", "take-profits", "age", "state"]
+POSITION_HEAD = ["symbol", "side", "qty", "entry", "mark", "stop", "stop kind", "to stop", "unrealised", "unrealised %", "trailing", "take-profits", "age", "verified", "state"]
 
 
 def position_rows(rows: list[dict[str, Any]], inc: Increments) -> str:
@@ -129,7 +130,8 @@ def positions_page(rows: list[dict[str, Any]], status: dict[str, Any], alerts: l
     body = (
         f"{banner(status)}<h1>Open positions</h1>"
         f'<table id="positions"><thead><tr>{head}</tr></thead><tbody id="positions-body">{position_rows(rows, inc)}</tbody></table>'
-        '<p class="muted">distance to stop: from the mark, as a share of it; unrealised: at the mark, before fees. Live: updates arrive as the bot records them.</p>'
+        '<p class="muted">distance to stop: from the mark, as a share of it; unrealised: at the mark, before fees; verified: the last reconcile that found '
+        'the exchange agreeing with every position. Live: updates arrive as the bot records them.</p>'
         f'<h2>Recent alerts</h2><ul id="alerts">{alerts_list(alerts)}</ul>'
     )
     return page("Positions", body, LIVE_JS)
