@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ $(LINT_STAMP): pyproject.toml | $(STAMP)
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check core adapters supervision actors tradebot
 	$(BIN)/mypy
+
+# The dashboard screenshots in docs/, taken by the browser tests (needs chromium + chromium-driver).
+screenshots: $(STAMP)
+	DASHBOARD_SHOTS_DIR=docs $(BIN)/python -m pytest -q tests/test_dashboard_browser.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -41,7 +41,7 @@ class ControlReply(msgspec.Struct, frozen=True, kw_only=True):
 COMMANDS: dict[str, dict[str, str]] = {
     "status": {},
     "positions": {},
-    "close": {"symbol": "a market symbol such as BTCUSDT or BTC/USDT:USDT"},
+    "close": {"symbol": "a market symbol such as BTCUSDT or BTC/USDT:USDT"},  # or a position id (ctl close ID)
     "close-all": {},
     "pause": {},
     "resume": {},
@@ -54,8 +54,8 @@ COMMANDS: dict[str, dict[str, str]] = {
 
 HELP = {
     "status": "health, intake, children, uptime",
-    "positions": "open positions with their stop order id and stop price",
-    "close": "close one position at market (its stop is cancelled only after the close is confirmed)",
+    "positions": "open positions: entry, mark, stop (kind, distance), unrealised PnL, trailing state, age",
+    "close": "close one position at market, by its id (as positions lists it) or its symbol (its stop is cancelled only after the close is confirmed)",
     "close-all": "close every open position",
     "pause": "stop opening new positions (open positions stay protected)",
     "resume": "start opening new positions again",

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors.position_view import trader_row
 from adapters.venue_health import HealthReport, VenueHealthChanged
 from core import logs
 from core.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
@@ -25,8 +27,6 @@ from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteC
 from supervision.actor import handles
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from supervision.actor import ManagedActor
     from supervision.supervisor import ChildSpec
 
@@ -40,6 +40,40 @@ class IntakeBlock(Message, frozen=True, kw_only=True):
 
     key: str
     reason: str | None = None
+
+
+class LastSeen(Message, frozen=True, kw_only=True):
+    """From the store's fan-out: the latest committed event of a kind ``ctl status`` reports (reconcile, wave)."""
+
+    kind: str
+    ts_ms: int
+    ok: bool = True
+
+
+#: What a reconcile reports that it found wrong (any of them: not every position was verified).
+_FINDINGS = ("untracked", "phantoms", "mismatches", "strays", "zombies")
+#: event type -> (status key, ok)
+_SEEN = {"sync.reconciled": ("reconcile", True), "sync.failed": ("reconcile", False), "intake.wave_processed": ("wave", True)}
+
+
+def status_notes(supervisor: Callable[[], Any]) -> Callable[[list[Any]], None]:
+    """A store subscriber (on the I/O loop, only tells): the supervisor hears of each reconcile and wave."""
+
+    def note(events: list[Any]) -> None:
+        ref = supervisor()
+        if ref is None:
+            return
+        for e in events:
+            seen = _SEEN.get(e.type)
+            if seen is not None:
+                try:
+                    ref.tell(LastSeen(kind=seen[0], ts_ms=e.ts_ms, ok=seen[1]))
+                    if e.type == "sync.reconciled" and not any(e.data.get(k) for k in _FINDINGS):
+                        ref.tell(LastSeen(kind="verified", ts_ms=e.ts_ms))  # the exchange agreed with every position
+                except pykka.ActorDeadError:
+                    return
+
+    return note
 
 
 class CommandsMixin(_Base):
@@ -70,7 +104,14 @@ class CommandsMixin(_Base):
     def __init__(self, **kwargs: Any) -> None:
         #: The latest health of each venue, as its executor reported it (``VenueHealthChanged``).
         self.venue_health: dict[str, HealthReport] = {}
+        #: The latest reconcile and wave (``LastSeen``): kind -> (ts_ms, ok).
+        self.last_seen: dict[str, tuple[int, bool]] = {}
         super().__init__(**kwargs)
+
+    @handles(LastSeen)
+    def _on_last_seen(self, msg: LastSeen) -> None:
+        if msg.ts_ms >= self.last_seen.get(msg.kind, (0, True))[0]:
+            self.last_seen[msg.kind] = (msg.ts_ms, msg.ok)
 
     @handles(ExecuteCommand)
     def _on_command(self, msg: ExecuteCommand) -> None:
@@ -142,6 +183,11 @@ class CommandsMixin(_Base):
             "signal_feed": self.feed,
             "exchanges": {v: _venue_status(r, now) for v, r in sorted(self.venue_health.items())},
             "read_only": self.ctx.config.exchange.read_only,
+            "venue": self.ctx.config.exchange.name,
+            "mode": _mode(self.ctx.config),
+            "last_reconcile": _seen(self.last_seen.get("reconcile"), now),
+            "last_wave": _seen(self.last_seen.get("wave"), now),
+            "last_verified": _seen(self.last_seen.get("verified"), now),
             "shutting_down": self.shutting_down,
         }
 
@@ -154,7 +200,7 @@ class CommandsMixin(_Base):
         if msg.purpose == "positions":
             request = self._pending.pop(msg.correlation_id, None)
             if request is not None:
-                self.reply(request, with_age(msg.result or [], self.ctx.clock.now_ms()), error=msg.error and f"could not read positions: {msg.error}")
+                self.reply(request, self.trader_rows(with_age(msg.result or [], self.ctx.clock.now_ms())), error=msg.error and f"could not read positions: {msg.error}")
         elif msg.purpose == "aged":
             request = self._pending.pop(msg.correlation_id, None)
             if request is not None:
@@ -166,6 +212,22 @@ class CommandsMixin(_Base):
             else:
                 self.emit("store.pruned", {"deleted": msg.result, "retention_days": self.ctx.config.store.retention_days})
 
+    def trader_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows with mark, stop kind, distance to the stop, unrealised PnL, trailing state (the dashboard's figures).
+
+        Marks come from the mark book the dashboard registers (``mark_book``: what the price feed told
+        it, read without waiting); without one the mark-based figures are None."""
+        book = self.ctx.directory.lookup("mark_book") if self.ctx.directory is not None else None
+        now, enabled = self.ctx.clock.now_ms(), self.ctx.config.trailing.enabled
+        verified = self.last_seen.get("verified")
+        out = []
+        for r in rows:
+            symbol = str(r.get("symbol"))
+            tick, step = book.increments(symbol) if book is not None else (None, None)
+            row = trader_row(r, book.latest(symbol) if book is not None else None, now, trailing_enabled=enabled, verified_ms=verified[0] if verified else None)
+            out.append({**row, "tick_size": _s(tick), "step_size": _s(step)})
+        return out
+
     def cmd_aged(self, msg: ExecuteCommand) -> None:
         self._pending[msg.request_id] = msg
         self.io_call("aged", self.ctx.store.positions(open_only=True, consistent=False), correlation_id=msg.request_id)
@@ -176,10 +238,13 @@ class CommandsMixin(_Base):
 
     # --------------------------------------------------------- positions
     def cmd_close(self, msg: ExecuteCommand) -> None:
+        """``close TARGET``: the open position whose id is TARGET (any case), else every open one on the symbol TARGET."""
         symbol = msg.args["symbol"]
-        targets = {n: r for n, r in self.children_of("position").items() if _symbol_matches(self.specs[n].name, symbol)}
+        positions = self.children_of("position")
+        targets = {n: r for n, r in positions.items() if _id_matches(self.specs[n].name, symbol)}
+        targets = targets or {n: r for n, r in positions.items() if _symbol_matches(self.specs[n].name, symbol)}
         if not targets:
-            return self.reply(msg, error=f"no open position for {symbol}")
+            return self.reply(msg, error=f"no open position for {symbol}" + _open_ids(self.specs[n].name for n in positions))
         self._tell_close(targets, msg)
         self.reply(msg, {"closing": sorted(targets)})
 
@@ -298,10 +363,38 @@ def _symbol_matches(child_name: str, symbol: str) -> bool:
     return len(parts) >= 2 and parts[1] == plain
 
 
+def _id_matches(child_name: str, position_id: str) -> bool:
+    """``position:<SYMBOL>:<id>``: the id, compared without case (the control path upper-cases its argument)."""
+    parts = child_name.split(":")
+    return len(parts) >= 3 and parts[-1].upper() == position_id.upper()
+
+
+def _open_ids(child_names: Any) -> str:
+    ids = sorted(f"{n.split(':')[-1]} ({n.split(':')[1]})" for n in child_names if n.count(":") >= 2)
+    return f" (no open position has that id or symbol; open: {', '.join(ids)})" if ids else ""
+
+
 def _iso(ms: int | None) -> str:
     if ms is None:
         return "never"
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _s(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _seen(seen: tuple[int, bool] | None, now_ms: int) -> dict[str, Any] | None:
+    if seen is None:
+        return None
+    return {"at": _iso(seen[0]), "ts_ms": seen[0], "ago_s": max(0, now_ms - seen[0]) // 1000, "ok": seen[1]}
+
+
+def _mode(config: Any) -> str:
+    """paper / testnet / live: what money the bot trades with."""
+    if config.exchange.name == "paper":
+        return "paper"
+    return "testnet" if config.exchange.testnet else "live"
 
 
 def _venue_problems(r: HealthReport, now_ms: int) -> list[str]:

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl = sub.add_parser("ctl", help="send a command to the running bot", formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog="commands:\n" + "\n".join(f"  {c:<11} {HELP[c]}" for c in COMMANDS))
     ctl.add_argument("command", help="one of: " + ", ".join(COMMANDS))
-    ctl.add_argument("args", nargs="*", help="command arguments (close: SYMBOL)")
+    ctl.add_argument("args", nargs="*", help="command arguments (close: POSITION_ID or SYMBOL)")
     ctl.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     ctl.add_argument("--dry-run", action="store_true", help="zombies: only report, cancel nothing")
     ctl.add_argument("--timeout", type=_positive_float, default=15.0, metavar="SECONDS")
@@ -275,6 +275,8 @@ def _render(command: str, result: Any) -> str:
             f"intake:     {'open' if result['intake']['open'] else 'closed'}"
             + ("" if result["intake"]["open"] else f" ({'paused by user' if result['intake']['paused_by_user'] else ''}{'; '.join(result['intake']['blocked'].values())})"),
             f"positions:  {result['positions']}",
+            *([f"venue:      {result['venue']} ({result.get('mode')})"] if result.get("venue") else []),
+            *([f"reconcile:  {_seen_line(result.get('last_reconcile'))}", f"last wave:  {_seen_line(result.get('last_wave'))}"] if "last_reconcile" in result else []),
             f"store:      {'ok' if result['store']['ok'] else 'FAILING'}, {result['store']['committed']} events written, backlog {result['store']['backlog']}",
             f"signals:    {result.get('signal_feed', {}).get('state', 'none')}",
         ]
@@ -285,7 +287,8 @@ def _render(command: str, result: Any) -> str:
     if command == "positions" and isinstance(result, list):
         if not result:
             return "no open positions"
-        cols = ("symbol", "side", "state", "quantity", "entry_price", "stop_price", "stop_order_id", "age_h", "aged_phase", "aged_price", "position_id")
+        cols = ("symbol", "side", "state", "quantity", "entry_price", "mark", "stop_price", "stop_kind", "to_stop", "unrealised", "trailing", "age", "aged_phase", "verified", "position_id")
+        result = [_trader_cells(p) for p in result]
         return num.table(cols, [_position_cells(p, cols) for p in result])
     if command == "aged" and isinstance(result, list):
         if not result:
@@ -310,6 +313,29 @@ def _render(command: str, result: Any) -> str:
 _PRICE_COLS = frozenset({"entry_price", "stop_price", "aged_price", "exit_price", "mark"})
 _QTY_COLS = frozenset({"quantity", "exit_qty"})
 _PERCENT_COLS = frozenset({"loss_percent", "distance_percent"})
+
+
+def _seen_line(seen: dict[str, Any] | None) -> str:
+    if not seen:
+        return "none yet"
+    return f"{seen['at']} ({num.duration(int(seen['ago_s']) * 1000)} ago){'' if seen.get('ok', True) else ', FAILED'}"
+
+
+def _trader_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """``ctl positions``: the trader's figures as printed (distance and PnL with their units, age as a duration)."""
+    ccy = "USDC" if str(row.get("symbol") or "").endswith("USDC") else "USDT"
+    upnl = row.get("unrealised_pnl")
+    trailing = row.get("trailing") or ""
+    if trailing == "active" and row.get("trail_best") is not None:
+        trailing += f" (best {num.price(row['trail_best'], row.get('tick_size'))})"
+    return {
+        **row,
+        "to_stop": "" if row.get("stop_distance_percent") is None else num.percent(row["stop_distance_percent"]),
+        "unrealised": "" if upnl is None else f"{num.money(upnl, ccy)} ({num.percent(row.get('unrealised_pnl_percent'))})",
+        "trailing": trailing,
+        "age": "" if row.get("age_ms") is None else num.duration(row["age_ms"]),
+        "verified": "" if row.get("last_verified_ms") is None else num.when(row["last_verified_ms"]),
+    }
 
 
 def _position_cells(row: dict[str, Any], cols: tuple[str, ...]) -> list[str]:

@@ -116,18 +116,24 @@ def health_routes(server: HttpServer, runtime: Runtime) -> None:
 
 
 def start_http(runtime: Runtime) -> HttpServer | None:
-    """The HTTP server with /health and /metrics (``http.enabled``); closed with the runtime."""
+    """The HTTP server with /health, /metrics and the dashboard (``http.enabled``); closed with the runtime."""
     cfg = runtime.config.http
     if not cfg.enabled:
         return None
     server = HttpServer(runtime.io, cfg.host, cfg.port, token=os.environ.get(cfg.token_env, ""), port_file=runtime.config.data_dir / "http.port")
     health_routes(server, runtime)
+    from tradebot.dashboard import dashboard_routes
+
+    dashboard_routes(server, runtime)
     try:
         server.start()
     except OSError as exc:  # trading goes on without it; loud, and in status' log
-        logger.error("http: could not serve on {}:{}: {}; /health and /metrics are off", cfg.host, cfg.port, exc)
+        logger.error("http: could not serve on {}:{}: {}; /health, /metrics and the dashboard are off", cfg.host, cfg.port, exc)
         return None
     runtime.http = server
+    from core import logs
+
+    logs.console_logger().info("dashboard: {}/", server.url)
     runtime.resources.insert(0, server.stop)
     return server
 

@@ -23,6 +23,7 @@ import pykka
 
 from actors.demo_intake import DemoIntake, load_signals
 from actors.guard import GuardActor
+from actors.mark_book import MarkBook, follow_open, follower
 from actors.messages import OpenRequest
 from actors.position import PositionActor, position_actor_name
 from actors.price_feed import PriceFeed
@@ -172,6 +173,34 @@ def connect_health(health: VenueHealth, supervisor: Callable[[], Any]) -> Callab
     return tell
 
 
+def start_mark_book(runtime: Runtime) -> MarkBook:
+    """The marks the bot saw, for ``ctl positions`` and the dashboard (registered as ``mark_book``);
+    it follows the open positions' symbols, from now and after each entry or exit."""
+    store, venue = runtime.store, runtime.venue
+    assert store is not None
+
+    def increments(symbol: str) -> tuple[Any, Any]:
+        try:
+            m = venue.markets.resolve(symbol)
+        except (KeyError, ValueError, AttributeError):
+            return None, None
+        return m.tick_size, m.step_size
+
+    book = MarkBook(runtime.directory, increments=increments)
+    runtime.directory.register("mark_book", book)
+
+    def open_rows() -> Any:
+        return store.positions(open_only=True, consistent=False)
+
+    store.subscribe("mark_book", follower(book, open_rows), maxlen=1000)
+    runtime.after_start.append(lambda: void(runtime.io.submit(follow_open(book, open_rows))))  # what is open already
+    return book
+
+
+def void(_: Any) -> None:
+    """Drop a result (a hook returns nothing)."""
+
+
 def build_children(runtime: Runtime) -> list[ChildSpec]:
     """Child specs for the configured system (the paper exchange is the only venue so far)."""
     config = runtime.config
@@ -181,7 +210,12 @@ def build_children(runtime: Runtime) -> list[ChildSpec]:
     runtime.after_start.append(lambda: tell_health(venue.executor.health.report()))  # what happened before it was up
     assert runtime.store is not None, "the store opens before the children are built"
     open_positions = runtime.io.run(runtime.store.positions(open_only=True), 30)
-    from tradebot.ops import ops_children, start_http, void
+    from supervision.commands import status_notes
+
+    start_mark_book(runtime)
+
+    runtime.store.subscribe("status", status_notes(lambda: runtime.supervisor), maxlen=1000)  # ctl status: last reconcile, last wave
+    from tradebot.ops import ops_children, start_http
 
     children = [*ops_children(runtime), *trading_children(config, venue, runtime.directory, open_positions)]
     runtime.after_start.append(lambda: void(start_http(runtime)))

@@ -125,6 +125,9 @@ class PaperClient:
     async def fetch_my_trades(self, symbol: str | None = None, since: int | None = None, limit: int | None = None, params: dict | None = None) -> list[dict[str, Any]]:
         return await self.call("fetch_my_trades", symbol, since, limit, params or {})
 
+    async def fetch_ohlcv(self, symbol: str, timeframe: str = "1m", since: int | None = None, limit: int | None = None, params: dict | None = None) -> list[list[Any]]:
+        return await self.call("fetch_ohlcv", symbol, timeframe, since, limit, params or {})
+
     async def set_leverage(self, leverage: int, symbol: str | None = None, params: dict | None = None) -> dict[str, Any]:
         return await self.call("set_leverage", leverage, symbol, params or {})
 

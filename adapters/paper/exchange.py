@@ -39,6 +39,10 @@ MARKETS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "markets
 MARKET_FILES = {"binance": "binanceusdm-linear.json", "bybit": "bybit.json"}
 
 
+#: The candle sizes ``fetch_ohlcv`` serves (ccxt's names).
+_TIMEFRAMES = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+
+
 def _wake(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -380,6 +384,25 @@ class PaperExchange:
             return shapes.ticker_dict(m, self.engine._mark(m), now)
 
         return await self._call("fetch_mark_price", {"symbol": symbol}, run)
+
+    async def fetch_ohlcv(self, symbol: str, timeframe: str = "1m", since: int | None = None, limit: int | None = None, params: dict | None = None) -> list[list[Any]]:
+        """ccxt's candles (``[ts, open, high, low, close, volume]``) of the marks this exchange replayed;
+        none without a price replay (marks set by hand have no history to serve)."""
+        tf_ms = _TIMEFRAMES.get(timeframe)
+        if tf_ms is None:
+            raise paper_error(self.flavour, ccxt.BadRequest, f"unsupported timeframe {timeframe!r}; known: {', '.join(_TIMEFRAMES)}")
+
+        def run(now: int) -> list[list[Any]]:
+            m = self._market(symbol)
+            replay = self.price_replay
+            if replay is None or m.symbol not in replay.series:
+                return []
+            n = min(int(limit or 500), 1500)
+            start = since if since is not None else now - n * tf_ms
+            rows = replay.candles(m.symbol, tf_ms, start, min(now, start + n * tf_ms), n)
+            return [[ts, float(o), float(h), float(low), float(c), v] for ts, o, h, low, c, v in rows]
+
+        return await self._call("fetch_ohlcv", {"symbol": symbol, "timeframe": timeframe, "since": since, "limit": limit}, run)
 
     # ---------------------------------------------------------- ccxt pro
     async def _watch(self, name: str, kind: str, match: Callable[[str], bool], build: Callable[[list[str]], list[dict]]) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 from adapters.markets import Market, Markets
 
@@ -238,6 +238,23 @@ class PriceReplay:
             out.extend((self._ts(s, g), s.symbol, self._price(s, g)) for g in range(lo, hi + 1))
         out.sort(key=lambda x: x[0])
         return out
+
+    def candles(self, symbol: str, timeframe_ms: int, since_ms: int, until_ms: int, limit: int = 500) -> list[list[Any]]:
+        """OHLC candles of engine time (``[open ts, o, h, l, c, None]``, volume not replayed) built from
+        the ticks in ``[since_ms, until_ms]``: what this exchange served as its mark, nothing else."""
+        s = self.series[symbol]
+        lo, hi = max(self._index_at(s, since_ms - 1) + 1, 0), self._index_at(s, until_ms)
+        lo = max(lo, hi - 200_000)  # a bounded answer: the newest ticks
+        out: list[list[Any]] = []
+        for g in range(lo, hi + 1):
+            ts, price = self._ts(s, g), self._price(s, g)
+            bucket = ts - ts % timeframe_ms
+            if out and out[-1][0] == bucket:
+                c = out[-1]
+                c[2], c[3], c[4] = max(c[2], price), min(c[3], price), price
+            else:
+                out.append([bucket, price, price, price, price, None])
+        return out[:limit]
 
     def price_at(self, symbol: str, t_ms: int) -> Decimal:
         """The mark at engine time ``t_ms`` (the first tick before the start)."""

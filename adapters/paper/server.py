@@ -38,7 +38,7 @@ from core.clock import RealClock
 CCXT_METHODS = frozenset(
     {
         "load_markets", "create_order", "cancel_order", "fetch_order", "fetch_open_orders", "fetch_positions",
-        "fetch_balance", "fetch_ticker", "fetch_mark_price", "fetch_my_trades", "set_leverage",
+        "fetch_balance", "fetch_ticker", "fetch_mark_price", "fetch_my_trades", "fetch_ohlcv", "set_leverage",
         "set_position_mode", "watch_orders", "watch_positions",
     }
 )

@@ -1,0 +1,77 @@
+"""`tradebot ctl` for traders, against a real bot (tests/dashboard_bot.py): `positions` with mark, stop kind,
+distance to the stop, unrealised PnL, trailing state and age (human and --json); `status` naming the venue
+and mode; `close <position id>`, and a clear error for an id nothing has."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import eventually
+from tests.dashboard_bot import BTC, Bot, protected, running_bot
+from tests.test_cli import ENV, TRADEBOT
+from tradebot import numbers as num
+
+
+@pytest.fixture
+def bot(short_tmp: Path) -> Iterator[Bot]:
+    yield from running_bot(short_tmp, http=False)  # the marks do not depend on the dashboard
+
+
+def _iso(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def ctl(bot: Bot, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TRADEBOT, "ctl", *args, "--config", str(bot.rt.config.data_dir.parent / "bot.toml")], env=ENV, capture_output=True, text=True, timeout=60)
+
+
+def test_positions_shows_the_trader_figures_and_close_takes_a_position_id(bot: Bot):
+    bot.open("a1b2c3d4e5")
+    protected(bot, "a1b2c3d4e5")
+    bot.exchange.set_mark(BTC, Decimal("40100"))
+    # the mark the bot saw, by hand: entry 40000, qty 0.025, stop 39200 (initial, 2 % below)
+    row = eventually(lambda: next((r for r in json.loads(ctl(bot, "positions", "--json").stdout)["result"] if r.get("mark") and Decimal(r["mark"]) == 40100), None), what="ctl positions shows mark 40100")
+    assert (Decimal(row["entry_price"]), Decimal(row["quantity"]), Decimal(row["stop_price"])) == (Decimal(40000), Decimal("0.025"), Decimal(39200))
+    assert row["stop_kind"] == "initial" and row["trailing"] == "armed"
+    assert Decimal(row["unrealised_pnl"]) == Decimal("2.5")  # (40100 - 40000) x 0.025
+    assert Decimal(row["unrealised_pnl_percent"]) == Decimal("0.25")
+    assert Decimal(row["stop_distance_percent"]) == ((Decimal(40100) - Decimal(39200)) / Decimal(40100) * 100).quantize(Decimal("0.0001"))
+    assert row["age_ms"] >= 0 and row["tick_size"] == "0.1"
+
+    human = ctl(bot, "positions")
+    assert human.returncode == 0, human.stderr
+    head, line = human.stdout.splitlines()[:2]
+    for col in ("mark", "stop_kind", "to_stop", "unrealised", "trailing", "age"):
+        assert col in head
+    assert "40100.0" in line and "39200.0" in line and "initial" in line and "2.24 %" in line and "2.50 USDT (0.25 %)" in line and "armed" in line
+
+    # verified: the last reconcile after the entry that found nothing wrong (sync every second here)
+    row = eventually(lambda: next((r for r in json.loads(ctl(bot, "positions", "--json").stdout)["result"] if r.get("last_verified_ms")), None), what="a verifying reconcile")
+    clean = [e.ts_ms for e in bot.rt.io.run(bot.rt.store.query(types=("sync.reconciled",), consistent=False), 5) if not any(e.data.get(k) for k in ("untracked", "phantoms", "mismatches", "strays", "zombies"))]
+    assert row["last_verified_ms"] in clean and row["last_verified_ms"] >= row["opened_ts_ms"]
+    assert num.when(row["last_verified_ms"]) in ctl(bot, "positions").stdout
+
+    status = ctl(bot, "status")
+    assert "venue:      paper (paper)" in status.stdout, status.stdout
+    seen = eventually(lambda: json.loads(ctl(bot, "status", "--json").stdout)["result"].get("last_reconcile"), what="a reconcile in ctl status")
+    reconciled = bot.rt.io.run(bot.rt.store.query(types=("sync.reconciled",), consistent=False), 5)
+    assert seen["ok"] is True and seen["at"] in {_iso(e.ts_ms) for e in reconciled}
+    assert "last wave:  none yet" in ctl(bot, "status").stdout  # the file intake runs no waves
+
+    unknown = ctl(bot, "close", "ffffffffff")
+    assert unknown.returncode == 1
+    assert "no open position for FFFFFFFFFF" in unknown.stderr and "a1b2c3d4e5 (BTCUSDT)" in unknown.stderr
+    closing = ctl(bot, "close", "a1b2c3d4e5")
+    assert closing.returncode == 0, closing.stderr
+    assert "position:BTCUSDT:a1b2c3d4e5" in closing.stdout
+    eventually(lambda: bot.events("a1b2c3d4e5", "position.closed"), what="closed by id")
+    assert json.loads(ctl(bot, "positions", "--json").stdout)["result"] == []
+    assert num.plain(["x"]) == "x"  # the printer joins lists: no Python reprs in the closing line
+    assert "[" not in closing.stdout and "'" not in closing.stdout
