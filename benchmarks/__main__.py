@@ -19,6 +19,7 @@ from benchmarks import (
     bench_paper_markets,
     bench_positions,
     bench_reconcile,
+    bench_replay,
     bench_scale,
     bench_signals,
     bench_store,
@@ -37,7 +38,7 @@ def main() -> int:
     sys.setswitchinterval(interval_us / 1_000_000)  # as the runtime does
     print(f"tradebot benchmarks - Python {platform.python_version()} on {platform.machine()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"(GIL switch interval {interval_us} us, as runtime.gil_switch_interval_us; figures vary with machine load: compare ratios within one run)\n")
-    for bench in (bench_store, bench_burst, bench_actors, bench_executor, bench_positions, bench_trailing, bench_aged, bench_reconcile, bench_detection, bench_signals, bench_venue, bench_venue_bybit, bench_streams, bench_scale, bench_paper_markets, bench_ops, bench_dashboard):
+    for bench in (bench_store, bench_burst, bench_actors, bench_executor, bench_positions, bench_trailing, bench_aged, bench_reconcile, bench_detection, bench_signals, bench_venue, bench_venue_bybit, bench_streams, bench_scale, bench_paper_markets, bench_replay, bench_ops, bench_dashboard):
         bench.run()
         print()
     return 0

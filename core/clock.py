@@ -241,6 +241,22 @@ class VirtualClock:
             fired += 1
         return fired
 
+    def fire_one(self, t_ms: int) -> bool:
+        """Set now to ``t_ms`` and fire the first timer due by then, if any (False: none due).
+
+        A driver that lets the system settle after each timer (the replay) runs the
+        consequences of one timer before the next timer due at the same time starts."""
+        with self._lock:
+            if t_ms < self._now_ms:
+                raise ValueError("virtual time never goes backwards")
+            self._now_ms = int(t_ms)
+            head = self._timers.pop_due(self._now_ms) if not self._closed else None
+            if head is None:
+                return False
+            self._timers.reschedule(head)
+        _fire(head)
+        return True
+
     def pending(self) -> int:
         with self._lock:
             return sum(1 for h in self._timers._heap if not h.cancelled)

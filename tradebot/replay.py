@@ -37,6 +37,9 @@ REPLAY_BASE: dict[str, Any] = {
     "signals": {"source": "url", "process_on_arrival": True, "process_after_secs": 1},
     "demo": {"signals_file": ""},
     "logging": {"console_level": "ERROR"},
+    # The supervisor's liveness sweep (a child dead without a report) once per price tick, not per second:
+    # the same checks, a fifteenth of the clock steps.
+    "supervisor": {"child_check_interval_ms": 15_000},
 }
 #: A signal is told to the intake this long after its wave opens.
 DELIVERY_DELAY_MS = 1_000
@@ -181,6 +184,8 @@ class RunResult:
     label: str
     report: dict[str, Any]
     speed: dict[str, Any] = field(default_factory=dict)
+    #: Per position (in the report's order): the mark path over its life, [ts_ms, price text], for the HTML charts.
+    marks: list[list[list[Any]]] = field(default_factory=list)
 
 
 def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *, base_dir: Path, history: str | None = None) -> RunResult:
@@ -229,6 +234,7 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
             tracker.settle()
             events = io.run(store.query(), 120)
             report = build_report(cfg, engine, exchange, events, start_ms, clock.now_ms())
+            marks = [mark_path(prices, markets, p, clock.now_ms()) for p in report["positions"]]
             sup.tell(Shutdown(reason="replay end"))
             for _ in range(10_000):
                 if sup.actor_stopped.wait(0.01):
@@ -247,8 +253,65 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
         shutil.rmtree(tmp, ignore_errors=True)
     wall = time.monotonic() - wall0
     hours = (end_ms - start_ms) / 3_600_000
-    speed = {"virtual_hours": round(hours, 3), "wall_seconds": round(wall, 2), "virtual_hours_per_wall_second": round(hours / wall, 2) if wall else None, "steps": steps}
-    return RunResult(variant.label, report, speed)
+    speed = {"virtual_hours": round(hours, 3), "wall_seconds": round(wall, 2), "virtual_hours_per_wall_second": round(hours / wall, 2) if wall else None,
+             "speed_up": round(hours * 3600 / wall) if wall else None, "steps": steps}
+    return RunResult(variant.label, report, speed, marks)
+
+
+#: At most this many points per position chart (the path is sampled evenly; its extremes are kept).
+CHART_POINTS = 400
+
+
+def mark_path(prices: Any, markets: Any, position: dict[str, Any], end_ms: int) -> list[list[Any]]:
+    """The replayed price of a position's symbol from its entry to its exit (or the end), sampled."""
+    symbol = markets.resolve(position["symbol"]).symbol
+    t0, t1 = position["entry_ms"], position["exit_ms"] or end_ms
+    ticks = [(ts, px) for ts, sym, px in prices.ticks_between(t0 - 1, t1) if sym == symbol]
+    if len(ticks) > CHART_POINTS:
+        step = len(ticks) / CHART_POINTS
+        keep = {int(i * step) for i in range(CHART_POINTS)} | {len(ticks) - 1}
+        keep |= {max(range(len(ticks)), key=lambda i: ticks[i][1]), min(range(len(ticks)), key=lambda i: ticks[i][1])}
+        ticks = [ticks[i] for i in sorted(keep)]
+    return [[ts, str(px)] for ts, px in ticks]
+
+
+def _run_in_worker(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, **kw: Any) -> RunResult:
+    """:func:`run_one` in a spawned process: its log as quiet as the parent's (errors only)."""
+    import sys
+
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR")
+    return run_one(variant, frames, start_ms, end_ms, **kw)
+
+
+def run_all(runs: list[Variant], frames: list[Frame], start_ms: int, end_ms: int, *, base_dir: Path, history: str | None = None,
+            jobs: int | None = None, progress: Any = None) -> list[RunResult]:
+    """Every configuration, in parallel processes up to ``jobs`` (default: the core count); results in ``runs``' order.
+
+    Each run is a process of its own (spawned, not forked: the parent may have threads), so runs
+    share nothing and the result of one never depends on the others or on how many run at once."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(runs)))
+    if jobs == 1:
+        out = []
+        for v in runs:
+            out.append(run_one(v, frames, start_ms, end_ms, base_dir=base_dir, history=history))
+            if progress:
+                progress(out[-1])
+        return out
+    results: dict[int, RunResult] = {}
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_in_worker, v, frames, start_ms, end_ms, base_dir=base_dir, history=history): i for i, v in enumerate(runs)}
+        for fut in concurrent.futures.as_completed(futures):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(results[futures[fut]])
+    return [results[i] for i in range(len(runs))]
 
 
 def price_replay(markets: Any, cfg: Any, frames: list[Frame], history: str | None) -> Any:
@@ -273,7 +336,7 @@ def _known(markets: Any, symbol: str) -> bool:
 
 
 def drive(clock: Any, tracker: Any, directory: Any, frames: list[Frame], end_ms: int, frame_type: Any) -> int:
-    """Settle, then step to the next due timer or frame, until ``end_ms``; the number of steps."""
+    """Settle, then step to the next due timer or frame, until ``end_ms``; the number of steps (timers and frames handled)."""
     i, steps = 0, 0
     while True:
         tracker.settle()
@@ -285,19 +348,24 @@ def drive(clock: Any, tracker: Any, directory: Any, frames: list[Frame], end_ms:
         t = max(min(candidates), clock.now_ms())
         if t > end_ms:
             break
-        clock.step_to(t)
+        # One timer at a time, settling after each: what one timer set going (a price tick, a poll, a
+        # check) is done before the next one due at the same instant starts, so no two race.
+        while clock.fire_one(t):
+            tracker.settle()
+            steps += 1
         while i < len(frames) and frames[i].at_ms <= t:
             directory.tell("intake", frame_type(raw=frames[i].raw))
             i += 1
-        steps += 1
+            tracker.settle()
+            steps += 1
     if clock.now_ms() < end_ms:
         clock.step_to(end_ms)
     return steps
 
 
-def history_window() -> tuple[int, int]:
-    """The BTC 1-minute history's first open and last close (ms)."""
+def history_window(history: str | None = None) -> tuple[int, int]:
+    """The BTC history's first open and last close (ms): the bundled 1-minute month, or ``history``."""
     from adapters.paper.prices import DATA_DIR, REAL_HISTORIES, load_candles
 
-    t0, iv, candles = load_candles(DATA_DIR / REAL_HISTORIES["BTC"])
+    t0, iv, candles = load_candles(DATA_DIR / (history or REAL_HISTORIES["BTC"]))
     return t0, t0 + iv * len(candles)

@@ -18,8 +18,12 @@ def register(sub: Any) -> None:
     rp.add_argument("--to", dest="t_to", metavar="TIME", help="window end (default: 24 h after the start)")
     rp.add_argument("--config", action="append", default=[], metavar="FILE", help="a configuration to replay (repeatable; default: the embedded defaults)")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="override a key, one run per value (repeatable: a grid)")
-    rp.add_argument("--history", metavar="FILE", help="BTC candles to replay instead of the bundled month (a file in paper.data_dir/prices)")
+    rp.add_argument("--history", metavar="FILE", help="BTC candles to replay instead of the bundled month: a CSV or JSON candle file (format in the README), "
+                                                    "a path, or a name in paper.data_dir/prices")
     rp.add_argument("--json", action="store_true", help="print the reports as JSON")
+    rp.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report: equity curves, a chart per position")
+    rp.add_argument("--objective", choices=("pnl", "pnl_drawdown"), default="pnl", help="how the best run is chosen (default: net realised PnL)")
+    rp.add_argument("--jobs", type=int, metavar="N", help="runs in parallel processes (default: the core count)")
     rp.set_defaults(func=main)
 
 
@@ -35,13 +39,14 @@ def parse_time(text: str) -> int:
 def main(args: argparse.Namespace) -> int:
     from loguru import logger
 
-    from tradebot.replay import history_window, load_signal_frames, run_one, variants
+    from tradebot.replay import history_window, load_signal_frames, run_all, variants
     from tradebot.replay_report import table, to_json
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
     try:
-        h0, h1 = history_window()
+        history = str(Path(args.history).resolve()) if args.history and Path(args.history).exists() else args.history
+        h0, h1 = history_window(history)
         start = parse_time(args.t_from) if args.t_from else h0
         end = parse_time(args.t_to) if args.t_to else start + 24 * 3_600_000
         if end <= start:
@@ -54,10 +59,18 @@ def main(args: argparse.Namespace) -> int:
         print(f"tradebot replay: {exc}", file=sys.stderr)
         return 2
     base_dir = Path(args.config[0]).resolve().parent if args.config else Path.cwd()
-    results = []
-    for v in runs:
-        print(f"tradebot replay: {v.label} ...", file=sys.stderr, flush=True)
-        results.append(run_one(v, frames, start, end, base_dir=base_dir, history=args.history))
-        print(f"tradebot replay: {v.label}: {results[-1].speed}", file=sys.stderr, flush=True)
-    print(to_json(results) if args.json else table(results))
+    print(f"tradebot replay: {len(runs)} run(s) of {(end - start) / 3_600_000:g} virtual h ...", file=sys.stderr, flush=True)
+
+    def progress(r: Any) -> None:
+        s = r.speed
+        print(f"tradebot replay: {r.label}: {s['virtual_hours']} virtual h in {s['wall_seconds']} s "
+              f"({s['virtual_hours_per_wall_second']} virtual h per wall s, {s['speed_up']:,}x real time)", file=sys.stderr, flush=True)
+
+    results = run_all(runs, frames, start, end, base_dir=base_dir, history=history, jobs=args.jobs, progress=progress)
+    print(to_json(results, args.objective) if args.json else table(results, args.objective))
+    if args.html:
+        from tradebot.replay_html import page
+
+        Path(args.html).write_text(page(results, args.objective))
+        print(f"tradebot replay: HTML report written to {args.html}", file=sys.stderr)
     return 0

@@ -54,6 +54,11 @@ class Tracker:
             self.gen += 1
             self.cond.notify_all()
 
+    def more(self) -> None:
+        """Work was added: a change, but nobody waits for more work, so no notify."""
+        with self.cond:
+            self.gen += 1
+
     def io_started(self) -> None:
         with self.cond:
             self.io_in_flight += 1
@@ -102,7 +107,7 @@ class CountingInbox(queue.Queue):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         with self._lock:
             self.pending += 1
-        self.tracker.bump()
+        self.tracker.more()
         super().put(item, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:

@@ -6,7 +6,9 @@ attributed to a position by the client order id the bot put on the order
 (a liquidation fill, which carries none, to the position open on that symbol
 then). Exit reasons, stop moves and times come from the position events.
 The equity curve is the starting balance plus realised net PnL, stepped at
-each fill (open positions are not marked to market in it); its maximum
+each instant with fills (one point per instant: the order of fills at the same
+virtual time depends on thread scheduling, their sum does not; open positions
+are not marked to market in it); its maximum
 drawdown is the largest fall from a running peak. Nothing here depends on
 wall time, so two replays of the same inputs give the same report.
 """
@@ -42,6 +44,10 @@ def _exit_reason(e: Any) -> str:
     return reason
 
 
+#: A stop fill is named for what the stop was when it filled; the first stop (and its restores) is "stop".
+_STOP_KINDS = {"initial": "stop", "restore": "stop", "emergency": "emergency stop"}
+
+
 def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_ms: int, end_ms: int) -> dict[str, Any]:
     pos: dict[str, dict[str, Any]] = {}
     stop_moves = 0
@@ -50,15 +56,21 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
         pid = e.position_id
         if not pid or not e.type.startswith("position."):
             continue
-        p = pos.setdefault(pid, {"symbol": e.symbol, "entry_ms": None, "exit_ms": None, "reason": None, "side": None})
+        p = pos.setdefault(pid, {"symbol": e.symbol, "entry_ms": None, "exit_ms": None, "reason": None, "side": None, "entry_price": None, "exit_price": None, "stops": []})
         if e.type == "position.entry_filled":
             p["entry_ms"] = p["entry_ms"] or e.ts_ms
+            p["entry_price"] = p["entry_price"] or e.data.get("price")
         elif e.type == "position.open_requested":
             p["side"] = e.data.get("side")
         elif e.type in ("position.closed", "position.stop_filled", "position.rolled_back"):
             p["exit_ms"], p["reason"] = e.ts_ms, _exit_reason(e)
-        elif e.type == "position.stop_moved":
-            stop_moves += 1
+            if e.type == "position.stop_filled" and not e.data.get("forced") and not e.data.get("outside"):
+                p["reason"] = _STOP_KINDS.get(p.get("stop_reason") or "initial", p.get("stop_reason"))  # what the stop was at: trailing, breakeven...
+            p["exit_price"] = e.data.get("exit_price")
+        elif e.type in ("position.stop_placed", "position.stop_moved"):
+            p["stops"].append([e.ts_ms, str(e.data.get("price"))])
+            p["stop_reason"] = e.data.get("reason") or e.data.get("kind")
+            stop_moves += e.type == "position.stop_moved"
         elif e.type == "position.tp_filled":
             tp_fills += 1
     opened = {pid: p for pid, p in pos.items() if p["entry_ms"] is not None}
@@ -77,7 +89,10 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
         else:
             unattributed += amount
         equity += amount
-        curve.append((f.ts_ms, equity))
+        if curve and curve[-1][0] == f.ts_ms:
+            curve[-1] = (f.ts_ms, equity)  # one point per instant: fills at the same time come in the order threads ran
+        else:
+            curve.append((f.ts_ms, equity))
     peak, max_dd = Decimal(cfg.paper.starting_balance), D0
     for _ts, eq in curve:
         peak = max(peak, eq)
@@ -90,7 +105,8 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
     requests = len(exchange.requests)
     metrics = engine.metrics(end_ms)
     per_position = sorted(
-        ({"symbol": p["symbol"], "side": p["side"], "entry_ms": p["entry_ms"], "exit_ms": p["exit_ms"], "exit": p["reason"] or "open at end", "net_pnl": str(net[pid])} for pid, p in opened.items()),
+        ({"symbol": p["symbol"], "side": p["side"], "entry_ms": p["entry_ms"], "exit_ms": p["exit_ms"], "exit": p["reason"] or "open at end", "net_pnl": str(net[pid]),
+          "entry_price": _txt(p["entry_price"]), "exit_price": _txt(p["exit_price"]), "stops": p["stops"]} for pid, p in opened.items()),
         key=lambda r: (r["entry_ms"], r["symbol"] or ""),
     )
 
@@ -117,7 +133,12 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
         "two_stop_overlap_ms": int(metrics["overlap_ms"]),
         "liquidations": int(metrics["liquidations"]),
         "positions": per_position,
+        "equity_curve": [[start_ms, str(cfg.paper.starting_balance)], *([ts, str(eq)] for ts, eq in curve)],
     }
+
+
+def _txt(v: Any) -> str | None:
+    return None if v is None else str(v)
 
 
 def _open_on(opened: dict[str, dict[str, Any]], symbol: str, ts: int) -> str | None:
@@ -153,17 +174,48 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def table(results: list[Any]) -> str:
-    """Configurations side by side: one column each; the speed last."""
-    header = ["", *[r.label for r in results]]
+OBJECTIVES = ("pnl", "pnl_drawdown")
+
+
+def score(report: dict[str, Any], objective: str) -> Decimal:
+    """A run's figure of merit: net realised PnL, or that over the max drawdown (a run without a drawdown: its PnL)."""
+    pnl = Decimal(report["realised_pnl_net"])
+    if objective == "pnl":
+        return pnl
+    if objective == "pnl_drawdown":
+        dd = Decimal(report["max_drawdown"])
+        return pnl / dd if dd else pnl
+    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+
+
+def best(results: list[Any], objective: str) -> int | None:
+    """The index of the best run by ``objective`` (the first on a tie); None for a single run."""
+    if len(results) < 2:
+        return None
+    scores = [score(r.report, objective) for r in results]
+    return scores.index(max(scores))
+
+
+WARNING = "a comparison on one window overfits: check the winner on another window before trusting it"
+
+
+def table(results: list[Any], objective: str = "pnl") -> str:
+    """Configurations side by side: one column each; the best by ``objective`` marked with ``*``.
+    Only replayed figures (no wall time), so the same inputs print the same bytes."""
+    top = best(results, objective)
+    header = ["", *[("* " if i == top else "") + r.label for i, r in enumerate(results)]]
     rows = [[name, *[_cell(r.report[key]) for r in results]] for name, key in ROWS]
-    rows.append(["virtual h / wall s", *[str(r.speed.get("virtual_hours_per_wall_second")) for r in results]])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     out = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     out.append("  ".join("-" * w for w in widths))
     out.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    if top is not None:
+        out.append(f"\n* best by {objective}; {WARNING}")
     return "\n".join(out)
 
 
-def to_json(results: list[Any]) -> str:
-    return json.dumps({"runs": [{"label": r.label, "report": r.report, "speed": r.speed} for r in results]}, indent=1)
+def to_json(results: list[Any], objective: str = "pnl") -> str:
+    """The reports (no wall time: the same inputs give the same bytes), the objective and the best run."""
+    top = best(results, objective)
+    body = {"objective": objective, "best": None if top is None else results[top].label, "runs": [{"label": r.label, "report": r.report} for r in results]}
+    return json.dumps(body, indent=1, sort_keys=True)

@@ -61,6 +61,13 @@ def candle_ticks(o: Decimal, h: Decimal, low: Decimal, c: Decimal) -> tuple[Deci
     return (o, low, h, c) if o <= c else (o, h, low, c)
 
 
+def _csv_time(text: str) -> int:
+    """A CSV candle's open time: epoch ms, or UTC text (2022-01-01 00:01:00[.000000])."""
+    if text.isdigit():
+        return int(text)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
 @functools.lru_cache(maxsize=8)
 def load_candles(path: Path) -> tuple[int, int, tuple[Candle, ...]]:
     """(first open time ms, interval ms, candles) of a CSV or JSON candle file."""
@@ -68,12 +75,13 @@ def load_candles(path: Path) -> tuple[int, int, tuple[Candle, ...]]:
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-        times = [int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp() * 1000) for r in rows[:2]]
+        times = [_csv_time(r["timestamp"]) for r in rows[:2]]
         candles = tuple((r["open"], r["high"], r["low"], r["close"]) for r in rows)
     else:
         rows = json.loads(path.read_text())
         times = [int(r[0]) for r in rows[:2]]
-        candles = tuple((repr(r[1]), repr(r[2]), repr(r[3]), repr(r[4])) for r in rows)
+        # A venue's kline export: [open time ms, open, high, low, close, ...], prices as numbers or as text.
+        candles = tuple(tuple(x if isinstance(x, str) else repr(x) for x in r[1:5]) for r in rows)  # type: ignore[misc]
     return times[0], times[1] - times[0], candles
 
 
