@@ -190,13 +190,14 @@ class PositionActor(ManagedActor):
 
     def _coroutine(self, cmd: pc.Command) -> Coroutine[Any, Any, Any]:
         s, v, ctx = self.s, self.venue, self._ctx()
+        read_ctx = {**ctx, "protective": True} if cmd.step in pc.PROTECTIVE_READS else None
         match cmd:
             case pc.ReadMark():
-                return v.mark_price(s.symbol)
+                return v.mark_price(s.symbol, ctx=read_ctx)
             case pc.ReadPosition():
-                return v.position(s.symbol, s.side)
+                return v.position(s.symbol, s.side, ctx=read_ctx)
             case pc.LookUpOrder(order_id=oid, client_id=cid):
-                return v.fetch_order(s.symbol, order_id=oid, client_id=cid if oid is None else None)
+                return v.fetch_order(s.symbol, order_id=oid, client_id=cid if oid is None else None, ctx=read_ctx)
             case pc.PlaceEntry():
                 return v.open_market(s.symbol, s.entry_side, cmd.qty, cmd.client_id, ref_price=cmd.ref_price, leverage=s.leverage, ctx=ctx)
             case pc.PlaceStop():
@@ -210,7 +211,7 @@ class PositionActor(ManagedActor):
             case pc.CancelOrder():
                 return v.cancel(s.symbol, cmd.order_id, ctx=ctx)
             case pc.ReadFills():
-                return v.fills(s.symbol, since_ms=cmd.since_ms)
+                return v.fills(s.symbol, since_ms=cmd.since_ms, ctx=read_ctx)
             case pc.ReadOpenTps():
                 return self._open_tps()
         raise TypeError(f"no coroutine for {cmd!r}")

@@ -68,6 +68,29 @@ class Step(enum.Enum):
     AGED_LEAVE = "aged_leave"  # cancelling the exit when the position leaves the aged path
 
 
+#: Reads that decide whether the position is protected (its stop, its size, the mark a
+#: restore is priced from): they go to the venue as protective calls, ahead of routine
+#: reads (reconciliation, fills, take-profits), so a lost stop is not restored late
+#: because the read budget is spent.
+PROTECTIVE_READS = frozenset(
+    {
+        Step.STOP,
+        Step.RESTORE_MARK,
+        Step.CHECK_STOP,
+        Step.STOP_FILL_POSITION,
+        Step.LOST_STOP_POSITION,
+        Step.MOVE_CHECK_OLD,
+        Step.MOVE_LOOKUP,
+        Step.CLOSE_READ,
+        Step.VERIFY_FLAT,
+        Step.EXIT_CHECK_STOP,
+        Step.OUTSIDE_FILLS,  # found flat: these two reads stand between it and cancelling
+        Step.OUTSIDE_ORDER,  # the orders of ours still live on a flat position
+        Step.VERIFY_VIEW,
+    }
+)
+
+
 # ------------------------------------------------------------- commands
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     step: Step

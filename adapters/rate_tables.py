@@ -68,10 +68,12 @@ def priority_of(op: str, ctx: Mapping[str, Any] | None = None) -> Priority:
 
     A cancel is protective when a position actor sends it (its context names
     the position: replacing its stop, clearing its leftovers); the sync
-    actor's zombie clean-up is ENTRY. Callers that know better pass an
-    explicit priority to :meth:`Executor.run`.
+    actor's zombie clean-up is ENTRY. A read is protective when its context
+    says so (``protective``: a position actor checking its stop, its size or the
+    mark a restore is priced from); every other read is READ. Callers that know
+    better pass an explicit priority to :meth:`Executor.run`.
     """
-    if op in PROTECT_OPS:
+    if op in PROTECT_OPS or (ctx and ctx.get("protective")):
         return Priority.PROTECT
     if op in CANCEL_OPS:
         return Priority.PROTECT if ctx and ctx.get("position_id") else Priority.ENTRY

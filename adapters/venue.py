@@ -379,10 +379,10 @@ class Venue(StreamingVenue, PositionStopVenue):
                 raise VenueError(Outcome.RETRYABLE, f"open orders: still more after {self.style.max_pages} pages; not returning a partial list")
         return list(found.values())
 
-    async def positions(self, symbols: list[str] | None = None) -> list[PositionReport]:
+    async def positions(self, symbols: list[str] | None = None, ctx: dict[str, Any] | None = None) -> list[PositionReport]:
         unified = [self.market(s).symbol for s in symbols] if symbols else None
         query = self.style.position_query(unified)
-        raw = await self.executor.run("fetch_positions", lambda: self.exchange.fetch_positions(query), idempotent=True, record=False)
+        raw = await self.executor.run("fetch_positions", lambda: self.exchange.fetch_positions(query), idempotent=True, record=False, context=ctx)
         out = []
         for p in raw:
             m = self.markets.by_symbol.get(p.get("symbol"))
@@ -403,16 +403,16 @@ class Venue(StreamingVenue, PositionStopVenue):
             )
         return out
 
-    async def position(self, symbol: str, side: str | None = None) -> PositionReport | None:
-        for p in await self.positions([symbol]):
+    async def position(self, symbol: str, side: str | None = None, ctx: dict[str, Any] | None = None) -> PositionReport | None:
+        for p in await self.positions([symbol], ctx):
             if p.symbol == self.market(symbol).id and (side is None or p.side == side):
                 return p
         return None
 
-    async def mark_price(self, symbol: str) -> Decimal:
+    async def mark_price(self, symbol: str, ctx: dict[str, Any] | None = None) -> Decimal:
         m = self.market(symbol)
         method = self.style.mark_price_method
-        ticker = await self.executor.run(method, lambda: getattr(self.exchange, method)(m.symbol), idempotent=True, record=False)
+        ticker = await self.executor.run(method, lambda: getattr(self.exchange, method)(m.symbol), idempotent=True, record=False, context=ctx)
         mark = _ticker_mark(ticker, self.style)
         if mark is None:
             raise VenueError(Outcome.RETRYABLE, f"{m.id}: no usable mark price in ticker")
@@ -451,10 +451,10 @@ class Venue(StreamingVenue, PositionStopVenue):
         bal = await self.executor.run("fetch_balance", lambda: self.exchange.fetch_balance(), idempotent=True, record=False)
         return _d((bal.get(asset) or {}).get("free")) or Decimal(0)
 
-    async def fills(self, symbol: str, *, since_ms: int | None = None, limit: int | None = None) -> list[FillReport]:
+    async def fills(self, symbol: str, *, since_ms: int | None = None, limit: int | None = None, ctx: dict[str, Any] | None = None) -> list[FillReport]:
         """Our executions on ``symbol`` (ccxt ``fetch_my_trades``), oldest first."""
         m = self.market(symbol)
-        raw = await self.executor.run("fetch_my_trades", lambda: self.exchange.fetch_my_trades(m.symbol, since_ms, limit), idempotent=True, record=False)
+        raw = await self.executor.run("fetch_my_trades", lambda: self.exchange.fetch_my_trades(m.symbol, since_ms, limit), idempotent=True, record=False, context=ctx)
         out = []
         for t in raw:
             info = t.get("info") or {}

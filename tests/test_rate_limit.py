@@ -59,7 +59,10 @@ def run(coro: Awaitable[Any]) -> Any:
         ("create_order.entry", None, Priority.ENTRY),
         ("create_order.take_profit", None, Priority.ENTRY),
         ("fetch_positions", None, Priority.READ),
-        ("fetch_order", {"position_id": "p1"}, Priority.READ),
+        ("fetch_order", {"position_id": "p1"}, Priority.READ),  # a take-profit's check
+        ("fetch_order", {"position_id": "p1", "protective": True}, Priority.PROTECT),  # its stop's
+        ("fetch_positions", {"position_id": "p1", "protective": True}, Priority.PROTECT),
+        ("fetch_mark_price", {"position_id": "p1", "protective": True}, Priority.PROTECT),
     ],
 )
 def test_op_decides_the_class(op: str, ctx: dict | None, expected: Priority):

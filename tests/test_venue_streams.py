@@ -21,6 +21,7 @@ import pytest
 from actors.account_view import AccountView
 from actors.messages import PositionClosed
 from adapters.markets import Markets
+from adapters.rate_tables import Priority
 from adapters.venue_streams import FLAT_EITHER, position_updates
 from adapters.venues import style_for
 from tests.venue.binance_server import MARKETS_FILE, BinanceVenueServer
@@ -276,3 +277,43 @@ def test_trailing_run_with_streams_has_no_false_unprotected(bot: Bot, venue: Bin
     assert len(moves) >= 3, len(moves)  # the stop trailed several times
     assert not false_alarms(bot, venue, slack_ms=0)
     assert not events(bot, "alert.")
+
+
+# ------------------------------------------------- the read budget spent
+def spend_read_budget(bot: Bot) -> Any:
+    """Take the weight a minute of routine reads may use (what a storm of reconciles does);
+    returns a routine read started after it: it waits for the window to slide (~60 s)."""
+    lim = bot.venue.executor.limiter
+
+    async def spend() -> None:
+        w = lim.stats()["windows"]["weight_1m"]
+        for _ in range(int((w["cap_non_protect"] - w["used"]) // 40) + 1):
+            if not lim._fits(lim.limits.cost("fetch_open_orders"), Priority.READ, lim.now()):
+                break
+            await lim.acquire("fetch_open_orders")
+
+    bot.ctx.io.run(spend(), 10)
+    routine = bot.ctx.io.submit(bot.venue.open_orders())  # as heavy as the reads that spent it
+    wait_for(lambda: lim.stats()["classes"]["read"]["queued"] >= 1, timeout=10, what="a routine read queued")
+    return routine
+
+
+def test_a_human_cancel_is_restored_while_routine_reads_wait_for_budget(bot: Bot, venue: BinanceVenueServer):
+    """The owner's reads that decide protection (its stop, its size, the mark) are protective
+    calls: a lost stop is restored at once even when reconciles have spent the read weight."""
+    open_protected(bot)
+    routine = spend_read_budget(bot)
+    t0 = now_ms()
+    venue.human_cancel("BTCUSDT")
+    wait_for(lambda: protected(venue, 1) and venue.timeline.unprotected()[-1].start_ms >= t0 - 5, timeout=15, what="restored")
+    assert last_naked_ms(venue, t0) < 5_000
+    assert not routine.done()  # the routine read is still waiting: the budget really was spent
+
+
+def test_a_human_close_leftover_is_cancelled_while_routine_reads_wait_for_budget(bot: Bot, venue: BinanceVenueServer):
+    open_protected(bot)
+    routine = spend_read_budget(bot)
+    venue.human_close("BTCUSDT")
+    wait_for(lambda: [r for r in bot.reports() if isinstance(r, PositionClosed)], timeout=15, what="closed recorded")
+    wait_for(lambda: not venue.live_algos(), timeout=15, what="the leftover stop cancelled")
+    assert not routine.done()
