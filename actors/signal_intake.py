@@ -41,7 +41,6 @@ when the intake opens. A re-sent signal is still a duplicate: its id was seen.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -53,7 +52,7 @@ from actors.position_state import from_projection
 from adapters.errors import Outcome, translate
 from adapters.read_only import READ_ONLY_REASON
 from core.events import Event, Severity
-from core.ids import position_actor_name
+from core.ids import new_position_id, position_actor_name
 from core.messages import FeedStatus, IntakeChanged, IOCompleted, Message, StartChild
 from core.signal_protocol import AcceptedSignal, RecentIds, decode, processing_times, wave_of
 from supervision.actor import ActorContext, ManagedActor, handles
@@ -381,7 +380,7 @@ class SignalIntake(ManagedActor):
         quote = pos_cfg.quote_amount
         if self.scfg.size_percent_of_free and self._balance is not None:
             quote = (self._balance * self.scfg.size_percent_of_free / 100).quantize(Decimal("0.01"))
-        pid = uuid.uuid4().hex[:10]
+        pid = new_position_id()
         req = OpenRequest(position_id=pid, exchange=sig.exchange if sig.exchange != "paper" else self.venue.name, symbol=sig.symbol, side=sig.side, quote_amount=quote, leverage=pos_cfg.leverage_for(sig.symbol), correlation_id=sig.id, requested_by=self.actor_ref)
         event = Event(type="intake.signal_selected", ts_ms=self.ctx.clock.now_ms(), actor=self.name, correlation_id=sig.id, symbol=sig.symbol, position_id=pid,
                       data={"signal_id": sig.id, "wave_ts_ms": wave, "symbol": sig.symbol, "side": sig.side, "position_id": pid, "quote_amount": quote})

@@ -21,15 +21,16 @@ from typing import Any, Protocol
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` makes it a no-op."""
 
-    __slots__ = ("_seq", "callback", "cancelled", "due_ms", "fired", "interval_ms")
+    __slots__ = ("_seq", "callback", "cancelled", "due_ms", "fired", "interval_ms", "owner")
 
-    def __init__(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None], seq: int):
+    def __init__(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None], seq: int, owner: str = ""):
         self.due_ms = due_ms
         self.interval_ms = interval_ms
         self.callback = callback
         self.cancelled = False
         self.fired = False  # a one-shot that has run
         self._seq = seq
+        self.owner = owner
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -40,17 +41,21 @@ class TimerHandle:
         return not self.cancelled and (self.interval_ms is not None or not self.fired)
 
     def __lt__(self, other: TimerHandle) -> bool:
-        return (self.due_ms, self._seq) < (other.due_ms, other._seq)
+        # Timers due at the same instant: by owner first, then in the order they were set. Two
+        # actors that set timers at once get sequence numbers in whatever order their threads ran;
+        # their owners' names do not depend on that, so a virtual run fires them in the same order.
+        return (self.due_ms, self.owner, self._seq) < (other.due_ms, other.owner, other._seq)
 
 
 class Clock(Protocol):
     def now_ms(self) -> int:
         """Wall-clock time in epoch milliseconds."""
 
-    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
-        """Run ``callback`` once after ``delay_ms``; it must not block (tell, don't work)."""
+    def call_later(self, delay_ms: int, callback: Callable[[], None], owner: str = "") -> TimerHandle:
+        """Run ``callback`` once after ``delay_ms``; it must not block (tell, don't work).
+        ``owner`` (an actor's name) orders timers due at the same instant."""
 
-    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None) -> TimerHandle:
+    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None, owner: str = "") -> TimerHandle:
         """Run ``callback`` every ``interval_ms`` until cancelled."""
 
     def close(self) -> None:
@@ -64,8 +69,8 @@ class _TimerHeap:
         self._heap: list[TimerHandle] = []
         self._seq = itertools.count()
 
-    def push(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None]) -> TimerHandle:
-        handle = TimerHandle(due_ms, interval_ms, callback, next(self._seq))
+    def push(self, due_ms: int, interval_ms: int | None, callback: Callable[[], None], owner: str = "") -> TimerHandle:
+        handle = TimerHandle(due_ms, interval_ms, callback, next(self._seq), owner)
         heapq.heappush(self._heap, handle)
         return handle
 
@@ -131,18 +136,18 @@ class RealClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+    def call_later(self, delay_ms: int, callback: Callable[[], None], owner: str = "") -> TimerHandle:
         with self._cond:
-            handle = self._timers.push(_due_ms(delay_ms), None, callback)
+            handle = self._timers.push(_due_ms(delay_ms), None, callback, owner)
             self._cond.notify()
         return handle
 
-    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None) -> TimerHandle:
+    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None, owner: str = "") -> TimerHandle:
         if interval_ms <= 0:
             raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
         first = interval_ms if first_delay_ms is None else max(0, int(first_delay_ms))
         with self._cond:
-            handle = self._timers.push(_due_ms(first), int(interval_ms), callback)
+            handle = self._timers.push(_due_ms(first), int(interval_ms), callback, owner)
             self._cond.notify()
         return handle
 
@@ -183,16 +188,16 @@ class VirtualClock:
     def now_ms(self) -> int:
         return self._now_ms
 
-    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+    def call_later(self, delay_ms: int, callback: Callable[[], None], owner: str = "") -> TimerHandle:
         with self._lock:
-            return self._timers.push(self._now_ms + max(0, int(delay_ms)), None, callback)
+            return self._timers.push(self._now_ms + max(0, int(delay_ms)), None, callback, owner)
 
-    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None) -> TimerHandle:
+    def call_every(self, interval_ms: int, callback: Callable[[], None], first_delay_ms: int | None = None, owner: str = "") -> TimerHandle:
         if interval_ms <= 0:
             raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
         first = interval_ms if first_delay_ms is None else max(0, int(first_delay_ms))
         with self._lock:
-            return self._timers.push(self._now_ms + first, int(interval_ms), callback)
+            return self._timers.push(self._now_ms + first, int(interval_ms), callback, owner)
 
     def advance(self, delta_ms: int) -> int:
         """Move time forward by ``delta_ms``, firing due timers; returns how many fired."""

@@ -9,8 +9,11 @@ nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import random
 import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -125,5 +128,28 @@ class PositionName(NamedTuple):
         return cls(symbol, pid) if sep and symbol and pid else None
 
 
-def new_position_id() -> str:
+def _random_position_id() -> str:
     return uuid.uuid4().hex[:10]
+
+
+#: Where position ids come from: random, except in a replay (:func:`seeded_position_ids`).
+_position_id_source: Callable[[], str] = _random_position_id
+
+
+def new_position_id() -> str:
+    """A new position's id: 10 hex digits."""
+    return _position_id_source()
+
+
+@contextlib.contextmanager
+def seeded_position_ids(seed: int) -> Iterator[None]:
+    """Position ids from a seeded generator while inside (a replay: the same inputs name the same
+    positions, so actor names, and everything ordered by them, repeat run after run)."""
+    global _position_id_source
+    rng = random.Random(seed)
+    previous = _position_id_source
+    _position_id_source = lambda: f"{rng.getrandbits(40):010x}"  # noqa: E731
+    try:
+        yield
+    finally:
+        _position_id_source = previous

@@ -265,7 +265,7 @@ class ManagedActor(pykka.ThreadingActor):
     # ------------------------------------------------------------ timers
     def after(self, delay_ms: int, message: Any) -> TimerHandle:
         """Tell ourselves ``message`` after ``delay_ms`` (on the injected clock)."""
-        handle = self.ctx.clock.call_later(delay_ms, self._teller(message))
+        handle = self.ctx.clock.call_later(delay_ms, self._teller(message), owner=self.name)
         self._timers.append(handle)
         if len(self._timers) > 64:
             self._timers = [h for h in self._timers if h.pending]
@@ -281,7 +281,7 @@ class ManagedActor(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 handle.cancel()
 
-        handle = clock.call_every(interval_ms, fire, first_delay_ms)
+        handle = clock.call_every(interval_ms, fire, first_delay_ms, owner=self.name)
         self._timers.append(handle)
         return handle
 

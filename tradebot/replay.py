@@ -199,6 +199,7 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
     from adapters.venue import Venue
     from core.clock import VirtualClock
     from core.config import parse_config
+    from core.ids import seeded_position_ids
     from core.messages import Shutdown
     from supervision.actor import ActorContext
     from supervision.directory import Directory
@@ -217,7 +218,7 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
     tracker.stores.append(store)
     sup = None
     try:
-        with instrumented(tracker):
+        with instrumented(tracker), seeded_position_ids(cfg.paper.seed or 0):
             p = cfg.paper
             mpath = markets_path(cfg)
             markets = Markets.from_file(mpath)
