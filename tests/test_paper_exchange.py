@@ -62,6 +62,18 @@ def test_unknown_symbol_is_bad_symbol():
         run(ex.fetch_ticker("FOO/USDT:USDT"))
 
 
+def test_the_request_log_can_be_read_while_calls_append_to_it():
+    # the bot's calls append on the I/O loop while a test reads on its own thread; a reader
+    # slower than the bot once failed with "deque mutated during iteration"
+    ex, _ = make()
+    run(ex.fetch_ticker(BTC))
+    seen = []
+    for r in ex.requests:
+        run(ex.fetch_ticker(BTC))  # a call lands mid-iteration
+        seen.append(r["method"])
+    assert seen == ["fetch_ticker"] and len(ex.requests) == 2
+
+
 # --------------------------------------------------------------- orders
 def test_market_order_returns_a_ccxt_order_dict():
     ex, clock = make()

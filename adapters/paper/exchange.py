@@ -48,6 +48,15 @@ def _wake(fut: asyncio.Future) -> None:
         fut.set_result(None)
 
 
+class RequestLog(collections.deque[dict[str, Any]]):
+    """The exchange's record of every call. Calls append from the I/O loop while tests and
+    benchmarks read from their own thread, so iterating yields a snapshot taken in one C call
+    (no "deque mutated during iteration" for a reader slower than the bot)."""
+
+    def __iter__(self):
+        return iter(list(collections.deque.__iter__(self)))
+
+
 class PaperExchange:
     """``PaperExchange(engine, clock, *, flavour=None, faults=None, price_replay=None,
     tick_interval_ms=1000, max_requests_per_s=None, request_log_size=1000, markets_path=None)``.
@@ -83,7 +92,7 @@ class PaperExchange:
         self.tick_interval_ms = int(tick_interval_ms)
         self.max_requests_per_s = max_requests_per_s
         self.lock = threading.Lock()
-        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=request_log_size)
+        self.requests = RequestLog(maxlen=request_log_size)
         self.has = {"createOrder": True, "cancelOrder": True, "fetchOrder": True, "fetchOpenOrder": True, "fetchClosedOrder": True, "fetchOpenOrders": True, "fetchPositions": True, "fetchBalance": True, "fetchTicker": True, "fetchMarkPrice": True, "fetchMyTrades": True, "setLeverage": True, "watchOrders": True, "watchPositions": True}
         self.markets_path = Path(markets_path) if markets_path else MARKETS_DIR / MARKET_FILES[self.flavour]
         self.markets: dict[str, dict[str, Any]] | None = None
