@@ -70,8 +70,49 @@ def test_positions_shows_the_trader_figures_and_close_takes_a_position_id(bot: B
     assert "no open position for FFFFFFFFFF" in unknown.stderr and "a1b2c3d4e5 (BTCUSDT)" in unknown.stderr
     closing = ctl(bot, "close", "a1b2c3d4e5")
     assert closing.returncode == 0, closing.stderr
-    assert "position:BTCUSDT:a1b2c3d4e5" in closing.stdout
-    eventually(lambda: bot.events("a1b2c3d4e5", "position.closed"), what="closed by id")
+    # it waited for the committed exit and prints its fill: quantity at the exit price, the realised PnL
+    closed = bot.events("a1b2c3d4e5", "position.closed")
+    assert len(closed) == 1
+    exit_price, pnl = Decimal(closed[0].data["exit_price"]), Decimal(closed[0].data["pnl"])
+    assert exit_price == 40100 and pnl == Decimal("2.5")  # (40100 - 40000) x 0.025, no slippage
+    assert closing.stdout.strip().startswith("closed BTCUSDT a1b2c3d4e5: 0.025 at 40100.0, realised PnL 2.50 USDT"), closing.stdout
+    assert "(user command)" in closing.stdout
     assert json.loads(ctl(bot, "positions", "--json").stdout)["result"] == []
     assert num.plain(["x"]) == "x"  # the printer joins lists: no Python reprs in the closing line
     assert "[" not in closing.stdout and "'" not in closing.stdout
+
+
+def test_close_waits_for_the_exit_and_json_has_the_exact_figures(bot: Bot):
+    bot.open("b1b2c3d4e5")
+    protected(bot, "b1b2c3d4e5")
+    bot.exchange.set_mark(BTC, Decimal("39950.5"))
+    eventually(lambda: next((r for r in bot.ctl("positions") if r.get("mark") and Decimal(r["mark"]) == Decimal("39950.5")), None), what="mark seen")
+    out = ctl(bot, "close", "BTCUSDT", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    reply = json.loads(out.stdout)
+    assert reply["ok"] is True and reply["error"] is None and reply["result"]["still_closing"] == []
+    assert reply["result"]["closing"] == ["position:BTCUSDT:b1b2c3d4e5"]
+    (row,) = reply["result"]["closed"]
+    (event,) = bot.events("b1b2c3d4e5", "position.closed")
+    assert row["event_id"] == event.id and row["event"] == "position.closed" and row["reason"] == "user command"
+    assert row["exit_price"] == event.data["exit_price"] and row["pnl"] == event.data["pnl"]  # the stored strings, exactly
+    assert Decimal(row["quantity"]) == Decimal("0.025") and Decimal(row["pnl"]) == (Decimal("39950.5") - 40000) * Decimal("0.025")
+    assert "fee" in row  # None until the events carry a fee
+
+
+def test_close_that_does_not_finish_in_time_says_so_and_exits_5(bot: Bot):
+    bot.open("c1b2c3d4e5")
+    protected(bot, "c1b2c3d4e5")
+    # every market order (the close) fails as unreachable: the owner keeps retrying, no exit is recorded
+    bot.exchange.fail_next("create_order", "exchange_unavailable", count=100_000)
+    slow = ctl(bot, "close", "c1b2c3d4e5", "--wait", "1.5")
+    assert slow.returncode == 5, slow.stdout + slow.stderr
+    assert "still closing after 1.5 s: c1b2c3d4e5 (BTCUSDT)" in slow.stderr
+    assert not bot.events("c1b2c3d4e5", "position.closed")
+    as_json = json.loads(ctl(bot, "close", "c1b2c3d4e5", "--wait", "0.5", "--json").stdout)
+    assert as_json["ok"] is False and as_json["result"]["still_closing"] == ["c1b2c3d4e5"] and "still closing" in as_json["error"]
+    quick = ctl(bot, "close", "c1b2c3d4e5", "--no-wait")  # today's behaviour: the bot took it, nothing more
+    assert quick.returncode == 0 and "position:BTCUSDT:c1b2c3d4e5" in quick.stdout
+    bot.exchange.faults._script["create_order"].clear()
+    closed = eventually(lambda: bot.events("c1b2c3d4e5", "position.closed"), what="closed once the venue takes orders", timeout=30)
+    assert closed

@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 1 the bot answered with an error / nothing found;
 2 usage or config error; 3 no bot running (ctl) or unclean shutdown (run);
-4 ``ctl status``: the bot answered and is unhealthy.
+4 ``ctl status``: the bot answered and is unhealthy; 5 ``ctl close``: still closing when --wait ran out.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     ctl.add_argument("--dry-run", action="store_true", help="zombies: only report, cancel nothing")
     ctl.add_argument("--timeout", type=_positive_float, default=15.0, metavar="SECONDS")
+    ctl.add_argument("--wait", type=_positive_float, default=30.0, metavar="SECS",
+                     help="close / close-all: wait this long for the exit to be recorded, then print its fill and PnL (default 30)")
+    ctl.add_argument("--no-wait", action="store_true", help="close / close-all: return once the bot accepted the close")
     _config_arg(ctl)
     ctl.set_defaults(func=_cmd_ctl)
 
@@ -248,6 +252,8 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
         if "?dry_run" not in spec:
             return fail("--dry-run applies to zombies only", 2)
         cmd_args["dry_run"] = True
+    waiting = args.command in ("close", "close-all") and not args.no_wait
+    asked_ms = time.time_ns() // 1_000_000
     try:
         reply = send_command(config.control_socket, args.command, cmd_args, timeout_s=args.timeout,
                              ttl_ms=config.control.command_ttl_secs * 1000)
@@ -255,6 +261,8 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
         return fail(str(exc), 3)
     except (TimeoutError, ConnectionError, PermissionError) as exc:
         return fail(str(exc), 1)
+    if waiting and reply.ok and isinstance(reply.result, dict):
+        return _close_and_wait(args, config, reply, asked_ms)
     if args.json:
         print(json.dumps({"ok": reply.ok, "result": reply.result, "error": reply.error, "id": reply.id}, indent=2, default=str))
     elif reply.ok:
@@ -264,6 +272,30 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     if reply.ok and args.command == "status" and isinstance(reply.result, dict) and not reply.result.get("healthy", True):
         return cli_ops.EXIT_UNHEALTHY
     return 0 if reply.ok else 1
+
+
+def _close_and_wait(args: argparse.Namespace, config: Config, reply: Any, asked_ms: int) -> int:
+    """The bot took the close: wait (bounded) for each exit to be committed, then print fill and PnL."""
+    from tradebot import ctl_close
+    from tradebot.reports import market_increments
+
+    closing = list(reply.result.get("closing") or [])
+    ids = ctl_close.position_ids(closing)
+    closed, pending, failure = ctl_close.wait_for_exits(config.store_path, ids, args.wait, since_ms=asked_ms)
+    result = {"closing": closing, "closed": closed, "still_closing": pending}
+    error = None
+    if pending:
+        error = f"still closing after {num.exact(args.wait)} s: {', '.join(f'{p} ({ids[p]})' for p in pending)}; the bot keeps at it (`tradebot ctl positions`, `tradebot trace ID`)" + (f"; {failure}" if failure else "")
+    if args.json:
+        print(json.dumps({"ok": not pending, "result": result, "error": error, "id": reply.id}, indent=2, default=str))
+    else:
+        if closed:
+            print(ctl_close.render_exits(closed, market_increments(config)))
+        elif not closing:
+            print("no open positions")
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+    return ctl_close.EXIT_STILL_CLOSING if pending else 0
 
 
 def _render(command: str, result: Any) -> str:
