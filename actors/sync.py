@@ -67,11 +67,12 @@ import pykka
 from actors.account_view import LIVE, AccountView, Snapshot
 from actors.messages import EnsureProtected, ExchangeView, OpenRequest
 from actors.position_state import P, PositionState, from_projection
+from adapters.errors import VenueError
 from adapters.streams import StreamPump
 from adapters.venue import OrderReport, OrderStatus, PositionReport, Venue
 from core.events import Severity
 from core.ids import POSITION_PREFIX, PositionName, new_position_id, owner_of, position_actor_name
-from core.messages import HealthChanged, IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
+from core.messages import BalanceSeen, HealthChanged, IOCompleted, Message, ReconcileFinished, ReconcileNow, StartChild, Tick
 from supervision.actor import ActorContext, ManagedActor, handles
 
 
@@ -459,17 +460,29 @@ class SyncActor(ManagedActor):
             self.view.read_started()
             self.io_call("read", self._read(with_closed=self.view.read_ms is None))
 
-    async def _read(self, with_closed: bool) -> tuple[Snapshot, set[str]]:
+    async def _read(self, with_closed: bool) -> tuple[Snapshot, set[str], BalanceSeen]:
         """The exchange, then the projection; the first read also names the symbols of
         positions closed lately (before a restart), whose leftovers are ours to clean."""
         positions = await self.venue.positions()
         orders = await self.venue.open_orders()
+        balance = await self._read_balance()
         rows = [p for p in await self.ctx.store.positions(open_only=not with_closed, consistent=False) if p.get("exchange") == self.venue.name]
         since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
         recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
         owned = tuple(from_projection(p) for p in rows if p.get("is_open", True))
         now = self.ctx.clock.now_ms()
-        return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent
+        return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent, balance
+
+    async def _read_balance(self) -> BalanceSeen:
+        """The account balance, read with each full read (one READ-class call) for ``ctl status``;
+        a failed balance read does not fail the reconcile."""
+        try:
+            balance, error = await self.venue.balance(), None
+        except VenueError as exc:
+            balance, error = None, str(exc)
+        except Exception as exc:  # never let the balance cost a reconcile (the protection matters more)
+            balance, error = None, f"{type(exc).__name__}: {exc}"
+        return BalanceSeen(venue=self.venue.name, ts_ms=self.ctx.clock.now_ms(), balance=balance, error=error)
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
@@ -490,7 +503,9 @@ class SyncActor(ManagedActor):
                 self.view.read_failed()
                 self._read_touched = None
                 return self._finish(False, {"error": msg.error})
-            snap, recent = msg.result
+            snap, recent, balance = msg.result
+            if self.ctx.supervisor is not None:
+                self.ctx.supervisor.tell(balance)  # ctl status shows it
             self.traded |= recent
             self._owed_by_read(snap)
             self.view.apply_read(snap)

@@ -84,6 +84,16 @@ class FillReport(msgspec.Struct, frozen=True, kw_only=True):
     ts_ms: int | None = None
 
 
+class BalanceReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One asset of the account's balance as the venue reports it (None where it does not say)."""
+
+    asset: str
+    free: Decimal | None = None
+    used: Decimal | None = None
+    total: Decimal | None = None
+    venue_ts_ms: int | None = None  # the venue's own time of the figures, where it gives one
+
+
 class PositionReport(msgspec.Struct, frozen=True, kw_only=True):
     symbol: str
     side: str  # long / short
@@ -446,6 +456,13 @@ class Venue(StreamingVenue, PositionStopVenue):
         method = self.style.mark_prices_method
         has = getattr(self.exchange, "has", None) or {}
         return bool(method) and wanted >= self.style.mark_batch_min_symbols and has.get(has_key(method)) is True and callable(getattr(self.exchange, method, None))
+
+    async def balance(self, asset: str = "USDT") -> BalanceReport:
+        """The account's balance in ``asset`` (ccxt ``fetch_balance``, a READ-class call): free, used (margin), total."""
+        bal = await self.executor.run("fetch_balance", lambda: self.exchange.fetch_balance(), idempotent=True, record=False)
+        acct = bal.get(asset) or {}
+        ts = bal.get("timestamp")
+        return BalanceReport(asset=asset, free=_d(acct.get("free")), used=_d(acct.get("used")), total=_d(acct.get("total")), venue_ts_ms=int(ts) if isinstance(ts, int | float) else None)
 
     async def free_balance(self, asset: str = "USDT") -> Decimal:
         bal = await self.executor.run("fetch_balance", lambda: self.exchange.fetch_balance(), idempotent=True, record=False)

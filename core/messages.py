@@ -111,6 +111,18 @@ class HealthChanged(Message, frozen=True, kw_only=True):
     problem: str | None = None
 
 
+class BalanceSeen(Message, frozen=True, kw_only=True):
+    """From the sync actor after each full read: the account balance it read with it (``ctl status``).
+
+    ``balance`` is the venue's report (free / used / total as Decimals), None when the read failed
+    (``error`` says why); ``ts_ms`` is when it was read."""
+
+    venue: str
+    ts_ms: int
+    balance: Any = None
+    error: str | None = None
+
+
 class ConfigChanged(Message, frozen=True, kw_only=True):
     """Broadcast after a reload: the new config and the keys applied live."""
 

@@ -23,7 +23,7 @@ from adapters.venue_health import HealthReport, VenueHealthChanged
 from core import logs
 from core.config import LIVE_SAFE_KEYS, ConfigError, config_diff, load_config, merge_live
 from core.events import Severity
-from core.messages import ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Message, ReconcileNow, Shutdown, StatusAnswered, StatusQuery
+from core.messages import BalanceSeen, ClosePosition, CommandReplied, ConfigChanged, ExecuteCommand, IntakeChanged, IOCompleted, Message, ReconcileNow, Shutdown, StatusAnswered, StatusQuery
 from supervision.actor import handles
 
 if TYPE_CHECKING:
@@ -106,7 +106,18 @@ class CommandsMixin(_Base):
         self.venue_health: dict[str, HealthReport] = {}
         #: The latest reconcile and wave (``LastSeen``): kind -> (ts_ms, ok).
         self.last_seen: dict[str, tuple[int, bool]] = {}
+        #: The account balance per venue, as the sync actor last read it (``BalanceSeen``).
+        self.balances: dict[str, BalanceSeen] = {}
         super().__init__(**kwargs)
+
+    @handles(BalanceSeen)
+    def _on_balance_seen(self, msg: BalanceSeen) -> None:
+        last = self.balances.get(msg.venue)
+        if last is not None and msg.ts_ms < last.ts_ms:
+            return
+        if msg.balance is None and last is not None and last.balance is not None:
+            msg = BalanceSeen(venue=msg.venue, ts_ms=last.ts_ms, balance=last.balance, error=msg.error)  # keep the last figures, say the read failed
+        self.balances[msg.venue] = msg
 
     @handles(LastSeen)
     def _on_last_seen(self, msg: LastSeen) -> None:
@@ -188,6 +199,7 @@ class CommandsMixin(_Base):
             "last_reconcile": _seen(self.last_seen.get("reconcile"), now),
             "last_wave": _seen(self.last_seen.get("wave"), now),
             "last_verified": _seen(self.last_seen.get("verified"), now),
+            "balance": {v: _balance(b, now) for v, b in sorted(self.balances.items())} or None,
             "shutting_down": self.shutting_down,
         }
 
@@ -388,6 +400,21 @@ def _seen(seen: tuple[int, bool] | None, now_ms: int) -> dict[str, Any] | None:
     if seen is None:
         return None
     return {"at": _iso(seen[0]), "ts_ms": seen[0], "ago_s": max(0, now_ms - seen[0]) // 1000, "ok": seen[1]}
+
+
+def _balance(b: BalanceSeen, now_ms: int) -> dict[str, Any]:
+    """``ctl status``'s balance of one venue: exact Decimal strings, when it was read (None: unknown)."""
+    r = b.balance
+    return {
+        "asset": getattr(r, "asset", None),
+        "free": _s(getattr(r, "free", None)),
+        "used": _s(getattr(r, "used", None)),
+        "total": _s(getattr(r, "total", None)),
+        "at": _iso(b.ts_ms) if r is not None else None,
+        "ts_ms": b.ts_ms if r is not None else None,
+        "ago_s": max(0, now_ms - b.ts_ms) // 1000 if r is not None else None,
+        "last_error": b.error,
+    }
 
 
 def _mode(config: Any) -> str:

@@ -116,3 +116,28 @@ def test_close_that_does_not_finish_in_time_says_so_and_exits_5(bot: Bot):
     bot.exchange.faults._script["create_order"].clear()
     closed = eventually(lambda: bot.events("c1b2c3d4e5", "position.closed"), what="closed once the venue takes orders", timeout=30)
     assert closed
+
+
+def test_status_shows_the_account_balance_read_from_the_venue(bot: Bot):
+    from tradebot.cli import _balance_lines
+
+    assert _balance_lines({"balance": None}) == ["balance:    unknown (not read yet: the first full reconcile reads it)"]
+    bot.open("d1b2c3d4e5")
+    protected(bot, "d1b2c3d4e5")
+
+    def engine_balance() -> dict[str, Decimal]:
+        return bot.exchange.with_engine(lambda engine, _now: engine.balance())
+
+    def read_with_margin() -> dict | None:
+        b = (json.loads(ctl(bot, "status", "--json").stdout)["result"].get("balance") or {}).get("paper")
+        return b if b and b["used"] is not None and Decimal(b["used"]) > 0 else None
+
+    b = eventually(read_with_margin, what="a balance read showing the position's margin")
+    venue = engine_balance()
+    assert b["asset"] == "USDT" and b["last_error"] is None
+    assert Decimal(b["used"]) == venue["used"] and Decimal(b["free"]) == venue["free"]  # the venue's figures (the mark has not moved)
+    assert Decimal(b["total"]) == venue["wallet"] + venue["unrealized"]
+    assert b["at"].endswith("Z") and b["ts_ms"] > 0
+    human = ctl(bot, "status").stdout
+    line = next(line for line in human.splitlines() if line.startswith("balance:"))
+    assert f"{num.money(b['total'], 'USDT')} total, {num.money(b['free'], 'USDT')} free, {num.money(b['used'], 'USDT')} in use (read " in line, line

@@ -309,6 +309,7 @@ def _render(command: str, result: Any) -> str:
             f"positions:  {result['positions']}",
             *([f"venue:      {result['venue']} ({result.get('mode')})"] if result.get("venue") else []),
             *([f"reconcile:  {_seen_line(result.get('last_reconcile'))}", f"last wave:  {_seen_line(result.get('last_wave'))}"] if "last_reconcile" in result else []),
+            *_balance_lines(result),
             f"store:      {'ok' if result['store']['ok'] else 'FAILING'}, {result['store']['committed']} events written, backlog {result['store']['backlog']}",
             f"signals:    {result.get('signal_feed', {}).get('state', 'none')}",
         ]
@@ -345,6 +346,28 @@ def _render(command: str, result: Any) -> str:
 _PRICE_COLS = frozenset({"entry_price", "stop_price", "aged_price", "exit_price", "mark"})
 _QTY_COLS = frozenset({"quantity", "exit_qty"})
 _PERCENT_COLS = frozenset({"loss_percent", "distance_percent"})
+
+
+def _balance_lines(result: dict[str, Any]) -> list[str]:
+    """``balance:`` per venue: total, free and used (margin) as money, and when it was read; unknown until read."""
+    if "balance" not in result:
+        return []  # an older bot
+    balances = result.get("balance") or {}
+    if not balances:
+        return ["balance:    unknown (not read yet: the first full reconcile reads it)"]
+    lines = []
+    for venue, b in balances.items():
+        label = f"balance:    {venue}: " if len(balances) > 1 else "balance:    "
+        if b.get("ts_ms") is None:
+            lines.append(f"{label}unknown (the read failed: {b.get('last_error')})")
+            continue
+        ccy = b.get("asset")
+        text = f"{num.money(b.get('total'), ccy) or '?'} total, {num.money(b.get('free'), ccy) or '?'} free, {num.money(b.get('used'), ccy) or '?'} in use"
+        text += f" (read {num.when(b['ts_ms'])}, {num.duration(int(b['ago_s']) * 1000)} ago)"
+        if b.get("last_error"):
+            text += f"; the last read failed: {b['last_error']}"
+        lines.append(label + text)
+    return lines
 
 
 def _seen_line(seen: dict[str, Any] | None) -> str:
