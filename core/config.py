@@ -499,6 +499,9 @@ class HttpConfig(_Section, frozen=True):
     #: 0: any free port (written to <data_dir>/http.port).
     port: Annotated[int, _n(ge=0, le=65535)] = 8787
     token_env: str = "TRADEBOT_HTTP_TOKEN"
+    #: Dashboard actions (close one, close all, pause / resume intake) as POSTs through the control
+    #: mailbox, recorded as `tradebot ctl` would; false: read-only, the endpoints answer 403.
+    actions: bool = False
 
 
 class DemoConfig(_Section, frozen=True):

@@ -74,3 +74,37 @@ def send_raw(socket_path: Path, payload: bytes, *, timeout_s: float = 15.0) -> C
         return decode_reply(data)
     except msgspec.DecodeError as exc:
         raise ConnectionError(f"unreadable reply from the bot: {exc}") from None
+
+
+async def send_command_async(socket_path: Path, command: str, args: dict[str, Any] | None = None, *, ttl_ms: int = 10_000, timeout_s: float = 15.0) -> ControlReply:
+    """:func:`send_command` for a caller on an event loop (the dashboard's actions): the same request, token
+    and socket as ``tradebot ctl``, so the bot applies the same checks and records."""
+    import asyncio
+
+    socket_path = Path(socket_path)
+    token_path = socket_path.with_suffix(".token")
+    try:
+        token = token_path.read_text().strip()
+    except FileNotFoundError:
+        raise BotNotRunning(f"no control mailbox: {token_path} does not exist") from None
+    request = ControlRequest(v=PROTOCOL_VERSION, id=uuid.uuid4().hex[:16], token=token, command=command, args=args or {},
+                             sent_at_ms=time.time_ns() // 1_000_000, ttl_ms=ttl_ms)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(socket_path)), timeout_s)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise BotNotRunning(f"nothing is answering on {socket_path}") from None
+    try:
+        writer.write(encode(request) + b"\n")
+        await writer.drain()
+        writer.write_eof()
+        data = await asyncio.wait_for(reader.read(), timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"no reply within {timeout_s:.0f} s") from None
+    finally:
+        writer.close()
+    if not data:
+        raise ConnectionError("the bot closed the connection without a reply")
+    try:
+        return decode_reply(data)
+    except msgspec.DecodeError as exc:
+        raise ConnectionError(f"unreadable reply from the bot: {exc}") from None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -163,7 +164,7 @@ class Dashboard:
     async def _live_payload(self) -> str:
         status = await self.status()
         rows, alerts = await asyncio.gather(self.open_rows(status), self.alerts())
-        return pages.live_payload(rows, status, alerts[::-1], self.increments)
+        return pages.live_payload(rows, status, alerts[::-1], self.increments, actions=self.runtime.config.http.actions)
 
     def on_committed(self, events: list[Any]) -> None:
         """Store subscriber (on the I/O loop): a position or alert event re-renders the live table."""
@@ -191,7 +192,7 @@ class Dashboard:
     async def positions(self, request: web.Request) -> web.StreamResponse:
         status = await self.status()
         rows, alerts = await asyncio.gather(self.open_rows(status), self.alerts())
-        return web.Response(text=pages.positions_page(rows, status, alerts[::-1], self.increments), content_type=_HTML)
+        return web.Response(text=pages.positions_page(rows, status, alerts[::-1], self.increments, actions=self.runtime.config.http.actions), content_type=_HTML)
 
     async def positions_json(self, request: web.Request) -> web.StreamResponse:
         """The rows ``ctl positions --json`` answers (with the market's tick and step for printing)."""
@@ -258,6 +259,45 @@ class Dashboard:
         return web.Response(text=pages.position_page(row, timeline, series, svg, self.increments, note), content_type=_HTML)
 
 
+    # ----------------------------------------------------------- actions
+    async def action(self, request: web.Request) -> web.StreamResponse:
+        """POST /api/close/{target}, /api/close-all, /api/pause, /api/resume: a control command, sent
+        through the control mailbox like ``tradebot ctl`` (the same checks, the same control.* records).
+
+        Off unless ``http.actions``: 403 and nothing sent. Beyond loopback the server's bearer token
+        guards it (as every request); a request without the ``X-Tradebot-Action`` header is refused,
+        so another site's page cannot make the browser post here (a cross-site form cannot set it)."""
+        from adapters.http_server import is_loopback
+        from tradebot.control_client import BotNotRunning, send_command_async
+
+        cfg = self.runtime.config
+        if not cfg.http.actions:
+            return _refused(403, "dashboard actions are off (http.actions = false): the dashboard is read-only; use `tradebot ctl`, or set http.actions = true and restart")
+        if not is_loopback(cfg.http.host) and not os.environ.get(cfg.http.token_env):
+            return _refused(403, f"dashboard actions beyond loopback need the bearer token ({cfg.http.token_env})")
+        if request.headers.get(ACTION_HEADER) != "1":
+            return _refused(403, f"missing header {ACTION_HEADER}: 1 (the dashboard's buttons send it; cross-site requests cannot)")
+        command = request.match_info.get("command") or "close"
+        args = {"symbol": request.match_info["target"]} if "target" in request.match_info else {}
+        try:
+            reply = await send_command_async(cfg.control_socket, command, args, ttl_ms=cfg.control.command_ttl_secs * 1000, timeout_s=15)
+        except BotNotRunning as exc:
+            return _refused(503, str(exc))
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            return _refused(503, f"the control mailbox did not answer: {exc}")
+        self.hub.poke()
+        body = {"ok": reply.ok, "command": command, "result": reply.result, "error": reply.error, "id": reply.id}
+        return web.json_response(body, status=200 if reply.ok else 409, dumps=_dumps)
+
+
+#: The header every dashboard action must carry (a cross-site form cannot add it; a fetch with it needs CORS we never grant).
+ACTION_HEADER = "X-Tradebot-Action"
+
+
+def _refused(status: int, error: str) -> web.StreamResponse:
+    return web.json_response({"ok": False, "error": error}, status=status)
+
+
 def _day(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d")
 
@@ -276,6 +316,9 @@ def dashboard_routes(server: HttpServer, runtime: Runtime) -> Dashboard:
     server.route("GET", "/events", dash.events)
     server.route("GET", "/history", dash.history)
     server.route("GET", "/position/{pid}", dash.position)
+    server.route("POST", "/api/close/{target}", dash.action)
+    for command in ("close-all", "pause", "resume"):
+        server.route("POST", f"/api/{{command:{command}}}", dash.action)
     sub = dash.store.subscribe("dashboard", dash.on_committed, maxlen=1000)
     io = runtime.io
 

@@ -71,7 +71,30 @@ def _quote_ccy(row: dict[str, Any]) -> str:
     return "USDT" if not symbol.endswith("USDC") else "USDC"
 
 
-def position_cells(r: dict[str, Any], inc: Increments) -> str:
+ACTIONS_JS = """
+(function(){
+  function say(text, ok){ var el = document.getElementById('action-result'); el.textContent = text; el.className = ok ? 'ok banner' : 'bad banner'; }
+  document.addEventListener('click', function(ev){
+    var b = ev.target.closest('button[data-action]');
+    if (!b) return;
+    var what = b.getAttribute('data-confirm');
+    if (what && !window.confirm(what)) return;
+    b.disabled = true;
+    fetch(b.getAttribute('data-action'), {method: 'POST', headers: {'X-Tradebot-Action': '1'}, credentials: 'same-origin'})
+      .then(function(r){ return r.json().then(function(d){ return [r.ok, d]; }); })
+      .then(function(x){
+        var d = x[1];
+        say(x[0] ? (d.command + ': ' + JSON.stringify(d.result)) : ('refused: ' + d.error), x[0]);
+        document.body.setAttribute('data-last-action', JSON.stringify(d));
+      })
+      .catch(function(e){ say('failed: ' + e, false); })
+      .finally(function(){ b.disabled = false; });
+  });
+})();
+"""
+
+
+def position_cells(r: dict[str, Any], inc: Increments, *, actions: bool = False) -> str:
     tick, step = inc(r.get("symbol"))
     ccy = _quote_ccy(r)
     pid = str(r.get("position_id"))
@@ -101,6 +124,9 @@ def position_cells(r: dict[str, Any], inc: Increments) -> str:
         ("verified", escape(num.when(r["last_verified_ms"])) if r.get("last_verified_ms") is not None else "-", ""),
         ("state", escape(str(r.get("state"))), "t"),
     ]
+    if actions:
+        what = f"Close {r.get('symbol')} {pid} at market?"
+        cells.append(("action", f'<button type="button" data-action="/api/close/{escape(quote(pid, safe=""))}" data-confirm="{escape(what)}">Close</button>', "t"))
     tds = "".join(f'<td data-field="{f}" class="{c}">{v}</td>' for f, v, c in cells)
     return f'<tr data-position-id="{escape(pid)}" data-stop="{escape(str(r.get("stop_price")))}">{tds}</tr>'
 
@@ -108,10 +134,23 @@ def position_cells(r: dict[str, Any], inc: Increments) -> str:
 POSITION_HEAD = ["symbol", "side", "qty", "entry", "mark", "stop", "stop kind", "to stop", "unrealised", "unrealised %", "trailing", "take-profits", "age", "verified", "state"]
 
 
-def position_rows(rows: list[dict[str, Any]], inc: Increments) -> str:
+def position_rows(rows: list[dict[str, Any]], inc: Increments, *, actions: bool = False) -> str:
     if not rows:
-        return f'<tr class="empty"><td class="t muted" colspan="{len(POSITION_HEAD)}">no open positions</td></tr>'
-    return "".join(position_cells(r, inc) for r in rows)
+        return f'<tr class="empty"><td class="t muted" colspan="{len(POSITION_HEAD) + int(actions)}">no open positions</td></tr>'
+    return "".join(position_cells(r, inc, actions=actions) for r in rows)
+
+
+def action_bar(actions: bool) -> str:
+    """Close all / pause / resume (only with ``http.actions``), and where their answers appear."""
+    if not actions:
+        return ""
+    buttons = (
+        '<button type="button" data-action="/api/close-all" data-confirm="Close EVERY open position at market?">Close all</button> '
+        '<button type="button" data-action="/api/pause" data-confirm="Pause intake (no new positions)?">Pause intake</button> '
+        '<button type="button" data-action="/api/resume">Resume intake</button>'
+    )
+    return f'<p id="actions">{buttons}</p><div id="action-result" class="muted"></div>'
+
 
 
 def alerts_list(alerts: list[Any]) -> str:
@@ -125,20 +164,21 @@ def alerts_list(alerts: list[Any]) -> str:
     return "".join(out)
 
 
-def positions_page(rows: list[dict[str, Any]], status: dict[str, Any], alerts: list[Any], inc: Increments) -> str:
-    head = "".join(f'<th class="{"t" if h in ("symbol", "side", "stop kind", "trailing", "take-profits", "state") else ""}">{escape(h)}</th>' for h in POSITION_HEAD)
+def positions_page(rows: list[dict[str, Any]], status: dict[str, Any], alerts: list[Any], inc: Increments, *, actions: bool = False) -> str:
+    heads = POSITION_HEAD + (["action"] if actions else [])
+    head = "".join(f'<th class="{"t" if h in ("symbol", "side", "stop kind", "trailing", "take-profits", "state", "action") else ""}">{escape(h)}</th>' for h in heads)
     body = (
-        f"{banner(status)}<h1>Open positions</h1>"
-        f'<table id="positions"><thead><tr>{head}</tr></thead><tbody id="positions-body">{position_rows(rows, inc)}</tbody></table>'
+        f"{banner(status)}<h1>Open positions</h1>{action_bar(actions)}"
+        f'<table id="positions"><thead><tr>{head}</tr></thead><tbody id="positions-body">{position_rows(rows, inc, actions=actions)}</tbody></table>'
         '<p class="muted">distance to stop: from the mark, as a share of it; unrealised: at the mark, before fees; verified: the last reconcile that found '
         'the exchange agreeing with every position. Live: updates arrive as the bot records them.</p>'
         f'<h2>Recent alerts</h2><ul id="alerts">{alerts_list(alerts)}</ul>'
     )
-    return page("Positions", body, LIVE_JS)
+    return page("Positions", body, LIVE_JS + (ACTIONS_JS if actions else ""))
 
 
-def live_payload(rows: list[dict[str, Any]], status: dict[str, Any], alerts: list[Any], inc: Increments) -> str:
-    return json.dumps({"rows": position_rows(rows, inc), "banner": banner(status), "alerts": alerts_list(alerts)})
+def live_payload(rows: list[dict[str, Any]], status: dict[str, Any], alerts: list[Any], inc: Increments, *, actions: bool = False) -> str:
+    return json.dumps({"rows": position_rows(rows, inc, actions=actions), "banner": banner(status), "alerts": alerts_list(alerts)})
 
 
 # ------------------------------------------------------------------ history
