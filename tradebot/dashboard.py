@@ -1,6 +1,6 @@
 """The web dashboard on the bot's HTTP server: positions (live), history, one position's chart and timeline.
 
-Read-only pages, served where ``/health`` is (``http.host``, loopback by
+Read-only pages (actions only with ``http.actions``: :meth:`Dashboard.action`), served where ``/health`` is (``http.host``, loopback by
 default; beyond it the server's bearer token guards every page). Sources, the
 same as the CLI's:
 
