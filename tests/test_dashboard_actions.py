@@ -125,3 +125,26 @@ def test_beyond_loopback_actions_need_the_bearer_token(exposed_bot: Bot):
     status, body = post(url + "/api/close/t1", headers={**HEADER, "Authorization": "Bearer s3cret-token"})
     assert status == 200 and body["ok"] is True, body
     eventually(lambda: bot.events("t1", "position.closed"), what="closed with the token")
+
+
+def test_the_close_button_in_a_real_browser_closes_the_position(acting_bot: Bot):
+    from tests.browser import browser_or_skip
+
+    bot = acting_bot
+    bot.open("b1")
+    protected(bot, "b1")
+    driver = browser_or_skip()
+    try:
+        driver.get(bot.url + "/")
+        eventually(lambda: driver.execute_script("return document.body.getAttribute('data-live')") == "open", what="event stream open")
+        # the row as the live feed re-rendered it still has its button (a click listener on the document)
+        eventually(lambda: int(driver.execute_script("return document.body.getAttribute('data-updates') || 0")) > 0, what="a live update")
+        driver.execute_script("window.confirm = function(){ return true; };")
+        driver.execute_script("document.querySelector('tr[data-position-id=\"b1\"] button[data-action]').click();")
+        answer = eventually(lambda: driver.execute_script("return document.body.getAttribute('data-last-action')"), what="the action's answer")
+        assert json.loads(str(answer))["result"] == {"closing": ["position:BTCUSDT:b1"]}
+        eventually(lambda: bot.events("b1", "position.closed"), what="closed by the button")
+        eventually(lambda: driver.execute_script("return document.querySelector('tr[data-position-id=\"b1\"]') === null"), what="the row leaves the live table")
+        assert "close: " in driver.execute_script("return document.getElementById('action-result').textContent")
+    finally:
+        driver.quit()
