@@ -141,3 +141,16 @@ def test_status_shows_the_account_balance_read_from_the_venue(bot: Bot):
     human = ctl(bot, "status").stdout
     line = next(line for line in human.splitlines() if line.startswith("balance:"))
     assert f"{num.money(b['total'], 'USDT')} total, {num.money(b['free'], 'USDT')} free, {num.money(b['used'], 'USDT')} in use (read " in line, line
+
+
+def test_close_all_waits_for_every_exit(bot: Bot):
+    for pid in ("f1b2c3d4e5", "f2b2c3d4e5"):
+        bot.open(pid)
+        protected(bot, pid)
+    out = ctl(bot, "close-all")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == ["closed BTCUSDT f1b2c3d4e5", "closed BTCUSDT f2b2c3d4e5"], out.stdout
+    assert all(bot.events(pid, "position.closed") for pid in ("f1b2c3d4e5", "f2b2c3d4e5"))
+    nothing = ctl(bot, "close-all")
+    assert nothing.returncode == 0 and nothing.stdout == "no open positions\n"
