@@ -334,7 +334,7 @@ def after_fill_read(s: PositionState, cmd: ReadPosition, pos: PositionReport | N
     if pos is None:
         return plan_exit.record_exit(s, pe.Closed, fill, reason, env)
     pnl = s.side.pnl(s.entry_price, fill.average, fill.filled) if fill.average is not None and s.entry_price is not None else None
-    filled = pe.AgedExitFilled(order_id=fill.order_id, qty=fill.filled, price=fill.average, pnl=pnl, reason=reason)
+    filled = pe.AgedExitFilled(order_id=fill.order_id, qty=fill.filled, price=fill.average, pnl=pnl, reason=reason, fee=fill.fee)
     events: tuple[pe.PositionEvent, ...] = (filled,)
     after = fold(s, events, env.now_ms)
     if pos.qty != after.qty:

@@ -114,18 +114,26 @@ def after_outside_fills(s: PositionState, cmd: ReadFills, fills: list[FillReport
             qty = sum((f.qty for f, _ in own), Decimal(0))
             average = sum((f.price * f.qty for f, _ in own), Decimal(0)) / qty
             last_id = own[-1][1] or ""
-            fill = OrderReport(order_id=last_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average)
+            fee = _fills_fee([f for f, _ in own], env)
+            fill = OrderReport(order_id=last_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average, fee=fee)
             return record_exit(s, pe.Closed, fill, exits[last_id], env)
     if error is not None or not closing:
         return record_exit(s, pe.Closed, None, cmd.reason, env, outside=True)  # no price to be had: recorded without one
     qty = sum((f.qty for f in closing), Decimal(0))
     average = sum((f.price * f.qty for f in closing), Decimal(0)) / qty
     last = closing[-1]
-    fill = OrderReport(order_id=last.order_id or last.trade_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average)
+    fill = OrderReport(order_id=last.order_id or last.trade_id, client_id=None, symbol=s.symbol, side=s.closing_side, status=OrderStatus.FILLED, amount=qty, filled=qty, average=average, fee=_fills_fee(closing, env))
     kinds = {f.kind for f in closing}
     if kinds <= {"trade"} and last.order_id:  # the fills do not say who closed it: the order does
         return Plan(next=LookUpOrder(step=Step.OUTSIDE_ORDER, order_id=last.order_id, fill=fill, reason=cmd.reason))
     return _record_outside(s, kinds, fill, cmd.reason, env)
+
+
+def _fills_fee(fills: list[FillReport], env: Env) -> Decimal | None:
+    """The fills' fees in the quote currency; None unless every fill reports one in it."""
+    if not fills or any(f.fee is None or (f.fee_currency is not None and f.fee_currency != env.market.quote) for f in fills):
+        return None
+    return sum((f.fee for f in fills if f.fee is not None), Decimal(0))
 
 
 def after_outside_order(s: PositionState, cmd: LookUpOrder, order: OrderReport | None, error: VenueError | None, env: Env) -> Plan:
@@ -148,7 +156,7 @@ def record_exit(
     pnl = s.side.pnl(s.entry_price, price, s.qty) if price is not None and s.entry_price is not None else None
     if pnl is not None and s.realized_pnl:  # partial exits (take-profits) before this one
         pnl += s.realized_pnl
-    exit_ = cls(reason=reason, exit_price=price, pnl=pnl, order_id=fill.order_id if fill else None, outside=outside, forced=forced)
+    exit_ = cls(reason=reason, exit_price=price, pnl=pnl, order_id=fill.order_id if fill else None, outside=outside, forced=forced, fee=fill.fee if fill else None)
     report: PositionOpenFailed | PositionClosed
     if cls is pe.RolledBack:
         report = PositionOpenFailed(position_id=s.position_id, symbol=s.symbol, reason="stop could not be placed; position closed again", outcome=Outcome.REJECTED.value)

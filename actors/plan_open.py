@@ -90,7 +90,7 @@ def after_entry(s: PositionState, order: OrderReport | None, error: VenueError |
         return fail(s, f"entry {order.status.value} without a fill", Outcome.REJECTED)
     price = order.average or s.entry_ref_price
     assert price is not None, "the entry's reference price is folded from position.entry_sent"
-    filled = pe.EntryFilled(order_id=order.order_id, qty=order.filled, price=price, status=order.status.value)
+    filled = pe.EntryFilled(order_id=order.order_id, qty=order.filled, price=price, status=order.status.value, fee=order.fee)
     plan = Plan(events=(filled,))
     return plan.then(place_stop(fold(s, plan.events, env.now_ms), "initial", env, env.mark))
 

@@ -119,7 +119,7 @@ def fill_event(s: PositionState, level: int, order: OrderReport) -> pe.TpFilled:
     assert s.entry_price is not None
     price = order.average
     pnl = s.side.pnl(s.entry_price, price, order.filled) if price is not None else None
-    return pe.TpFilled(level=level, qty=order.filled, price=price, pnl=pnl, order_id=order.order_id)
+    return pe.TpFilled(level=level, qty=order.filled, price=price, pnl=pnl, order_id=order.order_id, fee=order.fee)
 
 
 def after_check(s: PositionState, cmd: LookUpOrder, order: OrderReport | None, error: VenueError | None, env: Env) -> Plan:

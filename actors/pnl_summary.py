@@ -1,8 +1,11 @@
 """Realised PnL over closed positions (pure): timelines in, totals out.
 
-Used by ``tradebot pnl``. Figures come only from the stored exit events: the exit's
-``pnl`` (the bot's realised figure), entry fill -> exit for the hold time, the exit's
-``reason``. The stored events carry no fees, so ``fees`` is ``None`` ("not recorded").
+Used by ``tradebot pnl`` and the dashboard's history. Figures come only from the stored
+events: the final exit's ``pnl`` (the bot's realised figure, before fees), entry fill -> exit
+for the hold time, the exit's ``reason``, and the ``fee`` the venue reported on each fill
+(entry, take-profits, aged chunks, the exit). A fill without one (the venue reported none,
+or an event stored before fees were recorded) is counted in ``fills_without_fee``, never
+taken as zero: ``net_pnl`` is then ``None``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from actors.position_timeline import Timeline
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
     key: str  # "all", a day (YYYY-MM-DD, UTC) or a symbol
     count: int
-    pnl: str  # exact Decimal string
-    fees: str | None  # None: the stored events carry no fees
+    pnl: str  # exact Decimal string: realised, before fees
+    fees: str  # the fees recorded on the trades' fills (exact)
+    fills_without_fee: int  # fills whose venue reported no fee: ``fees`` leaves them out
+    net_pnl: str | None  # pnl - fees; None while any fill lacks its fee
     wins: int
     losses: int
     win_rate: str | None  # percent, exact; None without trades
@@ -40,11 +45,16 @@ def summarize(trades: list[Timeline], key: str = "all") -> Summary:
     for t in trades:
         reasons[t.exit_reason or "?"] = reasons.get(t.exit_reason or "?", 0) + 1
     wins = sum(1 for p in pnls if p > 0)
+    fees = sum((Decimal(t.fees) for t in trades if t.fees is not None), Decimal(0))
+    without_fee = sum(t.fills_without_fee for t in trades)
+    gross = sum(pnls, Decimal(0))
     return Summary(
         key=key,
         count=len(trades),
-        pnl=str(sum(pnls, Decimal(0))),
-        fees=None,
+        pnl=str(gross),
+        fees=str(fees),
+        fills_without_fee=without_fee,
+        net_pnl=str(gross - fees) if without_fee == 0 else None,
         wins=wins,
         losses=sum(1 for p in pnls if p < 0),
         win_rate=str(Decimal(wins) * 100 / len(pnls)) if pnls else None,

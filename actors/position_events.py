@@ -71,6 +71,8 @@ class EntryFilled(PositionEvent, frozen=True, kw_only=True, tag="position.entry_
     qty: Decimal
     price: Decimal
     status: str = "filled"
+    #: What the venue charged for this fill (quote currency), as it reported it; None: it reported none.
+    fee: Decimal | None = None
 
 
 class EntryFailed(PositionEvent, frozen=True, kw_only=True, tag="position.entry_failed"):
@@ -174,6 +176,8 @@ class TpFilled(PositionEvent, frozen=True, kw_only=True, tag="position.tp_filled
     price: Decimal | None
     pnl: Decimal | None
     order_id: str
+    #: What the venue charged for this fill (quote currency), as it reported it; None: it reported none.
+    fee: Decimal | None = None
 
 
 class QtyCorrected(PositionEvent, frozen=True, kw_only=True, tag="position.qty_corrected"):
@@ -216,7 +220,8 @@ class _Exit(PositionEvent, frozen=True, kw_only=True):
     order_id: str | None = None
     outside: bool = False  # closed by something other than an order of ours (a human, the venue)
     forced: str | None = None  # liquidation / adl, where the venue says so
-
+    #: The fee of this exit's fill (quote currency; not the take-profits' or the entry's); None: none reported.
+    fee: Decimal | None = None
 
     @property
     def severity(self) -> Severity:
@@ -297,6 +302,8 @@ class AgedExitFilled(PositionEvent, frozen=True, kw_only=True, tag="position.age
     price: Decimal | None
     pnl: Decimal | None
     reason: str
+    #: What the venue charged for this fill (quote currency), as it reported it; None: it reported none.
+    fee: Decimal | None = None
 
 
 class AgedFallback(PositionEvent, frozen=True, kw_only=True, tag="position.aged_fallback"):

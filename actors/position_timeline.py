@@ -21,6 +21,10 @@ import msgspec
 from core.events import Event
 
 EXITS = frozenset({"position.closed", "position.stop_filled", "position.rolled_back", "position.aged_exit_filled"})
+#: The exits that end the position (an aged exit fill is one chunk of it).
+FINAL_EXITS = frozenset({"position.closed", "position.stop_filled", "position.rolled_back"})
+#: Our fills, each with the fee the venue reported for it (``fee``, absent or None where it reported none).
+FILLS = frozenset({"position.entry_filled", "position.tp_filled", "position.aged_exit_filled"}) | FINAL_EXITS
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,7 +60,12 @@ class Timeline(msgspec.Struct, frozen=True, kw_only=True):
     closed_ms: int | None
     exit_reason: str | None
     exit_price: str | None
-    pnl: str | None
+    pnl: str | None  # realised, before fees (the figure stored with the final exit: take-profits included)
+    #: The fees recorded on the position's fills up to its end (entry, take-profits, aged chunks, the exit);
+    #: None when no fill has one.
+    fees: str | None
+    fills_without_fee: int  # those fills whose venue reported no fee (never counted as zero)
+    net_pnl: str | None  # pnl - fees; None unless every fill has its fee
     entry_to_stop_ms: int | None
     overlaps: list[Overlap]
     unprotected: list[Interval]
@@ -81,11 +90,19 @@ def build_timeline(events: Iterable[Event]) -> Timeline:
     unprotected: list[Interval] = []
     overlaps: list[Overlap] = []
     move_placed: int | None = None
+    fees: Decimal | None = None
+    without_fee = 0
     for e in evs:
         d = dict(e.data)
         steps.append(Step(ts_ms=e.ts_ms, type=e.type, since_prev_ms=e.ts_ms - prev_ts, since_open_ms=e.ts_ms - first_ts, data=d))
         prev_ts = e.ts_ms
         t = e.type
+        if t in FILLS and closed_ms is None:
+            fee = d.get("fee")
+            if fee is None:
+                without_fee += 1
+            else:
+                fees = (fees or Decimal(0)) + Decimal(str(fee))
         if t in ("position.open_requested", "position.adopted") and side is None:
             side = d.get("side")
         if t in ("position.entry_filled", "position.adopted") and opened_ms is None:
@@ -106,7 +123,7 @@ def build_timeline(events: Iterable[Event]) -> Timeline:
         elif t in ("position.stop_lost", "position.stop_cancelled") and stop_live and closed_ms is None:
             stop_live = False
             gap_start = (e.ts_ms, t)
-        elif t in EXITS and closed_ms is None:
+        elif t in FINAL_EXITS and closed_ms is None:
             closed_ms = e.ts_ms
             exit_reason, exit_price, pnl = d.get("reason"), _s(d.get("exit_price") or d.get("price")), _s(d.get("pnl"))
             if gap_start is not None:
@@ -115,9 +132,11 @@ def build_timeline(events: Iterable[Event]) -> Timeline:
     if gap_start is not None:
         unprotected.append(Interval(start_ms=gap_start[0], end_ms=None, duration_ms=None, began=gap_start[1], ended=None))
     first = evs[0] if evs else None
+    net = str(Decimal(pnl) - (fees or Decimal(0))) if pnl is not None and without_fee == 0 else None
     return Timeline(
         position_id=first.position_id if first else None, symbol=next((e.symbol for e in evs if e.symbol), None), side=side,
         opened_ms=opened_ms, closed_ms=closed_ms, exit_reason=exit_reason, exit_price=exit_price, pnl=pnl,
+        fees=_s(fees), fills_without_fee=without_fee, net_pnl=net,
         entry_to_stop_ms=(stop_first_ms - opened_ms) if stop_first_ms is not None and opened_ms is not None else None,
         overlaps=overlaps, unprotected=unprotected, unprotected_ms=sum(i.duration_ms or 0 for i in unprotected), steps=steps,
     )
@@ -136,13 +155,16 @@ def describe(step: Step) -> str:
         except ArithmeticError:
             return str(v)
 
+    def fee() -> str:
+        return f", fee {n('fee')}" if d.get("fee") is not None else ", fee not reported" if step.type in FILLS else ""
+
     match step.type:
         case "position.open_requested":
             return f"open requested: {d.get('side')}" + (f", {n('quote_amount')} quote" if d.get("quote_amount") is not None else "")
         case "position.entry_sent":
             return f"entry sent: {n('qty')} at ~{n('ref_price')}"
         case "position.entry_filled":
-            return f"entry filled: {n('qty')} at {n('price')}"
+            return f"entry filled: {n('qty')} at {n('price')}{fee()}"
         case "position.adopted":
             return f"adopted: {d.get('side')} {n('qty')} at {n('entry_price')}"
         case "position.stop_sent":
@@ -158,10 +180,10 @@ def describe(step: Step) -> str:
         case "position.trailing_activated":
             return f"trailing active: best {n('best')}, mark {n('mark')}"
         case "position.tp_filled":
-            return f"take-profit filled: {n('qty')} at {n('price')}"
+            return f"take-profit filled: {n('qty')} at {n('price')}{fee()}"
         case "position.stop_lost":
             return f"STOP LOST ({d.get('status')})"
         case _ if step.type in EXITS:
-            return f"{t.replace('_', ' ')}: {d.get('reason')}" + (f" at {n('exit_price')}" if d.get("exit_price") is not None else "") + (f", pnl {n('pnl')}" if d.get("pnl") is not None else "")
+            return f"{t.replace('_', ' ')}: {d.get('reason')}" + (f" at {n('exit_price')}" if d.get("exit_price") is not None else "") + (f", pnl {n('pnl')}" if d.get("pnl") is not None else "") + fee()
     rest = ", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, dict | list))
     return f"{t.replace('_', ' ')}" + (f": {rest}" if rest else "")

@@ -63,6 +63,9 @@ class OrderReport(msgspec.Struct, frozen=True, kw_only=True):
     #: A TP/SL attached to the position (Bybit ``stopOrderType`` TakeProfit/StopLoss/...):
     #: not cancellable as an order, cleared through the position's trading-stop.
     attached: str | None = None
+    #: What the venue charged for the filled part, in the market's quote currency (ccxt ``fees``/``fee``,
+    #: else the order's trades); None where it reports none, or only in another currency.
+    fee: Decimal | None = None
 
     @property
     def is_stop(self) -> bool:
@@ -120,6 +123,33 @@ def _d(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
+
+
+def _fee_sum(fees: Any, quote: str | None) -> Decimal | None:
+    """The total of ccxt fee dicts in ``quote`` (a fee without a currency counts as the quote's); None if
+    there is none, or any is in another currency (never converted, never guessed)."""
+    total: Decimal | None = None
+    for f in fees or ():
+        cost = _d((f or {}).get("cost"))
+        if cost is None:
+            continue
+        currency = f.get("currency")
+        if quote is not None and currency is not None and str(currency) != quote:
+            return None
+        total = cost if total is None else total + cost
+    return total
+
+
+def order_fee(raw: dict[str, Any], quote: str | None) -> Decimal | None:
+    """The fee a ccxt order reports: its ``fees`` (or ``fee``), else the sum over its ``trades``' fees."""
+    fee = _fee_sum(raw.get("fees") or ([raw["fee"]] if raw.get("fee") else []), quote)
+    if fee is not None:
+        return fee
+    trades = raw.get("trades") or []
+    per_trade = [_fee_sum(t.get("fees") or ([t["fee"]] if t.get("fee") else []), quote) for t in trades if isinstance(t, dict)]
+    if not per_trade or any(f is None for f in per_trade):
+        return None
+    return sum((f for f in per_trade if f is not None), Decimal(0))
 
 
 def _ms(value: Any) -> int | None:
@@ -359,7 +389,7 @@ class Venue(StreamingVenue, PositionStopVenue):
             return report  # what the conditional order says is all we know
         child = self._order(child_raw, m)
         status = child.status if child.status is not OrderStatus.UNKNOWN else report.status
-        return msgspec.structs.replace(report, status=status, filled=child.filled, average=child.average)
+        return msgspec.structs.replace(report, status=status, filled=child.filled, average=child.average, fee=child.fee)
 
     async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
         """ALL open orders (of ``symbol``, or of the account): every book, every page.
@@ -518,4 +548,5 @@ class Venue(StreamingVenue, PositionStopVenue):
             ts_ms=raw.get("timestamp"),
             position_side=self.style.order_position_side(info),
             attached=self.style.attached_kind(info),
+            fee=order_fee(raw, m.quote if m else None) if (_d(raw.get("filled")) or 0) > 0 else None,
         )

@@ -13,7 +13,9 @@ from actors.messages import ExchangeView
 from actors.position_state import P
 from core.clock import VirtualClock
 from core.ids import ClientOrderId
-from tests.world import BTC, World, opened
+from actors.pnl_summary import closed_trades, summarize
+from actors.position_timeline import build_timeline
+from tests.world import BTC, World, fees_by_hand, opened
 
 D = Decimal
 #: Minutes instead of hours: aged after 36 s, grace for 36 s, then 1 % more accepted loss per minute.
@@ -176,6 +178,14 @@ def test_a_refused_exit_falls_back_to_chunks_then_a_wider_loss(world: World):
     assert len(of(world, "position.aged_exit_filled")) == 2  # two chunks, then the last closes it
     assert of(world, "position.closed")[0].data["reason"].startswith("aged: grace 2")
     assert_one_exit_at_a_time(world)
+    # each chunk and the close carry the fee the paper exchange charged (by hand: rate x notional); the trade
+    # ends at the close (not at the first chunk), its fees the entry's and every exit's
+    for e in [*of(world, "position.aged_exit_filled"), *of(world, "position.closed")]:
+        assert D(str(e.data["fee"])) == fees_by_hand(world, e.data["order_id"]) > 0
+    tl = build_timeline(world.events())
+    assert tl.closed_ms == of(world, "position.closed")[0].ts_ms and tl.fills_without_fee == 0
+    s = summarize(closed_trades([tl]))
+    assert D(s.fees) == fees_by_hand(world) and D(s.net_pnl or "nan") == D(s.pnl) - fees_by_hand(world)
 
 
 @pytest.mark.parametrize("extra_toml", [FAST])

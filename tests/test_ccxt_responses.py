@@ -191,6 +191,7 @@ def test_binance_algo_statuses_and_the_fill_of_a_fired_stop(algo_status: str, ch
     assert o.order_id == "algo:3358" and o.status is expected
     if child_status == "FILLED":
         assert (o.filled, o.average) == (D("0.002"), D("99950.10"))
+        assert o.fee is None  # Binance's order carries no commission: none is invented
         assert [r.path for r in reqs][-2:] == ["/fapi/v1/algoOrder", "/fapi/v1/order"] and reqs[-1].params["orderId"] == "775511"
     elif not child_status:
         assert reqs[-1].path == "/fapi/v1/algoOrder"
@@ -252,6 +253,7 @@ def test_bybit_fetch_order_open_and_filled_from_recordings():
     assert (o.status, o.side, o.amount, o.filled, o.client_id, o.is_stop) == (OrderStatus.OPEN, "buy", D(raw_o["qty"]), D(0), None, False)
     assert (f.status, f.filled, f.average, f.ts_ms) == (OrderStatus.FILLED, D(raw_f["cumExecQty"]), D(raw_f["avgPrice"]), int(raw_f["createdTime"]))
     assert f.average == D("123498")
+    assert f.fee == D(raw_f["cumExecFee"]) == D("0.0679239") and o.fee is None  # the filled order's fee, as Bybit reports it (USDT)
 
 
 def test_bybit_create_acknowledgement_from_the_recording():
@@ -436,3 +438,17 @@ def test_bybit_string_ret_code_zero_is_success_and_string_error_codes_are_read()
     err, placed = run(go())
     assert (err.outcome, err.code) == (Outcome.REJECTED, "110017")
     assert placed.order_id == "1992319485461489920"
+
+
+def test_an_orders_fee_in_the_quote_from_its_fees_or_its_trades_never_converted():
+    """ccxt's ``fees`` (or ``fee``), else the sum of its trades' fees; a fee in another currency (BNB) or a
+    trade without one gives None rather than a guess."""
+    from adapters.venue import order_fee
+
+    usdt = {"cost": 0.02, "currency": "USDT"}
+    assert order_fee({"fee": usdt, "fees": [usdt, {"cost": "0.01", "currency": "USDT"}]}, "USDT") == D("0.03")
+    assert order_fee({"fee": usdt}, "USDT") == D("0.02")
+    assert order_fee({"fee": {"cost": 0.0001, "currency": "BNB"}}, "USDT") is None
+    assert order_fee({"fee": None, "fees": [], "trades": [{"fee": usdt}, {"fees": [{"cost": 0.5, "currency": "USDT"}]}]}, "USDT") == D("0.52")
+    assert order_fee({"trades": [{"fee": usdt}, {"fee": None}]}, "USDT") is None
+    assert order_fee({"fee": None, "trades": []}, "USDT") is None

@@ -5,7 +5,8 @@ socket, HTTP server, dashboard) trading on the paper exchange, marks set by the 
   move on the exchange shows up without a reload (server-sent events) within 2 s of being recorded;
 - position page: the chart's series carry the stop steps (initial, trailing), the SVG is drawn and
   the screenshot is not blank;
-- ``ctl close <position id>`` closes it; history then lists it with its realised PnL and totals.
+- ``ctl close <position id>`` closes it; history then lists it with its realised PnL, its fees (by hand:
+  the paper exchange's taker rate on each fill's notional) and net, and the totals with fees.
 """
 
 from __future__ import annotations
@@ -126,10 +127,21 @@ def test_close_by_position_id_then_history_shows_its_realised_pnl(bot: Bot, brow
     eventually(lambda: bot.ctl("positions") == [], what="p2 closed")
     (closed,) = eventually(lambda: bot.events("p2", "position.closed"), what="close recorded")
     pnl = Decimal(str(closed.data["pnl"]))
+    # by hand: 0.025 BTC bought at the 40000 mark, sold at the 40200 mark (no slippage), the taker rate on each
+    rate = bot.exchange.with_engine(lambda e, now: e.config.taker_fee_rate)
+    fills = bot.exchange.with_engine(lambda e, now: [(f.side, f.price, f.qty) for f in e.fills if f.client_id.startswith("tb-p2-")])
+    qty = Decimal("0.025")
+    assert fills == [("buy", Decimal(40000), qty), ("sell", Decimal(40200), qty)] and pnl == (Decimal(40200) - Decimal(40000)) * qty
+    fees = qty * Decimal(40000) * rate + qty * Decimal(40200) * rate
+    assert rate == Decimal("0.0005") and fees == Decimal("1.0025")
     browser.get(bot.url + "/history")
     row = browser.execute_script("var r = document.querySelector('#history tr[data-position-id=\"p2\"]'); return r ? r.textContent : null;")
     assert row is not None and num.money(pnl, "USDT") in row and "user command" in row
+    assert cell(browser, "p2", "fees") == num.money(fees, "USDT") == "1.00 USDT"
+    assert cell(browser, "p2", "net_pnl") == num.money(pnl - fees, "USDT") == "4.00 USDT"
     assert browser.find_element("css selector", "#totals td[data-field=total_pnl]").text == num.money(pnl, "USDT")
+    assert browser.find_element("css selector", "#totals td[data-field=total_fees]").text == num.money(fees, "USDT")
+    assert browser.find_element("css selector", "#totals td[data-field=total_net_pnl]").text == num.money(pnl - fees, "USDT")
     browser.get(bot.url + "/history?symbol=ETHUSDT")
     assert "no closed positions match" in browser.find_element("id", "history").text
     day = datetime.datetime.fromtimestamp(closed.ts_ms / 1000, datetime.UTC).strftime("%Y-%m-%d")

@@ -12,7 +12,8 @@ from actors.plan_tps import plan_levels
 from adapters.markets import Markets
 from core.messages import RestartChild
 from tests.conftest import SHARED, eventually, make_config
-from tests.world import BTC, STOP_REFUSED, Collector, World, advance_until, is_stop, opened
+from actors.position_timeline import build_timeline
+from tests.world import BTC, STOP_REFUSED, Collector, World, advance_until, fees_by_hand, is_stop, opened
 from tests.test_stop_moves import mark, stops, types
 
 D = Decimal
@@ -112,6 +113,11 @@ def test_all_take_profits_filled_closes_the_position(tp_world: World):
     mark(w, "40800")
     advance_until(w, lambda: w.state().stop_qty == D("0.007"), "stop resized after TP2")
     assert D(str(next(x for x in w.open_orders() if x["id"] == w.state().stop_order_id)["amount"])) == D("0.007")
+    # each take-profit's fill carries the fee the paper exchange charged for it (by hand: rate x notional)
+    tps = [e for e in w.events() if e.type == "position.tp_filled"]
+    assert len(tps) == 2 and all(D(str(e.data["fee"])) == fees_by_hand(w, e.data["order_id"]) > 0 for e in tps)
+    tl = build_timeline(w.events())
+    assert D(tl.fees or "nan") == fees_by_hand(w) and tl.fills_without_fee == 0  # the entry's and both take-profits'
 
 
 def test_ensure_protected_restores_a_missing_stop_and_answers(world: World):

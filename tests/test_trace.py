@@ -1,5 +1,6 @@
 """`tradebot trace`: a scripted paper run (entry, trailing move, stop fill), its timeline checked against the
-durations read by hand off the stored events, and the CLI printing it (human and --json)."""
+durations read by hand off the stored events and the fees by hand from the paper exchange's rate and the
+script's prices, and the CLI printing it (human and --json)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def test_timeline_durations_match_the_events(world: World, tmp_path: Path):
     exit_ev = next(e for e in events if e.type == "position.stop_filled")
     assert tl.closed_ms == exit_ev.ts_ms and tl.exit_reason == exit_ev.data["reason"]
     assert D(tl.exit_price) == D(str(exit_ev.data["exit_price"])) and D(tl.pnl) == D(str(exit_ev.data["pnl"]))
+    # fees by hand: the paper exchange's taker rate on each fill (entry 0.025 at 40000, the stop's fill at the 40300 mark)
+    rate = world.engine(lambda e, now: e.config.taker_fee_rate)
+    fees = D("0.025") * D("40000") * rate + D("0.025") * D("40300") * rate
+    assert D(tl.fees or "nan") == fees == D("1.00375") and tl.fills_without_fee == 0
+    assert D(tl.net_pnl or "nan") == D(tl.pnl) - fees == D("7.5") - D("1.00375")
     assert [s.type for s in tl.steps] == [e.type for e in sorted(events, key=lambda e: (e.ts_ms, e.id or 0))]
     assert sum(s.since_prev_ms for s in tl.steps) == tl.steps[-1].ts_ms - tl.steps[0].ts_ms
 
@@ -62,11 +68,13 @@ def test_timeline_durations_match_the_events(world: World, tmp_path: Path):
     assert "stop move 39200.0 -> 40397.0 (trailing): two stops for" in out
     assert "unprotected after the first stop: never" in out
     assert f"pnl {D(tl.pnl).quantize(D('0.01'))} USDT" in out
+    assert "fees:       1.00 USDT, net pnl 6.50 USDT" in out and "entry filled: 0.025 at 40000, fee 0.5" in out and ", fee 0.50375" in out
     assert "'" not in out and "Decimal(" not in out  # no Python reprs
     as_json = subprocess.run([*TRADEBOT, "trace", "p1", "--json", "--config", str(tmp_path / "cli.toml")], env=ENV, capture_output=True, text=True, timeout=60)
     assert as_json.returncode == 0, as_json.stderr
     data = json.loads(as_json.stdout)
     assert data["entry_to_stop_ms"] == tl.entry_to_stop_ms and data["pnl"] == tl.pnl and data["overlaps"][0]["new_price"] == "40397.0"
+    assert D(data["fees"]) == fees and D(data["net_pnl"]) == D("6.49625") and data["fills_without_fee"] == 0
     missing = subprocess.run([*TRADEBOT, "trace", "NOPE", "--config", str(tmp_path / "cli.toml")], env=ENV, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no position with id or symbol 'NOPE'" in missing.stderr
 

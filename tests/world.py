@@ -138,3 +138,14 @@ def advance_until(world: World, predicate, what: str, step_ms: int = 50):
     return eventually(lambda: (world.ctx.clock.advance(step_ms), predicate())[1], what=what)
 
 
+
+
+def fees_by_hand(world: World, order_id: str | None = None) -> Decimal:
+    """What the paper exchange charged, by hand: its taker rate on each of its fills' notional (on its 1e-8
+    USDT grid), of one order or of all; read off the exchange, not off the bot's events."""
+    from decimal import ROUND_HALF_UP
+
+    def each(e: Any, now: int) -> list[tuple[Decimal, Decimal, Decimal]]:
+        return [(f.qty, f.price, e.config.taker_fee_rate) for f in e.fills if order_id is None or f.order_id == order_id]
+
+    return sum(((q * p * r).quantize(Decimal("1E-8"), rounding=ROUND_HALF_UP) for q, p, r in world.engine(each)), Decimal(0))

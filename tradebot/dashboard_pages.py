@@ -66,6 +66,10 @@ def _signed(value: Any, text: str) -> str:
     return f'<span class="{cls}">{escape(text)}</span>'
 
 
+def _muted(missing: int) -> str:
+    return ' class="muted"' if missing else ""
+
+
 def _quote_ccy(row: dict[str, Any]) -> str:
     symbol = str(row.get("symbol") or "")
     return "USDT" if not symbol.endswith("USDC") else "USDC"
@@ -190,24 +194,28 @@ def history_page(trades: list[Any], totals: Any, day: str, symbol: str, days: li
     for t in trades:
         tick, _ = inc(t.symbol)
         pnl = num.money(t.pnl, "USDT") if t.pnl is not None else "-"
+        net = num.money(t.net_pnl, "USDT") if t.net_pnl is not None else "-"
         hold = num.duration(t.closed_ms - t.opened_ms) if t.opened_ms is not None and t.closed_ms is not None else "-"
         rows.append(
             f'<tr data-position-id="{escape(str(t.position_id))}"><td class="t"><a href="/position/{quote(str(t.position_id), safe="")}">{escape(str(t.position_id))}</a></td>'
             f'<td class="t" data-field="symbol">{escape(str(t.symbol))}</td><td class="t">{escape(str(t.side))}</td>'
             f'<td data-field="closed">{escape(num.when(t.closed_ms))}</td><td class="t" data-field="exit_reason">{escape(str(t.exit_reason))}</td>'
             f'<td data-field="exit_price">{escape(num.price(t.exit_price, tick)) if t.exit_price else "-"}</td><td data-field="pnl">{_signed(t.pnl, pnl)}</td>'
-            f'<td data-field="fees" class="muted">not recorded</td><td>{escape(hold)}</td></tr>'
+            f'<td data-field="fees"{_muted(t.fills_without_fee)}>{escape(num.fees(t.fees, t.fills_without_fee))}</td><td data-field="net_pnl">{_signed(t.net_pnl, net)}</td><td>{escape(hold)}</td></tr>'
         )
-    empty = '<tr><td class="t muted" colspan="9">no closed positions match</td></tr>'
+    empty = '<tr><td class="t muted" colspan="10">no closed positions match</td></tr>'
+    total_net = _signed(totals.net_pnl, num.money(totals.net_pnl, "USDT")) if totals.net_pnl is not None else "-"
     win = num.percent(totals.win_rate) if totals.win_rate is not None else "-"
     body = (
         '<h1>History</h1><form method="get" action="/history">'
         f'<label>day <select name="day">{options(days, day)}</select></label><label>symbol <select name="symbol">{options(symbols, symbol)}</select></label><button>filter</button></form>'
         '<table id="history"><thead><tr><th class="t">position</th><th class="t">symbol</th><th class="t">side</th><th>closed</th><th class="t">exit reason</th>'
-        f'<th>exit</th><th>realised pnl</th><th>fees</th><th>held</th></tr></thead><tbody>{"".join(rows) or empty}</tbody>'
+        f'<th>exit</th><th>realised pnl (gross)</th><th>fees</th><th>net pnl</th><th>held</th></tr></thead><tbody>{"".join(rows) or empty}</tbody>'
         f'<tfoot><tr id="totals"><td class="t" colspan="3">total: <span data-field="count">{totals.count}</span> closed, {totals.wins} won, {totals.losses} lost, win rate {escape(win)}</td>'
-        f'<td colspan="3"></td><td data-field="total_pnl">{_signed(totals.pnl, num.money(totals.pnl, "USDT"))}</td><td class="muted">not recorded</td><td></td></tr></tfoot></table>'
-        '<p class="muted">realised pnl: the figure stored with each exit; the stored events carry no fees, so fees are shown as not recorded rather than guessed.</p>'
+        f'<td colspan="3"></td><td data-field="total_pnl">{_signed(totals.pnl, num.money(totals.pnl, "USDT"))}</td>'
+        f'<td data-field="total_fees"{_muted(totals.fills_without_fee)}>{escape(num.fees(totals.fees, totals.fills_without_fee))}</td><td data-field="total_net_pnl">{total_net}</td><td></td></tr></tfoot></table>'
+        '<p class="muted">realised pnl (gross): the figure stored with each exit, before fees; fees: what the exchange reported on each fill (entry and exits); '
+        'net: gross minus fees, shown only where every fill has its fee: a fill without one (the exchange reported none, or recorded before fees were) is counted, never taken as zero.</p>'
     )
     return page("History", body)
 

@@ -82,6 +82,14 @@ def money(value: Any, currency: str | None = "USDT", decimals: int = MONEY_DECIM
     return f"{text} {currency}" if currency else text
 
 
+def fees(fees: str | None, without_fee: int, quote: str = "USDT") -> str:
+    """The recorded fees, and how many fills have none recorded (never shown as zero)."""
+    missing = f"{without_fee} fill{'s' if without_fee != 1 else ''} without a recorded fee"
+    if fees is None:
+        return f"not recorded ({missing})" if without_fee else "none"
+    return money(fees, quote) + (f" + {missing}" if without_fee else "")
+
+
 def percent(value: Any, decimals: int = PERCENT_DECIMALS) -> str:
     """A percentage (already in percent) with two decimals: ``1.50 %``."""
     d = to_decimal(value)

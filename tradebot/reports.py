@@ -73,6 +73,8 @@ def render_timeline(tl: Timeline, row: dict[str, Any] | None = None, tick: Any =
         lines.append(f"entry:      {num.qty(row.get('quantity'), step)} at {num.price(row.get('entry_price'), tick)}")
     if tl.closed_ms is not None:
         lines.append(f"exit:       {tl.exit_reason or '?'}" + (f" at {num.price(tl.exit_price, tick)}" if tl.exit_price else "") + (f", pnl {num.money(tl.pnl, _quote(tl.symbol))}" if tl.pnl else ""))
+    if tl.closed_ms is not None:
+        lines.append(f"fees:       {num.fees(tl.fees, tl.fills_without_fee, _quote(tl.symbol))}" + (f", net pnl {num.money(tl.net_pnl, _quote(tl.symbol))}" if tl.net_pnl is not None else ""))
     if tl.opened_ms is not None:
         end = tl.closed_ms if tl.closed_ms is not None else tl.steps[-1].ts_ms
         lines.append(f"held:       {num.duration(end - tl.opened_ms)}{'' if tl.closed_ms is not None else ' (to the last event)'}")
@@ -136,15 +138,21 @@ def render_pnl(summaries: list[Any], by: str | None) -> str:
     from actors.pnl_summary import Summary
 
     rows: list[list[str]] = []
+    missing = 0
     for s in summaries:
         assert isinstance(s, Summary)
+        missing += s.fills_without_fee
         rows.append([
-            s.key, str(s.count), num.money(s.pnl, "USDT"), num.percent(s.win_rate) if s.win_rate is not None else "-",
+            s.key, str(s.count), num.money(s.pnl, "USDT"), num.fees(s.fees, s.fills_without_fee),
+            num.money(s.net_pnl, "USDT") if s.net_pnl is not None else "-", num.percent(s.win_rate) if s.win_rate is not None else "-",
             num.duration(s.avg_hold_ms) if s.avg_hold_ms is not None else "-",
             ", ".join(f"{r} {n}" for r, n in s.exits_by_reason.items()) or "-",
         ])
-    head = [by or "trades", "count", "realised pnl", "win rate", "avg hold", "exits by reason"]
-    return num.table(head, rows) + "\nfees: not recorded in the stored events (pnl is the realised figure stored with each exit)"
+    head = [by or "trades", "count", "realised pnl (gross)", "fees", "net pnl", "win rate", "avg hold", "exits by reason"]
+    note = "\ngross: the realised figure stored with each exit; fees: what the venue reported on each fill (entry and exits); net: gross - fees"
+    if missing:
+        note += f"\n{missing} fill{'s' if missing != 1 else ''} without a recorded fee (the venue reported none, or stored before fees were recorded): net not shown where fees are incomplete"
+    return num.table(head, rows) + note
 
 
 def cmd_pnl(args: argparse.Namespace, config: Any) -> int:
