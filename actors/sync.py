@@ -216,6 +216,8 @@ class SyncActor(ManagedActor):
         self.traded: set[str] = set()  # symbols we have traded since the start: others' leftovers there are zombies
         self._zombie_check_due = False
         self._view_waiting: list[ReconcileNow] = []
+        self._balance_reading = False
+        self._balance_asked_ms: int | None = None
         # silent-stream watchdog
         self._expected: list[_Expected] = []
         self._pushed: OrderedDict[str, bool] = OrderedDict()  # key -> a push said it ended
@@ -460,32 +462,39 @@ class SyncActor(ManagedActor):
             self.view.read_started()
             self.io_call("read", self._read(with_closed=self.view.read_ms is None))
 
-    async def _read(self, with_closed: bool) -> tuple[Snapshot, set[str], BalanceSeen]:
+    async def _read(self, with_closed: bool) -> tuple[Snapshot, set[str]]:
         """The exchange, then the projection; the first read also names the symbols of
         positions closed lately (before a restart), whose leftovers are ours to clean."""
         positions = await self.venue.positions()
         orders = await self.venue.open_orders()
-        balance = await self._read_balance()
         rows = [p for p in await self.ctx.store.positions(open_only=not with_closed, consistent=False) if p.get("exchange") == self.venue.name]
         since = self.ctx.clock.now_ms() - TRADED_MEMORY_MS
         recent = {p["symbol"] for p in rows if not p.get("is_open") and (p.get("closed_ts_ms") or since) >= since}
         owned = tuple(from_projection(p) for p in rows if p.get("is_open", True))
         now = self.ctx.clock.now_ms()
-        return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent, balance
+        return Snapshot(read_ms=now, positions=tuple(positions), orders=tuple(orders), owned=owned, marks_ms=now), recent
 
-    async def _read_balance(self) -> BalanceSeen:
-        """The account balance, read with each full read (one READ-class call) for ``ctl status``;
-        a failed balance read does not fail the reconcile."""
-        try:
-            balance, error = await self.venue.balance(), None
-        except VenueError as exc:
-            balance, error = None, str(exc)
-        except Exception as exc:  # never let the balance cost a reconcile (the protection matters more)
-            balance, error = None, f"{type(exc).__name__}: {exc}"
-        return BalanceSeen(venue=self.venue.name, ts_ms=self.ctx.clock.now_ms(), balance=balance, error=error)
+    def _balance_if_due(self, force: bool) -> None:
+        """After a full read: the account balance for ``ctl status``, a READ-class call of its own
+        (never part of the snapshot the guard waits for), when the last was asked for longer ago
+        than ``sync.balance_interval_secs`` or a user's ``ctl sync`` asked for the read."""
+        now = self.ctx.clock.now_ms()
+        due = force or self._balance_asked_ms is None or now - self._balance_asked_ms >= self.ctx.config.sync.balance_interval_secs * 1000
+        if due and not self._balance_reading and self.ctx.supervisor is not None:
+            self._balance_reading, self._balance_asked_ms = True, now
+            self.io_call("balance", self.venue.balance())
+
+    def _on_balance(self, msg: IOCompleted) -> None:
+        self._balance_reading = False
+        if msg.error is not None and not isinstance(msg.exception, VenueError):
+            raise msg.exception  # our bug, not the venue's answer: crash, be restarted
+        if self.ctx.supervisor is not None:
+            self.ctx.supervisor.tell(BalanceSeen(venue=self.venue.name, ts_ms=self.ctx.clock.now_ms(), balance=None if msg.error else msg.result, error=msg.error))
 
     @handles(IOCompleted)
     def _on_io(self, msg: IOCompleted) -> None:
+        if msg.purpose == "balance":
+            return self._on_balance(msg)
         if msg.purpose == "view":
             waiting, self._view_waiting = self._view_waiting, []
             if msg.error is not None:  # the store could not answer: do it the long way
@@ -503,9 +512,8 @@ class SyncActor(ManagedActor):
                 self.view.read_failed()
                 self._read_touched = None
                 return self._finish(False, {"error": msg.error})
-            snap, recent, balance = msg.result
-            if self.ctx.supervisor is not None:
-                self.ctx.supervisor.tell(balance)  # ctl status shows it
+            snap, recent = msg.result
+            self._balance_if_due(force=any(w.request is not None for w in self._waiting))  # ctl sync: read it now
             self.traded |= recent
             self._owed_by_read(snap)
             self.view.apply_read(snap)

@@ -310,6 +310,9 @@ class SyncConfig(_Section, frozen=True):
     #: Streams live, orders or positions open, and no push for this long: a probe (a full
     #: read compared with the view). Silence is caught within this plus push_deadline_secs.
     quiet_probe_secs: Annotated[int, _n(ge=1)] = 15
+    #: The account balance (``ctl status``) is read after a full read when its last read is
+    #: older than this: its own request, never part of the snapshot the guard waits for.
+    balance_interval_secs: Annotated[int, _n(ge=1)] = 300
 
 
 class ZombiesConfig(_Section, frozen=True):

@@ -132,6 +132,8 @@ def test_status_shows_the_account_balance_read_from_the_venue(bot: Bot):
         b = (json.loads(ctl(bot, "status", "--json").stdout)["result"].get("balance") or {}).get("paper")
         return b if b and b["used"] is not None and Decimal(b["used"]) > 0 else None
 
+    # read at start-up (before the entry), then every sync.balance_interval_secs (300 s); ctl sync reads it now
+    assert ctl(bot, "sync").returncode == 0
     b = eventually(read_with_margin, what="a balance read showing the position's margin")
     venue = engine_balance()
     assert b["asset"] == "USDT" and b["last_error"] is None
