@@ -29,23 +29,7 @@ def send_command(
 ) -> ControlReply:
     """Send one command and wait for its reply."""
     socket_path = Path(socket_path)
-    token_path = socket_path.with_suffix(".token")
-    if token is None:
-        try:
-            token = token_path.read_text().strip()
-        except FileNotFoundError:
-            raise BotNotRunning(f"no running bot: {token_path} does not exist (start it with `tradebot run`)") from None
-        except PermissionError:
-            raise PermissionError(f"cannot read {token_path}: only the user running the bot may send commands") from None
-    request = ControlRequest(
-        v=PROTOCOL_VERSION,
-        id=uuid.uuid4().hex[:16],
-        token=token,
-        command=command,
-        args=args or {},
-        sent_at_ms=time.time_ns() // 1_000_000 if sent_at_ms is None else sent_at_ms,
-        ttl_ms=ttl_ms,
-    )
+    request = _request(socket_path, command, args, token=token, ttl_ms=ttl_ms, sent_at_ms=sent_at_ms)
     return send_raw(socket_path, encode(request) + b"\n", timeout_s=timeout_s)
 
 
@@ -67,7 +51,31 @@ def send_raw(socket_path: Path, payload: bytes, *, timeout_s: float = 15.0) -> C
         raise TimeoutError(f"no reply within {timeout_s:.0f} s") from None
     finally:
         sock.close()
-    data = b"".join(chunks)
+    return _reply(b"".join(chunks))
+
+
+def _request(socket_path: Path, command: str, args: dict[str, Any] | None, *, token: str | None, ttl_ms: int, sent_at_ms: int | None) -> ControlRequest:
+    """A signed request; the token is read from the file beside the socket unless given."""
+    token_path = socket_path.with_suffix(".token")
+    if token is None:
+        try:
+            token = token_path.read_text().strip()
+        except FileNotFoundError:
+            raise BotNotRunning(f"no running bot: {token_path} does not exist (start it with `tradebot run`)") from None
+        except PermissionError:
+            raise PermissionError(f"cannot read {token_path}: only the user running the bot may send commands") from None
+    return ControlRequest(
+        v=PROTOCOL_VERSION,
+        id=uuid.uuid4().hex[:16],
+        token=token,
+        command=command,
+        args=args or {},
+        sent_at_ms=time.time_ns() // 1_000_000 if sent_at_ms is None else sent_at_ms,
+        ttl_ms=ttl_ms,
+    )
+
+
+def _reply(data: bytes) -> ControlReply:
     if not data:
         raise ConnectionError("the bot closed the connection without a reply")
     try:
@@ -82,13 +90,7 @@ async def send_command_async(socket_path: Path, command: str, args: dict[str, An
     import asyncio
 
     socket_path = Path(socket_path)
-    token_path = socket_path.with_suffix(".token")
-    try:
-        token = token_path.read_text().strip()
-    except FileNotFoundError:
-        raise BotNotRunning(f"no control mailbox: {token_path} does not exist") from None
-    request = ControlRequest(v=PROTOCOL_VERSION, id=uuid.uuid4().hex[:16], token=token, command=command, args=args or {},
-                             sent_at_ms=time.time_ns() // 1_000_000, ttl_ms=ttl_ms)
+    request = _request(socket_path, command, args, token=None, ttl_ms=ttl_ms, sent_at_ms=None)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(socket_path)), timeout_s)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -102,9 +104,4 @@ async def send_command_async(socket_path: Path, command: str, args: dict[str, An
         raise TimeoutError(f"no reply within {timeout_s:.0f} s") from None
     finally:
         writer.close()
-    if not data:
-        raise ConnectionError("the bot closed the connection without a reply")
-    try:
-        return decode_reply(data)
-    except msgspec.DecodeError as exc:
-        raise ConnectionError(f"unreadable reply from the bot: {exc}") from None
+    return _reply(data)
