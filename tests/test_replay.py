@@ -9,6 +9,8 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from tradebot.replay import history_window, load_signal_frames, run_all, run_one, variants
 from tradebot.replay_report import to_json
 
@@ -131,3 +133,35 @@ def test_two_replays_of_the_demo_waves_print_byte_identical_reports():
     assert to_json([a]).encode() == to_json([b]).encode()
     assert table([a]).encode() == table([b]).encode()
     assert a.marks == b.marks
+
+
+def _outcomes(report: dict) -> dict:
+    """What the bot did, without the request figures: positions (entries, stops, exits, PnL), exits, equity."""
+    keep = ("positions_opened", "positions_open_at_end", "exits_by_reason", "take_profit_fills", "realised_pnl_net", "fees", "positions", "equity_curve", "liquidations")
+    return {k: report[k] for k in keep}
+
+
+def test_transient_faults_change_only_the_requests_and_a_faulted_replay_repeats_itself():
+    """The demo waves over three hours of the BTC month, faults off and with the transient profile (network
+    errors, 503s and timeouts raised before the call runs: retried, never executed). Retries happen at the same
+    virtual instant (the executor's backoff is a wall-clock wait), so the bot opens the same positions at the
+    same marks, moves the same stops and exits the same way; only the requests differ. The faulted replay
+    twice: the same bytes (the draws are keyed by method, symbol and virtual instant)."""
+    from tradebot.replay_report import table
+
+    t0, _ = history_window()
+    frames = load_signal_frames(ROOT / "demo" / "waves.jsonl", t0)
+    off, on = variants([], [], ["off", "transient"])
+    with pytest.raises(ValueError, match="not a profile"):
+        variants([], [], ["sometimes"])
+    assert (off.label, on.label, off.faults, on.faults) == ("faults=off", "faults=transient", "off", "transient")
+    a = run_one(off, frames, t0, t0 + 3 * 3_600_000, base_dir=ROOT)
+    b = run_one(on, frames, t0, t0 + 3 * 3_600_000, base_dir=ROOT)
+    b2 = run_one(on, frames, t0, t0 + 3 * 3_600_000, base_dir=ROOT)
+    assert a.report["positions_opened"] > 1 and sum(a.report["exits_by_reason"].values()) > 0
+    assert a.report["requests_failed"] == 0 and b.report["requests_failed"] > 0
+    assert b.report["requests"] > a.report["requests"]  # each failed request was retried
+    assert _outcomes(b.report) == _outcomes(a.report)
+    assert to_json([b]).encode() == to_json([b2]).encode()
+    shown = table([a, b])
+    assert shown.splitlines()[2].split() == ["faults", "off", "transient"]
