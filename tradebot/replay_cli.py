@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
     rp.add_argument("--to", dest="t_to", metavar="TIME", help="window end (default: 24 h after the start)")
     rp.add_argument("--config", action="append", default=[], metavar="FILE", help="a configuration to replay (repeatable; default: the embedded defaults)")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="override a key, one run per value (repeatable: a grid)")
-    rp.add_argument("--history", metavar="FILE", help="BTC candles to replay instead of the bundled month: a CSV or JSON candle file (format in the README), "
+    rp.add_argument("--history", metavar="FILE", help="BTC history to replay instead of the bundled month: a CSV of candles or of trade ticks (told by its header), or a JSON candle file (formats in the README), "
                                                     "a path, or a name in paper.data_dir/prices")
     rp.add_argument("--faults", action="append", default=[], metavar="PROFILE",
                     help="the paper exchange's faults: off (default), transient (retried errors only), short or long (tradebot soak's profiles), "
