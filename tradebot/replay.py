@@ -132,15 +132,19 @@ def fault_profiles() -> dict[str, dict[str, Any]]:
     """Named fault profiles (FaultPlan fields) for ``--faults``.
 
     ``off``: none. ``short`` and ``long``: ``tradebot soak``'s profiles (:func:`tradebot.soak.fault_plan`:
-    transient errors and venue rejects on every call, ambiguous timeouts of order calls, partial fills),
-    without their latency (a wall-clock wait moves no virtual time). ``transient``: only errors a retry
+    transient errors on every call, ambiguous timeouts of order calls, partial fills), without their
+    rate-limit rejects (see below) and latency (a wall-clock wait moves no virtual time). ``transient``: only errors a retry
     gets past and that never executed: network errors, 503s and timeouts raised before the call runs
     (short's 3 % error rate plus its 1 % timeout rate), no rejects, no ambiguous timeouts, no partial fills."""
     from tradebot.soak import PROFILES, fault_plan
 
     out: dict[str, dict[str, Any]] = {"off": {}}
     for name, p in PROFILES.items():
-        out[name] = {**fault_plan(p), "latency_ms_min": 0, "latency_ms_max": 0}
+        plan = fault_plan(p)
+        # Without rate-limit rejects: the executor's pause after one waits on the virtual clock while the
+        # call counts as work, so the replay would never see the tree quiet and never move time on.
+        plan["error_rates"] = {m: {k: v for k, v in r.items() if k != "rate_limit"} for m, r in plan["error_rates"].items()}
+        out[name] = {**plan, "latency_ms_min": 0, "latency_ms_max": 0}
     short = PROFILES["short"]
     rates = {"network": round(short.error_rate * 0.6, 6), "exchange_unavailable": round(short.error_rate * 0.4, 6), "timeout": short.timeout_rate}
     out["transient"] = {"error_rates": {"*": rates, **_SPARED}, "seed": short.seed}
