@@ -9,6 +9,8 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from tradebot.replay import history_window, load_signal_frames, run_all, run_one, variants
 from tradebot.replay_report import to_json
 
@@ -131,3 +133,101 @@ def test_two_replays_of_the_demo_waves_print_byte_identical_reports():
     assert to_json([a]).encode() == to_json([b]).encode()
     assert table([a]).encode() == table([b]).encode()
     assert a.marks == b.marks
+
+
+def _outcomes(report: dict) -> dict:
+    """What the bot did, without the request figures: positions (entries, stops, exits, PnL), exits, equity."""
+    keep = ("positions_opened", "positions_open_at_end", "exits_by_reason", "take_profit_fills", "realised_pnl_net", "fees", "positions", "equity_curve", "liquidations")
+    return {k: report[k] for k in keep}
+
+
+def test_transient_faults_change_only_the_requests_and_a_faulted_replay_repeats_itself():
+    """The demo waves over three hours of the BTC month, faults off and with the transient profile (network
+    errors, 503s and timeouts raised before the call runs: retried, never executed). Retries happen at the same
+    virtual instant (the executor's backoff is a wall-clock wait), so the bot opens the same positions at the
+    same marks, moves the same stops and exits the same way; only the requests differ. The faulted replay
+    twice: the same bytes (the draws are keyed by method, symbol and virtual instant)."""
+    from tradebot.replay_report import table
+
+    t0, _ = history_window()
+    frames = load_signal_frames(ROOT / "demo" / "waves.jsonl", t0)
+    off, on = variants([], [], ["off", "transient"])
+    with pytest.raises(ValueError, match="not a profile"):
+        variants([], [], ["sometimes"])
+    assert (off.label, on.label, off.faults, on.faults) == ("faults=off", "faults=transient", "off", "transient")
+    a = run_one(off, frames, t0, t0 + 3 * 3_600_000, base_dir=ROOT)
+    b = run_one(on, frames, t0, t0 + 3 * 3_600_000, base_dir=ROOT)
+    b2 = run_one(on, frames, t0, t0 + 3 * 3_600_000, base_dir=ROOT)
+    assert a.report["positions_opened"] > 1 and sum(a.report["exits_by_reason"].values()) > 0
+    assert a.report["requests_failed"] == 0 and b.report["requests_failed"] > 0
+    assert b.report["requests"] > a.report["requests"]  # each failed request was retried
+    assert _outcomes(b.report) == _outcomes(a.report)
+    assert to_json([b]).encode() == to_json([b2]).encode()
+    shown = table([a, b])
+    assert shown.splitlines()[2].split() == ["faults", "off", "transient"]
+
+
+TRADES_FILE = ROOT.parent / "shared" / "data" / "more-prices" / "btcusdt-trades-2021-01-08.csv"
+
+
+def test_trade_ticks_become_one_second_candles_and_the_paper_exchange_replays_their_marks(tmp_path):
+    """Hand-written trades: second 0 has three (two in the same ms), second 1 none, second 2 one.
+    Second 0 is the candle 100.05 / 100.30 / 99.90 / 100.10 (first, highest, lowest, last), closed up:
+    marks open, low, high, close 250 ms apart; second 1 is flat at the close; second 2 a single trade."""
+    from adapters.markets import Markets
+    from adapters.paper.engine import PaperEngine
+    from adapters.paper.exchange import MARKET_FILES, PaperExchange
+    from adapters.paper.prices import DATA_DIR, PriceReplay, load_candles
+    from core.clock import VirtualClock
+
+    f = tmp_path / "trades.csv"
+    f.write_text("timestamp_ms,trade_id,price,quantity,buyer_maker\n"
+                 f"{T0 + 10},1,100.05,0.1,true\n{T0 + 400},2,100.30,0.2,false\n{T0 + 400},3,99.90,0.1,true\n{T0 + 990},4,100.10,0.5,false\n"
+                 f"{T0 + 2500},5,101.00,0.1,false\n")
+    assert load_candles(f) == (T0, 1000, (("100.05", "100.30", "99.90", "100.10"), ("100.10",) * 4, ("101.00",) * 4))
+    markets = Markets.from_file(DATA_DIR.parent / "markets" / MARKET_FILES["binance"])
+    replay = PriceReplay(markets, start_ms=T0, symbols=["BTC/USDT:USDT"], real_histories={"BTC": str(f)})
+    assert [(ts - T0, str(px)) for ts, _s, px in replay.ticks_between(T0 - 1, T0 + 2750)] == [
+        (0, "100.0"), (250, "99.9"), (500, "100.3"), (750, "100.1"),  # BTC's tick is 0.1: 100.05 -> 100.0 (half to even)
+        (1000, "100.1"), (1250, "100.1"), (1500, "100.1"), (1750, "100.1"), (2000, "101.0"), (2250, "101.0"), (2500, "101.0"), (2750, "101.0")]
+    clock = VirtualClock(start_ms=T0)
+    engine = PaperEngine(markets, flavour="binance", initial_balance=Decimal(10_000))
+    seen: list[tuple[int, str]] = []
+    on_mark = engine.on_mark
+    engine.on_mark = lambda sym, px, ts: (seen.append((ts - T0, str(px))), on_mark(sym, px, ts))[1]  # type: ignore[method-assign]
+    PaperExchange(engine, clock, price_replay=replay, tick_interval_ms=1000).start()
+    clock.step_to(T0 + 2000)
+    assert seen == [(0, "100.0"), (250, "99.9"), (500, "100.3"), (750, "100.1"), (1000, "100.1"), (1250, "100.1"), (1500, "100.1"), (1750, "100.1"), (2000, "101.0")]
+    assert engine.marks["BTC/USDT:USDT"] == Decimal("101.0")
+    clock.close()
+
+
+def test_an_unknown_csv_header_is_refused_naming_the_expected_columns(tmp_path):
+    from adapters.paper.prices import load_candles
+
+    f = tmp_path / "ticks.csv"
+    f.write_text("time,last,size\n1,2,3\n")
+    with pytest.raises(ValueError, match=r"expected candles \(timestamp or timestamp_ms, open, high, low, close.*or trades \(timestamp_ms, price"):
+        load_candles(f)
+    out = subprocess.run([sys.executable, "-m", "tradebot", "replay", "--signals", str(ROOT / "demo" / "waves.jsonl"), "--history", str(f)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "unknown CSV header" in out.stderr and "timestamp_ms, price" in out.stderr
+
+
+def test_a_replay_over_the_real_trade_ticks(tmp_path):
+    """The 46 s of Binance BTCUSDT trades (2021-01-08 00:00:00.278 on): one long BTC at the first wave
+    (00:00, the file's first second), told to the intake at 00:00:01 and bought at the mark then: the
+    first second's open, the first trade 39432.48 on BTC's 0.1 tick (39432.5). Its initial stop 2 % below
+    (38643.8) is never reached (the trades stay within 39430.30-39550.00): open at the end."""
+    from tradebot.replay import history_window
+
+    h0, h1 = history_window(str(TRADES_FILE))
+    assert (h0, h1) == (1_610_064_000_000, 1_610_064_047_000)
+    frames = load_signal_frames(one_long_btc(tmp_path / "sig.jsonl"), h0)
+    r = run_one(variants([], [])[0], frames, h0, h1, base_dir=ROOT, history=str(TRADES_FILE))
+    rep = r.report
+    assert rep["positions_opened"] == 1 and rep["positions_open_at_end"] == 1
+    (p,) = rep["positions"]
+    assert (p["symbol"], p["side"], p["entry_price"]) == ("BTCUSDT", "long", "39432.5")
+    assert [px for _ts, px in p["stops"]] == ["38643.8"]
+    marks = [Decimal(px) for _ts, px in r.marks[0]]  # the path charted: four marks a second from the entry on
+    assert len(marks) > 150 and Decimal("39430.3") <= min(marks) and max(marks) <= Decimal("39550.0") and len(set(marks)) > 20

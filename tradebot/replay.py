@@ -11,7 +11,8 @@ to the next due timer, price tick or signal: same inputs, same report.
 The replay sets a few things on top of the embedded defaults, before the
 user's files and ``--set`` (:data:`REPLAY_BASE`): no streams (the feed and the
 sync poll on the clock), the feed polls and the exchange ticks once per price
-tick, faults off, the signal intake processes a wave on arrival.
+tick, faults off unless ``--faults`` names a profile (:data:`FAULT_PROFILES`), the
+signal intake processes a wave on arrival.
 """
 
 from __future__ import annotations
@@ -104,16 +105,68 @@ class Variant:
 
     label: str
     raw: dict[str, Any]
+    #: A fault profile (a name in :func:`fault_profiles`) or a FaultPlan JSON file; "off": none.
+    faults: str = "off"
 
 
-def variants(config_files: list[Path], sets: list[str]) -> list[Variant]:
-    """One per --config file (or the defaults), times each value of each --set key (a grid)."""
+def variants(config_files: list[Path], sets: list[str], faults: list[str] | None = None) -> list[Variant]:
+    """One per --config file (or the defaults), times each value of each --set key (a grid), times each fault profile."""
     bases = [Variant("defaults", REPLAY_BASE)] if not config_files else [Variant(p.stem, merge(REPLAY_BASE, tomllib.loads(p.read_text(), parse_float=Decimal))) for p in config_files]
     out = bases
     for text in sets:
         key, values = parse_set(text)
         out = [Variant(v.label if len(values) == 1 and len(out) > 1 else (f"{key}={_show(x)}" if v.label == "defaults" else f"{v.label} {key}={_show(x)}"), with_key(v.raw, key, x)) for v in out for x in values]
+    profiles = faults or ["off"]
+    for name in profiles:
+        fault_plan_of(name)  # an unknown profile fails before any run
+    if len(profiles) > 1 or profiles != ["off"]:
+        out = [Variant(v.label if len(profiles) == 1 and len(out) > 1 else (f"faults={name}" if v.label == "defaults" else f"{v.label} faults={name}"), v.raw, name) for v in out for name in profiles]
     return out
+
+
+#: Start-up calls are spared, as ``tradebot soak`` spares them: the bot must be able to start.
+_SPARED: dict[str, dict[str, float]] = {"load_markets": {}, "set_leverage": {}, "set_position_mode": {}}
+
+
+def fault_profiles() -> dict[str, dict[str, Any]]:
+    """Named fault profiles (FaultPlan fields) for ``--faults``.
+
+    ``off``: none. ``short`` and ``long``: ``tradebot soak``'s profiles (:func:`tradebot.soak.fault_plan`:
+    transient errors on every call, ambiguous timeouts of order calls, partial fills), without their
+    rate-limit rejects (see below) and latency (a wall-clock wait moves no virtual time). ``transient``: only errors a retry
+    gets past and that never executed: network errors, 503s and timeouts raised before the call runs
+    (short's 3 % error rate plus its 1 % timeout rate), no rejects, no ambiguous timeouts, no partial fills."""
+    from tradebot.soak import PROFILES, fault_plan
+
+    out: dict[str, dict[str, Any]] = {"off": {}}
+    for name, p in PROFILES.items():
+        plan = fault_plan(p)
+        # Without rate-limit rejects: the executor's pause after one waits on the virtual clock while the
+        # call counts as work, so the replay would never see the tree quiet and never move time on.
+        plan["error_rates"] = {m: {k: v for k, v in r.items() if k != "rate_limit"} for m, r in plan["error_rates"].items()}
+        out[name] = {**plan, "latency_ms_min": 0, "latency_ms_max": 0}
+    short = PROFILES["short"]
+    rates = {"network": round(short.error_rate * 0.6, 6), "exchange_unavailable": round(short.error_rate * 0.4, 6), "timeout": short.timeout_rate}
+    out["transient"] = {"error_rates": {"*": rates, **_SPARED}, "seed": short.seed}
+    return out
+
+
+def fault_plan_of(name: str) -> Any:
+    """The FaultPlan of a profile name or of a JSON file holding FaultPlan fields; ValueError otherwise."""
+    import msgspec
+
+    from adapters.paper.faults import FaultPlan
+
+    profiles = fault_profiles()
+    if name in profiles:
+        return msgspec.convert(profiles[name], FaultPlan)
+    path = Path(name)
+    if path.suffix == ".json" and path.exists():
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=FaultPlan)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+            raise ValueError(f"--faults {name}: not a FaultPlan: {exc}") from None
+    raise ValueError(f"--faults {name!r}: not a profile ({', '.join(profiles)}) nor a FaultPlan JSON file")
 
 
 def _show(v: Any) -> str:
@@ -195,6 +248,7 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
     from adapters.markets import Markets
     from adapters.paper.engine import PaperEngine
     from adapters.paper.exchange import PaperExchange
+    from adapters.paper.faults import ClockedFaultInjector
     from adapters.paper.hosting import markets_path
     from adapters.venue import Venue
     from core.clock import VirtualClock
@@ -224,7 +278,8 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
             markets = Markets.from_file(mpath)
             engine = PaperEngine(markets, flavour=p.flavour, initial_balance=p.starting_balance, leverage=p.leverage, taker_fee_rate=p.taker_fee_rate, slippage_bps=p.slippage_bps, seed=p.seed, hedge_mode=cfg.exchange.hedge_mode)
             prices = price_replay(markets, cfg, frames, history)
-            exchange = PaperExchange(engine, clock, flavour=p.flavour, price_replay=prices, tick_interval_ms=p.tick_interval_ms, markets_path=mpath, request_log_size=10_000_000)
+            faults = ClockedFaultInjector(fault_plan_of(variant.faults), p.flavour, clock)
+            exchange = PaperExchange(engine, clock, flavour=p.flavour, faults=faults, price_replay=prices, tick_interval_ms=p.tick_interval_ms, markets_path=mpath, request_log_size=10_000_000)
             exchange.start()  # its tick timer is the clock's first: prices move before anyone reads them
             io.run(exchange.load_markets(), 30)
             venue = Venue("paper", exchange, markets, build_executor(cfg, "paper", clock, store), paper_style(cfg))
@@ -234,7 +289,7 @@ def run_one(variant: Variant, frames: list[Frame], start_ms: int, end_ms: int, *
             steps = drive(clock, tracker, directory, frames, end_ms, SignalFrame)
             tracker.settle()
             events = io.run(store.query(), 120)
-            report = build_report(cfg, engine, exchange, events, start_ms, clock.now_ms())
+            report = build_report(cfg, engine, exchange, events, start_ms, clock.now_ms(), faults=variant.faults)
             marks = [mark_path(prices, markets, p, clock.now_ms()) for p in report["positions"]]
             sup.tell(Shutdown(reason="replay end"))
             for _ in range(10_000):

@@ -18,8 +18,11 @@ def register(sub: Any) -> None:
     rp.add_argument("--to", dest="t_to", metavar="TIME", help="window end (default: 24 h after the start)")
     rp.add_argument("--config", action="append", default=[], metavar="FILE", help="a configuration to replay (repeatable; default: the embedded defaults)")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="override a key, one run per value (repeatable: a grid)")
-    rp.add_argument("--history", metavar="FILE", help="BTC candles to replay instead of the bundled month: a CSV or JSON candle file (format in the README), "
+    rp.add_argument("--history", metavar="FILE", help="BTC history to replay instead of the bundled month: a CSV of candles or of trade ticks (told by its header), or a JSON candle file (formats in the README), "
                                                     "a path, or a name in paper.data_dir/prices")
+    rp.add_argument("--faults", action="append", default=[], metavar="PROFILE",
+                    help="the paper exchange's faults: off (default), transient (retried errors only), short or long (tradebot soak's profiles), "
+                         "or a FaultPlan JSON file; seeded, drawn per call and virtual instant (deterministic); repeatable: one run per profile")
     rp.add_argument("--json", action="store_true", help="print the reports as JSON")
     rp.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report: equity curves, a chart per position")
     rp.add_argument("--objective", choices=("pnl", "pnl_drawdown"), default="pnl", help="how the best run is chosen (default: net realised PnL)")
@@ -53,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--to must be after --from")
         if start < h0 or end > h1:
             print(f"tradebot replay: note: the window goes outside the history ({h0}..{h1} ms); prices wrap (mirrored)", file=sys.stderr)
-        runs = variants([Path(p) for p in args.config], args.set)
+        runs = variants([Path(p) for p in args.config], args.set, args.faults)
         frames = load_signal_frames(Path(args.signals), start)
     except (ValueError, OSError) as exc:
         print(f"tradebot replay: {exc}", file=sys.stderr)

@@ -48,7 +48,7 @@ def _exit_reason(e: Any) -> str:
 _STOP_KINDS = {"initial": "stop", "restore": "stop", "emergency": "emergency stop"}
 
 
-def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_ms: int, end_ms: int) -> dict[str, Any]:
+def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_ms: int, end_ms: int, *, faults: str = "off") -> dict[str, Any]:
     pos: dict[str, dict[str, Any]] = {}
     stop_moves = 0
     tp_fills = 0
@@ -103,6 +103,7 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
     in_market_ms = sum((p["exit_ms"] or end_ms) - p["entry_ms"] for p in opened.values())
     position_hours = Decimal(in_market_ms) / HOUR_MS
     requests = len(exchange.requests)
+    failed = sum(1 for r in exchange.requests if r["outcome"] != "ok")
     metrics = engine.metrics(end_ms)
     per_position = sorted(
         ({"symbol": p["symbol"], "side": p["side"], "entry_ms": p["entry_ms"], "exit_ms": p["exit_ms"], "exit": p["reason"] or "open at end", "net_pnl": str(net[pid]),
@@ -115,6 +116,7 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
 
     return {
         "window": {"from_ms": start_ms, "to_ms": end_ms},
+        "faults": faults,
         "positions_opened": len(opened),
         "positions_open_at_end": len(opened) - len(closed),
         "exits_by_reason": dict(sorted(Counter(opened[pid]["reason"] for pid in closed).items())),
@@ -128,6 +130,8 @@ def build_report(cfg: Any, engine: Any, exchange: Any, events: list[Any], start_
         "time_in_market_hours": str(position_hours.quantize(Decimal("0.01"))),
         "stop_moves_per_position_hour": per_hour(stop_moves),
         "requests_per_position_hour": per_hour(requests),
+        "requests": requests,
+        "requests_failed": failed,
         "unprotected_ms": int(metrics["unprotected_ms"]),
         "max_unprotected_stretch_ms": int(metrics["max_unprotected_stretch_ms"]),
         "two_stop_overlap_ms": int(metrics["overlap_ms"]),
@@ -149,6 +153,7 @@ def _open_on(opened: dict[str, dict[str, Any]], symbol: str, ts: int) -> str | N
 
 
 ROWS = (
+    ("faults", "faults"),
     ("positions opened", "positions_opened"),
     ("open at end", "positions_open_at_end"),
     ("exits by reason", "exits_by_reason"),
@@ -162,6 +167,8 @@ ROWS = (
     ("time in market (h)", "time_in_market_hours"),
     ("stop moves / position-hour", "stop_moves_per_position_hour"),
     ("requests / position-hour", "requests_per_position_hour"),
+    ("requests", "requests"),
+    ("failed requests", "requests_failed"),
     ("unprotected ms", "unprotected_ms"),
     ("two-stop overlap ms", "two_stop_overlap_ms"),
     ("liquidations", "liquidations"),

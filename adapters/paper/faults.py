@@ -117,3 +117,33 @@ class FaultInjector:
         if spec == "exchange_unavailable":
             return paper_error(self.flavour, ccxt.ExchangeNotAvailable, f"{method} 503 Service Temporarily Unavailable")
         return paper_error(self.flavour, ccxt.NetworkError, f"{method} ECONNRESET (connection reset by peer)")
+
+
+class ClockedFaultInjector(FaultInjector):
+    """A :class:`FaultInjector` whose random draws depend on what is called when, not on call order across callers.
+
+    Each call's draw comes from an RNG seeded with ``(plan.seed, method, symbol, clock ms, n)``, ``n``
+    counting the calls with the same method and symbol at that instant. On a virtual clock
+    (``tradebot replay``) the same replay draws the same faults whichever actor's thread reaches the
+    exchange first. No latency: a wall-clock sleep would not move virtual time, only slow the run.
+    Scripted faults (:meth:`fail_next`) come first, as in the base class.
+    """
+
+    def __init__(self, plan: FaultPlan | None, flavour: str, clock: Any) -> None:
+        super().__init__(plan, flavour)
+        self.clock = clock
+        self._at = -1
+        self._seen: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def draw(self, method: str, args: dict[str, Any] | None = None) -> tuple[BaseException | None, bool]:
+        now = self.clock.now_ms()
+        if now != self._at:
+            self._at, self._seen = now, collections.Counter()
+        key = (method, str((args or {}).get("symbol")))
+        n = self._seen[key]
+        self._seen[key] += 1
+        self.rng = random.Random(f"{self.plan.seed}:{method}:{key[1]}:{now}:{n}")
+        return super().draw(method, args)
+
+    def latency_ms(self) -> int:
+        return 0

@@ -10,6 +10,11 @@ market's tick.
 3/4 of its interval: the open; then the low and then the high if the candle
 closed up (open <= close), else the high and then the low; then the close.
 
+**Trade ticks.** A CSV whose header has ``timestamp_ms`` and ``price`` (and no
+``open``/``high``/``low``/``close``) is trades: bucketed into 1-second candles
+(:func:`trades_to_candles`; an empty second is flat at the previous close),
+then four ticks each like any candle. Any other CSV header is refused.
+
 **Synthetic symbols.** Symbols with no history of their own (ETH, LTC, ADA,
 DOGE, TRX, ...) get a *synthetic* path: a block bootstrap (blocks of
 ``block_candles`` consecutive candles, seeded per symbol from ``seed``) of
@@ -68,14 +73,67 @@ def _csv_time(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
+#: Trade ticks become candles of this length (see :func:`trades_to_candles`).
+TRADES_CANDLE_MS = 1_000
+CANDLE_COLUMNS = ("timestamp or timestamp_ms", "open", "high", "low", "close")
+TRADE_COLUMNS = ("timestamp_ms", "price")
+
+
+def csv_format(header: Sequence[str]) -> str:
+    """``"candles"`` or ``"trades"`` from a CSV header; ValueError naming the expected columns otherwise."""
+    cols = {c.strip() for c in header}
+    if {"open", "high", "low", "close"} <= cols and cols & {"timestamp", "timestamp_ms"}:
+        return "candles"
+    if {"timestamp_ms", "price"} <= cols:
+        return "trades"
+    raise ValueError(f"unknown CSV header {','.join(header)!r}: expected candles ({', '.join(CANDLE_COLUMNS)}[, volume]) "
+                     f"or trades ({', '.join(TRADE_COLUMNS)}[, trade_id, quantity, buyer_maker])")
+
+
+def trades_to_candles(trades: Iterable[tuple[int, str]], candle_ms: int = TRADES_CANDLE_MS) -> tuple[int, tuple[Candle, ...]]:
+    """(first open ms, candles) from (time ms, price text) trades in file order (times never decreasing).
+
+    Each ``candle_ms`` bucket (aligned to epoch multiples) with trades is a candle: the first trade's
+    price the open, the highest and lowest the high and low, the last the close; a bucket without a
+    trade is a flat candle at the previous close. The candles then become marks like any candle's."""
+    candles: list[Candle] = []
+    t0 = bucket = None
+    o = h = low = c = ""
+    for ts, price in trades:
+        b = ts - ts % candle_ms
+        if bucket is not None and b < bucket:
+            raise ValueError(f"trade times go backwards at {ts} ms")
+        if bucket is None or b != bucket:
+            if bucket is not None:
+                candles.append((o, h, low, c))
+                candles.extend((c, c, c, c) for _ in range((b - bucket) // candle_ms - 1))
+            else:
+                t0 = b
+            bucket, o, h, low = b, price, price, price
+        else:
+            h = price if Decimal(price) > Decimal(h) else h
+            low = price if Decimal(price) < Decimal(low) else low
+        c = price
+    if bucket is None or t0 is None:
+        raise ValueError("no trades")
+    candles.append((o, h, low, c))
+    return t0, tuple(candles)
+
+
 @functools.lru_cache(maxsize=8)
 def load_candles(path: Path) -> tuple[int, int, tuple[Candle, ...]]:
-    """(first open time ms, interval ms, candles) of a CSV or JSON candle file."""
+    """(first open time ms, interval ms, candles) of a CSV (candles or trades, told by the header) or JSON candle file."""
     path = Path(path)
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        times = [_csv_time(r["timestamp"]) for r in rows[:2]]
+            reader = csv.DictReader(fh)
+            kind = csv_format(reader.fieldnames or [])
+            rows = list(reader)
+        if kind == "trades":
+            t0, from_trades = trades_to_candles((int(r["timestamp_ms"]), r["price"].strip()) for r in rows)
+            return t0, TRADES_CANDLE_MS, from_trades
+        key = "timestamp" if "timestamp" in rows[0] else "timestamp_ms"
+        times = [_csv_time(r[key]) for r in rows[:2]]
         candles = tuple((r["open"], r["high"], r["low"], r["close"]) for r in rows)
     else:
         rows = json.loads(path.read_text())
