@@ -16,6 +16,13 @@ the windows the earlier one is waiting for, so a large request is never
 starved by a stream of small ones. The top ``reserve`` of every window is
 PROTECT's alone: reads and entries saturate at ``1 - reserve`` of the budget,
 so a protective call finds headroom at once instead of queueing behind them.
+An entry also *books* the units of the stop that must follow it
+(``create_order.entry`` books ``create_order.stop``'s cost): reads and entries
+count bookings as used, protective calls do not, and the stop's placement
+takes the oldest booking in each of its windows (a booking left unused expires
+with its window). So a burst of entries can never crowd its own stops out of
+a tight order window (Bybit: 10 creates per second per UID): the later entries
+wait for the window to slide instead of the stops.
 
 When the venue says "too many requests" anyway, :meth:`RateLimiter.rate_limited`
 pauses reads and entries (the venue counts per IP / account, not per caller),
@@ -68,6 +75,9 @@ import msgspec
 from adapters import venues
 from adapters.rate_tables import UNLIMITED, Priority, VenueLimits, Window, priority_of
 
+#: An entry books the units of the stop that follows it (see the module doc).
+ENTRY_OP, STOP_OP = "create_order.entry", "create_order.stop"
+
 
 def on_clock(clock: Any) -> tuple[Callable[[], float], Callable[[float], Awaitable[None]]]:
     """``(monotonic_s, sleep)`` on an injected :class:`~core.clock.Clock`.
@@ -116,17 +126,18 @@ class Permit(msgspec.Struct, frozen=True):
 
 
 class _Waiter:
-    __slots__ = ("cancelled", "cost", "future", "key", "seq")
+    __slots__ = ("book", "cancelled", "consume", "cost", "future", "key", "seq")
 
-    def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[tuple[float, bool, bool]]) -> None:
+    def __init__(self, seq: int, cost: Mapping[str, int], future: asyncio.Future[tuple[float, bool, bool]], book: Mapping[str, int] | None = None, consume: bool = False) -> None:
         self.seq, self.cost, self.key = seq, cost, frozenset(cost)
         self.future, self.cancelled = future, False
+        self.book, self.consume = book, consume
 
 
 class _Window:
     """Sliding-window usage of one limit, and the cap of each class in it."""
 
-    __slots__ = ("caps", "events", "span_s", "spec", "used")
+    __slots__ = ("booked", "caps", "events", "span_s", "spec", "used")
 
     def __init__(self, spec: Window, share: float, reserve: float) -> None:
         self.spec = spec
@@ -135,20 +146,28 @@ class _Window:
         self.caps = {Priority.PROTECT: budget, Priority.ENTRY: budget * (1 - reserve), Priority.READ: budget * (1 - reserve)}
         self.events: collections.deque[tuple[float, int]] = collections.deque()
         self.used = 0
+        #: When each unit booked for a protective call still to come was booked (see the module doc).
+        self.booked: collections.deque[float] = collections.deque()
 
     def evict(self, now: float) -> None:
         events, span = self.events, self.span_s
         while events and events[0][0] + span <= now:  # the same sum as free_at's: no float gap
             self.used -= events.popleft()[1]
+        booked = self.booked
+        while booked and booked[0] + span <= now:
+            booked.popleft()
 
     def free_at(self, units: int, priority: Priority, now: float) -> float:
         """Earliest time ``units`` fit under ``priority``'s cap (``now`` if they fit now).
 
-        A request larger than the cap still goes, alone, into an empty window."""
-        cap, used = self.caps[priority], self.used
+        A request larger than the cap still goes, alone, into an empty window. Reads and entries
+        count the units booked for protective calls still to come; protective calls do not."""
+        counts_bookings = priority is not Priority.PROTECT and bool(self.booked)
+        cap, used = self.caps[priority], self.used + (len(self.booked) if counts_bookings else 0)
         if used + units <= cap + 1e-9 or used == 0:
             return now
-        for t, n in self.events:
+        expiring = heapq.merge(self.events, ((t, 1) for t in self.booked)) if counts_bookings else self.events
+        for t, n in expiring:
             used -= n
             if used + units <= cap + 1e-9 or used <= 0:
                 return t + self.span_s
@@ -229,14 +248,16 @@ class RateLimiter:
         """Wait until ``op`` fits the budget (and no venue-wide pause is on), then take its weight."""
         cls = priority_of(op) if priority is None else priority
         cost = self.limits.cost(op)
+        book = self.limits.cost(STOP_OP) if op == ENTRY_OP else None
+        consume = op == STOP_OP
         now = self.now()
         if not any(self._queued) and self._may_go(cls, now) and not self._probe_out and self._fits(cost, cls, now):
-            self._take(cost, now)
+            self._take(cost, now, book, consume)
             self._count(cls, 0.0)
             probe, self._probe_out = self._hold, self._hold
             return Permit(granted_at=now, waited_s=0.0, probe=probe, protect_probe=self._grant_protect(cls, now))
         future: asyncio.Future[tuple[float, bool, bool]] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(next(self._seq), cost, future)
+        waiter = _Waiter(next(self._seq), cost, future, book, consume)
         self._queues[cls].setdefault(waiter.key, collections.deque()).append(waiter)
         self._queued[cls] += 1
         self._dispatch()
@@ -296,12 +317,18 @@ class RateLimiter:
                     short[name] = due
         return short
 
-    def _take(self, cost: Mapping[str, int], now: float) -> None:
+    def _take(self, cost: Mapping[str, int], now: float, book: Mapping[str, int] | None = None, consume: bool = False) -> None:
         for name, units in cost.items():
             w = self._windows.get(name)
             if w is not None:
                 w.events.append((now, units))
                 w.used += units
+                if consume and w.booked:
+                    w.booked.popleft()  # the stop an entry booked for: its unit is now used
+        for name, units in (book or {}).items():
+            w = self._windows.get(name)
+            if w is not None:
+                w.booked.extend([now] * units)
 
     def _dispatch(self) -> None:
         """Grant every waiter that may go now, by class, then arrival; arm the timer for the rest.
@@ -340,7 +367,7 @@ class RateLimiter:
                     continue
                 queue.popleft()
                 self._queued[cls] -= 1
-                self._take(waiter.cost, now)
+                self._take(waiter.cost, now, waiter.book, waiter.consume)
                 protect_probe = self._grant_protect(cls, now)
                 waiter.future.set_result((now, self._hold, protect_probe))
                 if self._hold:
@@ -533,7 +560,7 @@ class RateLimiter:
         windows = {}
         for name, w in self._windows.items():
             w.evict(now)
-            windows[name] = {"used": w.used, "limit": w.spec.limit, "window_ms": w.spec.window_ms, "cap": round(w.caps[Priority.PROTECT], 2), "cap_non_protect": round(w.caps[Priority.READ], 2)}
+            windows[name] = {"used": w.used, "booked": len(w.booked), "limit": w.spec.limit, "window_ms": w.spec.window_ms, "cap": round(w.caps[Priority.PROTECT], 2), "cap_non_protect": round(w.caps[Priority.READ], 2)}
         classes = {}
         for cls in Priority:
             s = self._stats[cls]
