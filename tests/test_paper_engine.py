@@ -494,3 +494,107 @@ def test_accounting_is_consistent_and_reduce_only_never_flips(sequence, leverage
         assert e.wallet == D(2000) + tot["realized_pnl"] - tot["fees"] - tot["liquidated_margin"]
         for o in e.orders.values():
             assert 0 <= o.filled <= o.requested_amount or o.close_position or o.origin == "liquidation"
+
+
+class _Reference:
+    """The measurements by their definition: before each call, charge the time since the last
+    one to a full assessment of every position and open order taken after the last call."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.status: dict[str, tuple[bool, bool]] = {}
+        self.orphans: list = []
+        self.unprotected = self.overlap = self.orphan = 0
+        self.by_symbol: dict[str, list[int]] = {}
+        self.stretch: dict[str, int] = {}
+        self.max_stretch = 0
+
+    def before(self, t: int) -> None:
+        if self.last is not None and t > self.last:
+            dt = t - self.last
+            for key, (unprotected, overlap) in self.status.items():
+                sym = self.by_symbol.setdefault(key.split("|")[0], [0, 0, 0])
+                if unprotected:
+                    self.unprotected += dt
+                    sym[0] += dt
+                    self.stretch[key] = self.stretch.get(key, 0) + dt
+                    self.max_stretch = max(self.max_stretch, self.stretch[key])
+                else:
+                    self.stretch[key] = 0
+                if overlap:
+                    self.overlap += dt
+                    sym[1] += dt
+            for o in self.orphans:
+                self.orphan += dt
+                self.by_symbol.setdefault(o.symbol, [0, 0, 0])[2] += dt
+        self.last = t if self.last is None else max(self.last, t)
+
+    def after(self, e: PaperEngine) -> None:
+        from adapters.paper.metrics import assess
+
+        self.status, self.orphans = assess(e.positions.values(), e.open_orders.values())
+        for key in list(self.stretch):
+            if key not in self.status:
+                self.stretch[key] = 0  # closed: a new position on the key starts its own stretch
+
+
+_OP = st.tuples(st.sampled_from(["buy", "sell", "stop", "stop2", "cancel", "close", "mark", "external"]), st.sampled_from([BTC, ETH]), st.integers(0, 3000), st.integers(0, 10_000))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_OP, min_size=1, max_size=40))
+def test_incremental_measurements_equal_their_definition(ops):
+    """The engine re-assesses only the symbols a change touched and charges episodes and symbols
+    lazily; over any sequence of entries, stops, cancels, closes and marks its figures are those of
+    a full assessment of every position and order before every call."""
+    e = engine()
+    ref = _Reference()
+    ref.before(T0)
+    ref.after(e)
+    t = T0
+    price = {BTC: D(40000), ETH: D(3000)}
+    for kind, sym, dt, r in ops:
+        t += dt
+        qty = "0.010" if sym == BTC else "0.100"
+        ref.before(max(t, e.now_ms))
+        try:
+            if kind in ("buy", "sell"):
+                e.create_order(sym, "market", kind, qty, None, {}, now_ms=t)
+            elif kind in ("stop", "stop2"):
+                p = pos(e, f"{sym}|both")
+                side = "sell" if p is None or p.side == "long" else "buy"
+                off = D(1) - D(r % 50 + 1) / 1000 if side == "sell" else D(1) + D(r % 50 + 1) / 1000
+                trigger = (price[sym] * off).quantize(D("0.1") if sym == BTC else D("0.01"))
+                half = qty if kind == "stop" else ("0.005" if sym == BTC else "0.050")
+                e.create_order(sym, "market", side, half, None, {"stopLossPrice": str(trigger), "reduceOnly": True}, now_ms=t)
+            elif kind == "cancel":
+                live = [o for o in e.open_orders.values() if o.symbol == sym]
+                if live:
+                    e.cancel_order(live[r % len(live)].id, now_ms=t)
+                else:
+                    e.metrics(t)
+            elif kind == "close":
+                e.external_close_position(sym, t)
+            elif kind == "external":
+                e.external_open_position(sym, "long" if r % 2 else "short", D(qty), t)
+            else:
+                step = D(r - 5000) / D(100_000)  # up to +-5 %
+                price[sym] = (price[sym] * (1 + step)).quantize(D("0.1") if sym == BTC else D("0.01"))
+                e.on_mark(sym, price[sym], t)
+        except ccxt.BaseError:
+            pass  # refused (reduce-only with nothing to reduce, ...): the call still charged the time
+        ref.after(e)
+        ref.before(max(t, e.now_ms))
+        m = e.metrics(t)
+        ref.after(e)
+        assert (m["unprotected_ms"], m["overlap_ms"], m["orphan_ms"]) == (ref.unprotected, ref.overlap, ref.orphan)
+        assert m["max_unprotected_stretch_ms"] == ref.max_stretch
+        assert m["unprotected_now"] == sum(1 for u, _ in ref.status.values() if u) and m["orphan_orders"] == len(ref.orphans)
+        for s in (BTC, ETH):
+            totals = e.position_metrics(s)["symbol_totals"]
+            want = ref.by_symbol.get(s, [0, 0, 0])
+            assert [totals.get("unprotected_ms", 0), totals.get("overlap_ms", 0), totals.get("orphan_ms", 0)] == want, s
+    restored = PaperEngine.restore(json.loads(json.dumps(e.snapshot())), MARKETS["binance"])
+    ref.before(t + 1000)
+    got = restored.metrics(t + 1000)  # a restored engine goes on charging the same state
+    assert (got["unprotected_ms"], got["overlap_ms"], got["orphan_ms"]) == (ref.unprotected, ref.overlap, ref.orphan)

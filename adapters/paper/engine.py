@@ -47,6 +47,9 @@ from adapters.paper.human import HumanActions
 from adapters.paper.metrics import Measurements, assess
 from adapters.paper.model import CANCELED, CLOSED, D0, EXPIRED, FALLING, OPEN, Fill, Order, OrderRequest, Position, parse_order_request
 
+#: A position's key is ``SYMBOL|pos_side``: one-way ``both``, hedge ``long`` / ``short``.
+POS_SIDES = ("both", "long", "short")
+
 Listener = Callable[[str, str], None]
 _FEE_QUANTUM = Decimal("1e-8")
 _DECIMAL_KNOBS = {"initial_balance", "taker_fee_rate", "slippage_bps", "maintenance_margin_rate"}
@@ -92,6 +95,9 @@ class PaperEngine(HumanActions):
         self.closed_positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}
         self.open_orders: dict[str, Order] = {}
+        #: The open orders of each symbol (the same objects as ``open_orders``): a mark, a stop's
+        #: checks and the protection assessment look at one symbol's orders, not every order.
+        self.open_by_symbol: dict[str, dict[str, Order]] = {}
         self.client_ids: dict[str, str] = {}
         self.fills: list[Fill] = []
         self.fills_by_id: dict[str, Fill] = {}
@@ -101,7 +107,9 @@ class PaperEngine(HumanActions):
         self.metrics_state = Measurements()
         self.totals: dict[str, Decimal | int] = {"realized_pnl": D0, "fees": D0, "liquidated_margin": D0, "liquidations": 0}
         self._listeners: list[Listener] = []
-        self._assessment: tuple | None = None
+        #: Symbols changed since the last assessment (None: every symbol), and each symbol's last one.
+        self._dirty: set[str] | None = None
+        self._sym_status: dict[str, tuple[dict[str, tuple[bool, bool]], list[Order]]] = {}
 
     # ------------------------------------------------------------ plumbing
     def add_listener(self, fn: Listener) -> None:
@@ -112,7 +120,8 @@ class PaperEngine(HumanActions):
         self._listeners.remove(fn)
 
     def _emit(self, kind: str, key: str) -> None:
-        self._assessment = None
+        if self._dirty is not None:
+            self._dirty.add(key.split("|", 1)[0] if kind == "position" else self.orders[key].symbol)
         for fn in list(self._listeners):
             fn(kind, key)
 
@@ -122,15 +131,39 @@ class PaperEngine(HumanActions):
     def _begin(self, now_ms: int) -> int:
         """Advance engine time to ``now_ms``, charging the elapsed time to the measurements."""
         t = max(int(now_ms), self.now_ms)
-        status, orphans = self._assess()
-        self.metrics_state.accrue(t, status, orphans)
+        self._refresh()
+        self.metrics_state.advance(t)
         self.now_ms = t
         return t
 
-    def _assess(self) -> tuple:
-        if self._assessment is None:
-            self._assessment = assess(self.positions.values(), self.open_orders.values())
-        return self._assessment
+    def _refresh(self) -> None:
+        """Re-assess the symbols changed since the last call (all of them the first time)."""
+        ms = self.metrics_state
+        if ms.last_ms is None:
+            return  # nothing is charged before the first advance: assess everything after it
+        dirty, self._dirty = self._dirty, set()
+        if dirty is None:
+            dirty = {p.symbol for p in self.positions.values()} | set(self.open_by_symbol) | set(self._sym_status) | {ep.symbol for ep in ms.episodes.values() if ep.charged_ms is not None}
+        for sym in dirty:
+            status, orphans = assess(self._positions_of(sym), self.open_by_symbol.get(sym, {}).values())
+            if status or orphans:
+                self._sym_status[sym] = (status, orphans)
+            else:
+                self._sym_status.pop(sym, None)
+            ms.set_symbol(sym, status, len(orphans), [f"{sym}|{side}" for side in POS_SIDES])
+
+    def _positions_of(self, symbol: str) -> list[Position]:
+        return [p for side in POS_SIDES if (p := self.positions.get(f"{symbol}|{side}")) is not None]
+
+    def _assess(self) -> tuple[dict[str, tuple[bool, bool]], list[Order]]:
+        """Per position key: (unprotected, overlapping); and the orphan orders (every symbol)."""
+        self._refresh()
+        status: dict[str, tuple[bool, bool]] = {}
+        orphans: list[Order] = []
+        for st, orph in self._sym_status.values():
+            status.update(st)
+            orphans.extend(orph)
+        return status, orphans
 
     def _market(self, symbol: str) -> Market:
         try:
@@ -212,6 +245,7 @@ class PaperEngine(HumanActions):
     def _store(self, o: Order) -> None:
         self.orders[o.id] = o
         self.open_orders[o.id] = o
+        self.open_by_symbol.setdefault(o.symbol, {})[o.id] = o
         if o.client_id:
             self.client_ids[o.client_id] = o.id
 
@@ -219,6 +253,11 @@ class PaperEngine(HumanActions):
         o.status, o.updated_ms = status, t
         o.reason = o.reason or reason
         self.open_orders.pop(o.id, None)
+        by_symbol = self.open_by_symbol.get(o.symbol)
+        if by_symbol is not None:
+            by_symbol.pop(o.id, None)
+            if not by_symbol:
+                del self.open_by_symbol[o.symbol]
         self._emit("order", o.id)
 
     def _split(self, o: Order, qty: Decimal) -> tuple[Position | None, Decimal, Decimal]:
@@ -324,7 +363,7 @@ class PaperEngine(HumanActions):
 
     def open_order_list(self, symbol: str | None = None) -> list[Order]:
         sym = self._market(symbol).symbol if symbol else None
-        return [o for o in self.open_orders.values() if sym is None or o.symbol == sym]
+        return list(self.open_orders.values()) if sym is None else list(self.open_by_symbol.get(sym, {}).values())
 
     # ------------------------------------------------------------- prices
     def on_mark(self, symbol: str, price: Decimal, now_ms: int) -> None:
@@ -335,18 +374,18 @@ class PaperEngine(HumanActions):
         prev = self.marks.get(m.symbol)
         self.marks[m.symbol] = price
         events: list[tuple[Decimal, int, int, Order | Position]] = []
-        for o in self.open_orders.values():
+        here = list(self.open_by_symbol.get(m.symbol, {}).values())
+        for o in here:
             trig = o.trigger_price  # set: o is a stop
-            if o.symbol == m.symbol and trig is not None and ((price <= trig) if o.trigger_direction == FALLING else (price >= trig)):
+            if trig is not None and ((price <= trig) if o.trigger_direction == FALLING else (price >= trig)):
                 events.append((trig, 0, int(o.id), o))
-        for o in self.open_orders.values():
-            if o.symbol == m.symbol and o.limit_price is not None and self._limit_reached(o, price):
+        for o in here:
+            if o.limit_price is not None and self._limit_reached(o, price):
                 events.append((o.limit_price, 0, int(o.id), o))
-        for pos in self.positions.values():
-            if pos.symbol == m.symbol:
-                liq = self.liquidation_price(pos)
-                if (price <= liq) if pos.side == "long" else (price >= liq):
-                    events.append((liq, 1, 0, pos))
+        for pos in self._positions_of(m.symbol):
+            liq = self.liquidation_price(pos)
+            if (price <= liq) if pos.side == "long" else (price >= liq):
+                events.append((liq, 1, 0, pos))
         falling = prev is None or price < prev
         events.sort(key=lambda e: (-e[0] if falling else e[0], e[1], e[2]))
         for _level, _kind, _oid, obj in events:

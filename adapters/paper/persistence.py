@@ -97,6 +97,8 @@ def restore_engine(cls: type[PaperEngine], snapshot: dict[str, Any], markets: Ma
     eng.closed_positions = {k: msgspec.convert(p, Position) for k, p in s["closed_positions"].items()}
     eng.orders = {o["id"]: msgspec.convert(o, Order) for o in s["orders"]}
     eng.open_orders = {k: o for k, o in eng.orders.items() if o.status == OPEN}
+    for o in eng.open_orders.values():
+        eng.open_by_symbol.setdefault(o.symbol, {})[o.id] = o
     eng.client_ids = dict(s["client_ids"])
     eng.fills = [msgspec.convert(f, Fill) for f in s["fills"]]
     eng.fills_by_id = {f.id: f for f in eng.fills}

@@ -65,7 +65,7 @@ def validate(e: PaperEngine, m: Market, o: Order) -> None:
     if not closing and m.min_notional and o.amount * (o.trigger_price or mark) * m.contract_size < m.min_notional:
         raise e._err("min_notional", min=m.min_notional.normalize())
     if o.is_stop:
-        stops = [x for x in e.open_orders.values() if x.symbol == m.symbol and x.is_stop]
+        stops = [x for x in e.open_by_symbol.get(m.symbol, {}).values() if x.is_stop]
         if len(stops) >= e.config.max_stop_orders_per_symbol:
             raise e._err("max_stop_orders")
         if o.close_position and any(x.close_position and x.side == o.side and x.pos_side == o.pos_side for x in stops):
