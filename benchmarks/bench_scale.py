@@ -8,13 +8,14 @@ at once (time until every ``stop_moved`` is committed, and the latency of
 committed reads of the store during it); and recovery: a new supervisor
 rebuilding every owner from the store until each has checked its stop
 (``supervisor.recovery_complete``, what gates the intake after a restart).
-``TRADEBOT_BENCH_SCALE=100,300,1000,3000`` picks the sizes (default
-100,300,1000). The in-process paper exchange assesses every position and order
-on every call, on the bot's I/O loop, so its own work grows with the square of
-the book: at 3,000 a committed read queued on that loop during the burst went
-unanswered for over 30 s and the run fails (the store alone at 3,000 is
-``bench_burst``). The bench sets the burst's exchange marks before the clock
-starts so the burst times the bot, not the driver.
+``TRADEBOT_BENCH_SCALE`` picks the sizes (default 100,300,1000,3000). The
+paper exchange runs in-process, on the bot's I/O loop, so the burst times its
+engine too; it re-assesses only the symbols a call touched (before, every
+position and order on every call: its work grew with the square of the book,
+and at 3,000 a read queued on the loop during the burst went unanswered for
+over 30 s). The store alone at 3,000 is ``bench_burst``. The bench sets the
+burst's exchange marks before the clock starts so the burst times the bot, not
+the driver.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def one_size(n: int) -> dict[str, float]:
 
 
 def run() -> None:
-    sizes = [int(x) for x in os.environ.get("TRADEBOT_BENCH_SCALE", "100,300,1000").split(",") if x]
+    sizes = [int(x) for x in os.environ.get("TRADEBOT_BENCH_SCALE", "100,300,1000,3000").split(",") if x]
     print(f"scale: positions in one process (real owners on the in-process paper exchange; paced ticks {TICKS_PER_S:,}/s offered)")
     print(f"  {'positions':>9} {'RSS/actor':>10} {'bare':>7} {'tick p50':>9} {'p99':>7} {'bare p50':>9} {'p99':>7} {'burst':>8} {'read p50':>9} {'max':>7} {'recovery':>9}")
     for n in sizes:
