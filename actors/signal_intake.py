@@ -137,6 +137,8 @@ class SignalIntake(ManagedActor):
             row = states.get(pid)
             if row is not None and row.is_protected and row.entry_price is not None and row.stop_price is not None and row.stop_order_id is not None:
                 self._on_opened(PositionOpened(position_id=pid, symbol=symbol, side=row.side, qty=row.qty, entry_price=row.entry_price, stop_price=row.stop_price, stop_order_id=row.stop_order_id))
+            elif row is not None and not row.state.is_open and row.entry_price is not None and self._was_protected(pid):
+                self._confirm(pid, f"protected, then {row.state.value} while the intake was down")  # it took its slot
             elif row is not None and not row.state.is_open:
                 self._on_failed(PositionOpenFailed(position_id=pid, symbol=symbol, reason=f"ended as {row.state.value} while the intake was down", outcome=row.state.value))
             elif row is None and (self.ctx.directory is None or self.ctx.directory.lookup(position_actor_name(symbol, pid)) is None):
@@ -398,12 +400,28 @@ class SignalIntake(ManagedActor):
     # ------------------------------------------------------------ outcomes
     @handles(PositionOpened)
     def _on_opened(self, msg: PositionOpened) -> None:
-        if msg.position_id not in self.in_flight:
+        self._confirm(msg.position_id)
+
+    def _confirm(self, position_id: str, note: str | None = None) -> None:
+        """The position counts for its wave: it was open and protected (it may have ended since)."""
+        if position_id not in self.in_flight:
             return
-        wave, _ = self.in_flight.pop(msg.position_id)
+        wave, symbol = self.in_flight.pop(position_id)
         self.confirmed[wave] = self.confirmed.get(wave, 0) + 1
-        self.emit("intake.position_opened", {"position_id": msg.position_id, "wave_ts_ms": wave, "symbol": msg.symbol, "confirmed_in_wave": self.confirmed[wave]}, position_id=msg.position_id, symbol=msg.symbol)
+        data: dict[str, Any] = {"position_id": position_id, "wave_ts_ms": wave, "symbol": symbol, "confirmed_in_wave": self.confirmed[wave]}
+        if note:
+            data["note"] = note
+        self.emit("intake.position_opened", data, position_id=position_id, symbol=symbol)
         self._fill(wave)
+
+    #: A position that has had a stop live on the exchange (placed, moved, or filled).
+    PROTECTED_EVENTS = ("position.stop_placed", "position.stop_moved", "position.stop_filled")
+
+    def _was_protected(self, position_id: str) -> bool:
+        """Whether a position that ended while the intake was down had been protected: then it was
+        one of its wave's positions (a stop that filled was live, even if its placement was never
+        recorded because of a kill), not a failed open whose slot is free again."""
+        return bool(self.load_events(position_id=position_id, types=self.PROTECTED_EVENTS, limit=1))
 
     @handles(PositionOpenFailed)
     def _on_failed(self, msg: PositionOpenFailed) -> None:

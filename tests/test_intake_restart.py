@@ -186,3 +186,43 @@ def test_a_selection_whose_owner_never_started_frees_its_slot_after_a_restart(tm
     finally:
         sup.tell(Shutdown(reason="test end"))
         sup.actor_stopped.wait(10)
+
+
+def test_a_position_protected_then_closed_while_the_intake_was_down_keeps_its_slot(tmp_path: Path, ctx):
+    """Found by the long soak: killed after a stop was sent and before its placement was recorded,
+    the position's stop then filled; the restarted intake read "ended as closed" as a failed open,
+    freed its slot, and opened a fourth position in a wave limited to three. A position that had a
+    stop live (placed, moved, or filled) was one of its wave's positions."""
+    from core.events import Event
+    from core.messages import Shutdown
+    from supervision.supervisor import Supervisor
+
+    ctx, intake = _intake_world(tmp_path, ctx)  # wave limit 2
+    wave = ctx.clock.now_ms() - ctx.clock.now_ms() % 900_000
+    for i in (1, 2, 3):
+        ctx.store.append(_received(ctx, wave, i))
+    now = ctx.clock.now_ms()
+    ctx.store.append(Event(type="intake.wave_processed", ts_ms=now, actor="intake", data={"wave_ts_ms": wave, "signals": 3, "candidates": 3, "buffer": ["s-1", "s-2", "s-3"], "limit": 2}))
+    ctx.store.append(Event(type="intake.signal_selected", ts_ms=now, actor="intake", position_id="p1",
+                           data={"signal_id": "s-1", "wave_ts_ms": wave, "symbol": "W001USDT", "side": "long", "position_id": "p1", "quote_amount": "100"}))
+    row = {"position_id": "p1", "exchange": "paper", "symbol": "W001USDT", "side": "long", "state": "closed", "is_open": False, "quantity": "0.0025",
+           "entry_price": "40000", "close_reason": "stop filled", "exit_price": "39600", "realized_pnl": "-1"}
+    owner = "position:W001USDT:p1"
+    ctx.store.append(Event(type="position.entry_filled", ts_ms=now, actor=owner, position_id="p1", symbol="W001USDT", exchange="paper", data={"order_id": "1", "qty": "0.0025", "price": "40000"}))
+    ctx.store.append(Event(type="position.stop_filled", ts_ms=now, actor=owner, position_id="p1", symbol="W001USDT", exchange="paper",
+                           data={"reason": "stop filled", "exit_price": "39600", "pnl": "-1", "order_id": "2"}, projection=row))
+    sup = Supervisor.start(ctx=ctx, children=[intake])
+    try:
+        types = lambda *t: ctx.io.run(ctx.store.query(types=t), 5)  # noqa: E731
+        finished = eventually(lambda: (ctx.clock.advance(50), types("intake.wave_finished"))[1], timeout=30, what="the wave filled to its limit")
+        assert finished[0].data["confirmed"] == 2
+        opened = types("intake.position_opened")
+        assert [e.position_id for e in opened][0] == "p1" and "protected, then closed" in opened[0].data["note"]
+        assert sorted(e.data["signal_id"] for e in types("intake.signal_selected")) == ["s-1", "s-2"]  # one more, not two
+        assert [e.data["signal_id"] for e in types("intake.signal_skipped")] == ["s-3"]
+        assert not [e for e in types("intake.position_failed") if e.position_id == "p1"]
+    finally:
+        sup.tell(Shutdown(reason="test end"))
+        if not sup.actor_stopped.wait(5):
+            ctx.clock.advance(60_000)
+            sup.actor_stopped.wait(10)
