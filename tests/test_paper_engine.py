@@ -598,3 +598,14 @@ def test_incremental_measurements_equal_their_definition(ops):
     ref.before(t + 1000)
     got = restored.metrics(t + 1000)  # a restored engine goes on charging the same state
     assert (got["unprotected_ms"], got["overlap_ms"], got["orphan_ms"]) == (ref.unprotected, ref.overlap, ref.orphan)
+
+
+def test_a_position_report_alone_is_charged_up_to_its_time():
+    """Episodes and symbol totals are charged lazily: a position report asked for on its own (no
+    metrics call before it) still counts every millisecond up to the time it is asked at."""
+    e = engine()
+    buy(e, "0.010", t=T0)
+    pm = e.position_metrics(BTC, now_ms=T0 + 5000)
+    assert pm["open_ms"] == 5000 and pm["unprotected_ms"] == 5000 and pm["max_unprotected_stretch_ms"] == 5000
+    assert pm["symbol_totals"]["unprotected_ms"] == 5000
+    assert "charged_ms" not in pm and "unprotected_count" not in pm["symbol_totals"]  # bookkeeping stays inside

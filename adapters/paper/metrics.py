@@ -74,6 +74,15 @@ class Episode(msgspec.Struct, kw_only=True):
             self.overlap_ms += dt
 
 
+#: Fields of the lazy charging, persisted with the rest but never part of a report.
+BOOKKEEPING = frozenset({"unprotected_now", "overlap_now", "charged_ms", "unprotected_count", "overlap_count", "orphan_count"})
+
+
+def public(record: msgspec.Struct) -> dict:
+    """An episode or a symbol's totals as reported: without the charging bookkeeping."""
+    return {k: v for k, v in msgspec.to_builtins(record).items() if k not in BOOKKEEPING}
+
+
 class SymbolTotals(msgspec.Struct, kw_only=True):
     unprotected_ms: int = 0
     overlap_ms: int = 0
@@ -189,14 +198,16 @@ class Measurements(msgspec.Struct, kw_only=True):
             tot.overlap_count += sign
             self.overlap_count += sign
 
-    def settle(self) -> None:
-        """Charge every episode and symbol up to ``last_ms`` (before anything reads them)."""
+    def settle(self, symbol: str | None = None) -> None:
+        """Charge every episode and symbol (or only ``symbol``'s) up to ``last_ms``, before anything reads them."""
         if self.last_ms is None:
             return
         for ep in self.episodes.values():
-            ep.settle(self.last_ms)
-        for tot in self.symbols.values():
-            tot.settle(self.last_ms)
+            if symbol is None or ep.symbol == symbol:
+                ep.settle(self.last_ms)
+        for name, tot in self.symbols.items():
+            if symbol is None or name == symbol:
+                tot.settle(self.last_ms)
 
     def _sym(self, symbol: str) -> SymbolTotals:
         tot = self.symbols.get(symbol)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from adapters.markets import Markets
-from adapters.paper.metrics import Measurements
+from adapters.paper.metrics import Measurements, public
 from adapters.paper.model import OPEN, Fill, Order, Position
 
 if TYPE_CHECKING:
@@ -48,14 +48,15 @@ def metrics_report(e: PaperEngine) -> dict[str, Any]:
 def position_report(e: PaperEngine, symbol: str, side: str | None = None) -> dict[str, Any]:
     """The current (or last) position episode on ``symbol`` (hedge: ``side`` long/short)."""
     sym = e._market(symbol).symbol
+    _status, orphans = e._assess()  # the symbol's state is current, then its lazy charges settled
+    e.metrics_state.settle(sym)
     eps = [ep for ep in e.metrics_state.episodes.values() if ep.symbol == sym and (side is None or ep.side == side)]
     eps.sort(key=lambda ep: (ep.closed_ms is None, ep.opened_ms))
-    out: dict[str, Any] = msgspec.to_builtins(eps[-1]) if eps else {"symbol": sym}
-    _status, orphans = e._assess()
+    out: dict[str, Any] = public(eps[-1]) if eps else {"symbol": sym}
     tot = e.metrics_state.symbols.get(sym)
     out["open"] = bool(eps) and eps[-1].closed_ms is None
     out["orphan_orders"] = sum(1 for o in orphans if o.symbol == sym)
-    out["symbol_totals"] = msgspec.to_builtins(tot) if tot else {}
+    out["symbol_totals"] = public(tot) if tot else {}
     return out
 
 
