@@ -40,19 +40,35 @@ class MarkSlot:
     subscriber (``MarkReady``), which takes whatever is newest by the
     time it gets there. A subscriber that falls behind so handles one mark per
     turn, the newest, never a backlog of stale ones; one that keeps up sees
-    every mark."""
+    every mark.
 
-    __slots__ = ("_lock", "_mark", "_pending")
+    The calm gate: the subscriber may publish ``calm``, an object whose
+    ``holds(price, now_ms)`` says a mark would change nothing for it (a
+    position's :class:`~actors.plan_mark.Calm` band). A mark it holds for is
+    stored (the newest, for :meth:`peek`) without telling: a thousand owners
+    are not woken for marks inside their bands. Only the subscriber sets it,
+    and it clears it before anything else it handles may change what its band
+    was made for; a mark kept back in between is in the slot, and the
+    subscriber looks at the newest after each message (see the position
+    actor)."""
+
+    __slots__ = ("_lock", "_mark", "_pending", "calm")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._mark: MarkPrice | None = None
         self._pending = False
+        self.calm: Any = None
 
-    def put(self, mark: MarkPrice) -> bool:
-        """Store ``mark``; True when the subscriber must be told (the slot was empty)."""
+    def put(self, mark: MarkPrice, now_ms: int | None = None) -> bool:
+        """Store ``mark``; True when the subscriber must be told (the slot was empty and
+        the mark is not inside the published calm band)."""
+        calm = self.calm
+        quiet = calm is not None and now_ms is not None and calm.holds(mark.price, now_ms)
         with self._lock:
             self._mark, was_pending = mark, self._pending
+            if quiet:
+                return False
             self._pending = True
         return not was_pending
 
@@ -60,6 +76,10 @@ class MarkSlot:
         with self._lock:
             self._pending = False
             return self._mark
+
+    def peek(self) -> MarkPrice | None:
+        """The newest mark, told or kept back, without taking it."""
+        return self._mark
 
 
 class MarkReady(Message, frozen=True, kw_only=True):

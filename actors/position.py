@@ -32,9 +32,10 @@ from typing import Any
 
 import pykka
 
-from actors import plan_aged, plan_exit, plan_moves, plan_open, plan_tps, plan_truth
+from actors import plan_aged, plan_exit, plan_mark, plan_moves, plan_open, plan_tps, plan_truth
 from actors import position_commands as pc
 from actors import position_events as pe
+from actors.mark_gate import MarkGate
 from actors.messages import EnsureProtected, ExchangeView, MarkPrice, MarkReady, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_dispatch import AFTER, resume_plan, retry_plan
 from actors.position_state import P, PositionState, apply, rebuild
@@ -48,6 +49,8 @@ from core.messages import ClosePosition, IOCompleted, Message, OwnerRecovered, T
 from supervision.actor import ActorContext, Fenced, ManagedActor, handles
 
 __all__ = ["PositionActor", "position_actor_name"]
+
+_MARKS = (MarkReady, MarkPrice)
 
 class _Committed(Message, frozen=True, kw_only=True):
     """Internal: the write-ahead record of operation ``op`` is committed; send it now."""
@@ -71,6 +74,7 @@ class PositionActor(ManagedActor):
         self._trail: TrailState | None = None  # trailing memory (the best mark is persisted only now and then)
         self._market: tuple[Any, Market] | None = None  # (the venue's markets, this symbol's market), looked up once
         self._trail_saved_ms = 0
+        self._gate = MarkGate()  # the calm band of this state, published on the conflation slot
         self._ensure_waiters: list[Any] = []
         self._ensure_check_due = False
         self._verify_round = 0
@@ -115,6 +119,9 @@ class PositionActor(ManagedActor):
     # ----------------------------------------------------- interpreting
     def _env(self) -> pc.Env:
         s = self.s
+        newest = self._gate.slot.peek() if self._gate.slot is not None else None
+        if newest is not None and (self.last_mark_ms is None or newest.ts_ms >= self.last_mark_ms):
+            self.last_mark, self.last_mark_ms = newest.price, newest.ts_ms  # kept back by the feed inside the band: still the newest
         trail_best = self._trail.best if self._trail is not None else None
         markets = self.venue.markets
         if self._market is None or self._market[0] is not markets:  # looked up again once the venue's markets are reloaded
@@ -312,6 +319,7 @@ class PositionActor(ManagedActor):
 
     @handles(MarkReady)
     def _on_mark_ready(self, msg: MarkReady) -> None:
+        self._gate.slot = msg.slot
         mark = msg.slot.take()  # the newest by now: marks that arrived while we were busy are skipped
         if mark is not None:
             self._on_mark(mark)
@@ -321,21 +329,32 @@ class PositionActor(ManagedActor):
         self.last_mark, self.last_mark_ms = msg.price, msg.ts_ms
         s = self.state
         if s is None or s.state is not P.PROTECTED or self._op is not None or s.stop_price is None:
-            return  # one operation at a time; the next mark is considered afresh
-        if s.side.through(msg.price, s.stop_price):
-            return self._run(plan_truth.check_stop(s))
-        if (tp := plan_tps.due(s, msg.price)) is not None:
-            return self._run(pc.Plan(next=plan_tps.check(tp)))
-        if plan_aged.due(s, msg.price) and s.aged_pending_client_id is None:
-            return self._run(plan_aged.check(s))
-        if s.move_client_id is not None or s.close_requested:
-            return
+            return  # one operation at a time; the newest mark is considered once it is done
+        gate = self._gate
+        gate.seen = msg
+        config, markets = self.ctx.config, self.venue.markets
+        if gate.calm(s, self._trail, config, markets, msg.price, self.ctx.clock.now_ms()):
+            return  # inside the calm band of this very state: the rules would change nothing
         env = self._env()
-        adjusted = plan_moves.adjust(s, env)
-        if adjusted.next is not None:
-            return self._run(adjusted)
         trail = self._trail if self._trail is not None else plan_moves.trail_of(s)
-        self._run(plan_moves.consider(s, trail, msg.price, env, self._trail_saved_ms))
+        plan = plan_mark.decide(s, trail, msg.price, env, self._trail_saved_ms)
+        self._run(plan)
+        quiet = plan_mark.changes_nothing(plan) and self.state is s
+        kept = self._trail if self._trail is not None else trail
+        gate.keep(plan_mark.calm_band(s, kept, msg.price, env, self._trail_saved_ms) if quiet else None, s, self._trail, config, markets)
+
+    def on_receive(self, message: Any) -> Any:
+        gate = self._gate
+        if type(message) not in _MARKS:
+            gate.withdraw()  # this message may change what the band was made for
+        out = super().on_receive(message)
+        if gate.slot is not None and self.state is not None and not self._fenced:
+            config, markets = self.ctx.config, self.venue.markets
+            newest = gate.publish(self.state, self._trail, config, markets)
+            if newest is not None:  # kept back by the feed meanwhile, or ignored while busy
+                self._on_mark(newest)
+                gate.publish(self.state, self._trail, config, markets)
+        return out
 
     @handles(Tick)
     def _on_tick(self, msg: Tick) -> None:

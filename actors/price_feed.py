@@ -29,6 +29,9 @@ the same mark).
 Conflation: a position actor subscribes with ``conflate=True`` and is told
 ``MarkReady`` with its :class:`~actors.messages.MarkSlot` instead of every
 mark: one that falls behind handles only the newest mark, never a backlog.
+A mark inside the calm band the owner published on its slot is stored there
+and told to nobody (:mod:`actors.mark_gate`): at a thousand positions most
+marks wake no owner.
 
 Freshness: a mark carries its own time (``MarkPrice.ts_ms``): the venue's event
 time for a pushed one (never later than our clock: signed requests already need
@@ -207,14 +210,14 @@ class PriceFeed(ManagedActor):
         self._told_ms[symbol] = now
         mark = MarkPrice(symbol=symbol, price=price, ts_ms=ts)
         for name, ref in list(self.subscribers.get(symbol, {}).items()):
-            self._tell_one(symbol, name, ref, mark)
+            self._tell_one(symbol, name, ref, mark, now)
 
-    def _tell_one(self, symbol: str, name: str, ref: Any, mark: MarkPrice) -> None:
+    def _tell_one(self, symbol: str, name: str, ref: Any, mark: MarkPrice, now_ms: int | None = None) -> None:
         slot = self.slots.get((symbol, name))
         try:
             if slot is None:
                 ref.tell(mark)
-            elif slot.put(mark):
+            elif slot.put(mark, now_ms):
                 ref.tell(MarkReady(symbol=symbol, slot=slot))
         except pykka.ActorDeadError:  # it stopped (was replaced) meanwhile: its successor subscribes itself
             self.subscribers[symbol].pop(name, None)
