@@ -16,6 +16,7 @@ for reconciliation to clean, and a critical event says so.
 
 from __future__ import annotations
 
+import zlib
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +46,15 @@ def trailing_params(cfg: Any) -> TrailingParams:
     return cached[1]
 
 
+def persist_ms(cfg: Any, position_id: str) -> int:
+    """How long an improved best may wait to be recorded: ``best_persist_interval_secs``, less a
+    share of its second half fixed by the position's id. Owners that activated together (one
+    market-wide move) so record their bests spread over half an interval, not all in one batch
+    that a stop move's write-ahead record would queue behind; never later than the interval."""
+    full = cfg.best_persist_interval_secs * 1000
+    return full - zlib.crc32(position_id.encode()) % (full // 2 + 1)
+
+
 def trail_of(s: PositionState) -> TrailState:
     return TrailState(active=s.trail_active, best=s.trail_best, activated_ms=s.trail_activated_ms, breakeven_reached=s.breakeven_reached)
 
@@ -66,7 +76,7 @@ def consider(s: PositionState, trail: TrailState, mark: Decimal, env: Env, saved
     if new.active and not trail.active:
         assert new.best is not None
         events = (pe.TrailingActivated(best=new.best, mark=mark, entry=s.entry_price),)
-    elif (new.best != s.trail_best or new.breakeven_reached != s.breakeven_reached) and env.now_ms - saved_ms >= cfg.best_persist_interval_secs * 1000:
+    elif (new.best != s.trail_best or new.breakeven_reached != s.breakeven_reached) and env.now_ms - saved_ms >= persist_ms(cfg, s.position_id):
         events = (pe.TrailBest(best=new.best, breakeven_reached=new.breakeven_reached),)
     plan = Plan(events=events, trail=new)
     if decision is not None:

@@ -242,7 +242,8 @@ class TrailingConfig(_Section, frozen=True):
     max_move_attempts: Annotated[int, _n(ge=1, le=100)] = 5
     #: ... for this long.
     disable_secs: Annotated[int, _n(ge=1)] = 3600
-    #: How often an improved best price is recorded (so a restart resumes from it).
+    #: How often an improved best price is recorded (so a restart resumes from it): at most
+    #: this long after it improved, each position somewhere in the second half (spread by id).
     best_persist_interval_secs: Annotated[int, _n(ge=1)] = 30
 
 
