@@ -43,20 +43,18 @@ class MarkGate:
 
     def withdraw(self) -> None:
         """Before a message that may change the state: the feed tells every mark again."""
-        if self.slot is not None and self.slot.calm is not None:
-            self.slot.calm = None
+        if self.slot is not None and self.slot.calm is not None:  # (only this thread sets it)
+            self.slot.gate(None)
 
-    def publish(self, state: Any, trail: Any, config: Any, markets: Any) -> MarkPrice | None:
-        """After a message: the band on the slot if it is still this state's; the newest mark
-        if the rules have not seen it and it is outside the band (None: nothing to consider)."""
+    def publish(self, state: Any, trail: Any, config: Any, markets: Any, now_ms: int, fresh_ms: int) -> MarkPrice | None:
+        """After a message: the band on the slot if it is still this state's; the slot's newest
+        mark if the rules have not seen it and it is fresh (None: nothing to consider)."""
         slot = self.slot
         if slot is None:
             return None
         key = self._key
         current = self.band if self.band is not None and key[0] is state and key[1] is trail and key[2] is config and key[3] is markets else None
-        if slot.calm is not current:
-            slot.calm = current
-        newest = slot.peek()
-        if newest is None or newest is self.seen:
-            return None
+        newest = slot.gate(current)
+        if newest is None or newest is self.seen or now_ms - newest.ts_ms > fresh_ms:
+            return None  # (a mark older than the feed would tell as current is not acted on late)
         return newest

@@ -63,11 +63,10 @@ class MarkSlot:
     def put(self, mark: MarkPrice, now_ms: int | None = None) -> bool:
         """Store ``mark``; True when the subscriber must be told (the slot was empty and
         the mark is not inside the published calm band)."""
-        calm = self.calm
-        quiet = calm is not None and now_ms is not None and calm.holds(mark.price, now_ms)
-        with self._lock:
+        with self._lock:  # judged and stored at once: never against a band withdrawn meanwhile (see gate)
             self._mark, was_pending = mark, self._pending
-            if quiet:
+            calm = self.calm
+            if calm is not None and now_ms is not None and calm.holds(mark.price, now_ms):
                 return False
             self._pending = True
         return not was_pending
@@ -80,6 +79,14 @@ class MarkSlot:
     def peek(self) -> MarkPrice | None:
         """The newest mark, told or kept back, without taking it."""
         return self._mark
+
+    def gate(self, calm: Any) -> MarkPrice | None:
+        """Publish ``calm`` (None: withdraw it) and return the newest mark, atomically with
+        :meth:`put`: a mark kept back by the band before is in the answer, one put after is
+        judged by the new band."""
+        with self._lock:
+            self.calm = calm
+            return self._mark
 
 
 class MarkReady(Message, frozen=True, kw_only=True):

@@ -39,6 +39,7 @@ from actors.mark_gate import MarkGate
 from actors.messages import EnsureProtected, ExchangeView, MarkPrice, MarkReady, OpenRequest, ProtectionReport, RetryStep, SubscribeMarks, UnsubscribeMarks
 from actors.position_dispatch import AFTER, resume_plan, retry_plan
 from actors.position_state import P, PositionState, apply, rebuild
+from actors.price_feed import STALE_AFTER_INTERVALS
 from actors.trailing import TrailState
 from adapters.errors import VenueError, translate
 from adapters.markets import Market
@@ -345,15 +346,21 @@ class PositionActor(ManagedActor):
 
     def on_receive(self, message: Any) -> Any:
         gate = self._gate
-        if type(message) not in _MARKS:
+        if gate.slot is not None and type(message) not in _MARKS:
             gate.withdraw()  # this message may change what the band was made for
         out = super().on_receive(message)
-        if gate.slot is not None and self.state is not None and not self._fenced:
-            config, markets = self.ctx.config, self.venue.markets
-            newest = gate.publish(self.state, self._trail, config, markets)
-            if newest is not None:  # kept back by the feed meanwhile, or ignored while busy
+        if gate.slot is None or self.state is None or self._fenced:
+            return out
+        config, markets, now = self.ctx.config, self.venue.markets, self.ctx.clock.now_ms()
+        fresh_ms = STALE_AFTER_INTERVALS * config.feeds.mark_interval_ms
+        newest = gate.publish(self.state, self._trail, config, markets, now, fresh_ms)
+        if newest is not None and not self._drain_requested:  # kept back by the feed meanwhile, or ignored while busy
+            try:
                 self._on_mark(newest)
-                gate.publish(self.state, self._trail, config, markets)
+            except Fenced as exc:  # (outside the base class's dispatch: fenced out here as there)
+                self._fence_out(exc)
+                return out
+            gate.publish(self.state, self._trail, config, markets, now, fresh_ms)
         return out
 
     @handles(Tick)

@@ -76,3 +76,15 @@ def test_a_mark_the_owner_ignored_while_busy_is_considered_once_the_operation_is
     world.exchange.faults.fail_next("fetch_mark_price", "network", count=10_000)  # from now on the feed tells nothing new
     eventually(lambda: moved_to(world, "41292.5"), what="the newest mark considered after the move", timeout=60)
     assert [e.data["price"] for e in world.events() if e.type == "position.stop_moved"][-2:] == ["40795.0", "41292.5"]
+
+
+def test_a_band_withdrawn_or_replaced_hands_back_what_it_kept_and_judges_only_later_marks() -> None:
+    slot = MarkSlot()
+    old = Calm(long=True, lo=D(100), hi=None, best=D(110), until_ms=10**12)
+    slot.calm = old
+    kept = MarkPrice(symbol="X", price=D(104), ts_ms=1)
+    assert slot.put(kept, now_ms=5) is False
+    assert slot.gate(Calm(long=True, lo=D(105), hi=None, best=D(110), until_ms=10**12)) is kept  # the new state looks at it
+    assert slot.put(MarkPrice(symbol="X", price=D(104), ts_ms=2), now_ms=5) is True  # through the new stop: told
+    slot.take()
+    assert slot.gate(None) is not None and slot.put(kept, now_ms=5) is True  # withdrawn: every mark told
