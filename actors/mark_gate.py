@@ -17,7 +17,6 @@ actor to consider afresh.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from actors.messages import MarkPrice, MarkSlot
@@ -25,21 +24,22 @@ from actors.plan_mark import Calm
 
 
 class MarkGate:
-    __slots__ = ("_key", "band", "seen", "slot")
+    """The band and the objects it was made for (the position actor checks them inline, on
+    every mark: a band is only ever used for exactly these)."""
+
+    __slots__ = ("band", "config", "markets", "seen", "slot", "state", "trail")
 
     def __init__(self) -> None:
         self.slot: MarkSlot | None = None
         self.band: Calm | None = None
-        self._key: tuple[Any, ...] = ()
+        self.state: Any = None
+        self.trail: Any = None
+        self.config: Any = None
+        self.markets: Any = None
         self.seen: MarkPrice | None = None  # the last mark the rules were asked about
 
-    def calm(self, state: Any, trail: Any, config: Any, markets: Any, price: Decimal, now_ms: int) -> bool:
-        """Is ``price`` inside the band of exactly this state (the rules would change nothing)?"""
-        band, key = self.band, self._key
-        return band is not None and key[0] is state and key[1] is trail and key[2] is config and key[3] is markets and band.holds(price, now_ms)
-
     def keep(self, band: Calm | None, state: Any, trail: Any, config: Any, markets: Any) -> None:
-        self.band, self._key = band, (state, trail, config, markets)
+        self.band, self.state, self.trail, self.config, self.markets = band, state, trail, config, markets
 
     def withdraw(self) -> None:
         """Before a message that may change the state: the feed tells every mark again."""
@@ -52,8 +52,7 @@ class MarkGate:
         slot = self.slot
         if slot is None:
             return None
-        key = self._key
-        current = self.band if self.band is not None and key[0] is state and key[1] is trail and key[2] is config and key[3] is markets else None
+        current = self.band if self.band is not None and self.state is state and self.trail is trail and self.config is config and self.markets is markets else None
         newest = slot.gate(current)
         if newest is None or newest is self.seen or now_ms - newest.ts_ms > fresh_ms:
             return None  # (a mark older than the feed would tell as current is not acted on late)

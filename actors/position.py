@@ -333,8 +333,8 @@ class PositionActor(ManagedActor):
             return  # one operation at a time; the newest mark is considered once it is done
         gate = self._gate
         gate.seen = msg
-        config, markets = self.ctx.config, self.venue.markets
-        if gate.calm(s, self._trail, config, markets, msg.price, self.ctx.clock.now_ms()):
+        config, markets, band = self.ctx.config, self.venue.markets, gate.band
+        if band is not None and gate.state is s and gate.trail is self._trail and gate.config is config and gate.markets is markets and band.holds(msg.price, self.ctx.clock.now_ms()):
             return  # inside the calm band of this very state: the rules would change nothing
         env = self._env()
         trail = self._trail if self._trail is not None else plan_moves.trail_of(s)
