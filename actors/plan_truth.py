@@ -72,7 +72,7 @@ def after_lost_stop_position(s: PositionState, cmd: ReadPosition, pos: PositionR
 
 def on_view(s: PositionState, view: ExchangeView, busy: bool) -> Plan:
     if busy or s.state not in (P.PROTECTED, P.PENDING_STOP) or s.move_client_id is not None:
-        return NOTHING  # busy or mid-step: the next reconcile will tell us again
+        return NOTHING  # busy or mid-step: the owner keeps the newest view for when it is done
     refs = s.order_refs()
     strays = tuple(oid for oid in view.stray_orders if oid not in refs)
     pos: PositionReport | None = view.position

@@ -80,6 +80,7 @@ class PositionActor(ManagedActor):
         self._ensure_check_due = False
         self._verify_round = 0
         self._aged_due = False  # the aged timer fired while an operation was in flight
+        self._view_due: ExchangeView | None = None  # the newest reconcile view that came while busy
         self._recovering = False  # rebuilt from events: tells the supervisor once its recovery plan is done
         self._checked_ok = False  # the last exchange operation was answered (not a venue error)
         self._durable: Any = None  # the future of the newest write-ahead record not yet known committed
@@ -264,6 +265,11 @@ class PositionActor(ManagedActor):
             plan = plan_aged.review(s, self._env())
             if plan.next is not None or plan.events or plan.retry is not None:
                 return self._run(plan)
+        if self._view_due is not None and s.move_client_id is None:
+            view, self._view_due = self._view_due, None
+            plan = plan_truth.on_view(s, view, busy=False)  # (anything it finds is read afresh first)
+            if plan.next is not None or plan.events:
+                return self._run(plan)
         if self._ensure_check_due and s.state is P.PROTECTED:
             self._ensure_check_due = False
             return self._run(plan_truth.check_stop(s))
@@ -307,8 +313,12 @@ class PositionActor(ManagedActor):
 
     @handles(ExchangeView)
     def _on_exchange_view(self, msg: ExchangeView) -> None:
-        if self.state is not None:
-            self._run(plan_truth.on_view(self.state, msg, busy=self._op is not None))
+        if self.state is None:
+            return
+        if self._op is not None or self.state.move_client_id is not None:
+            self._view_due = msg  # judged once the operation is done (with streams live the next may be minutes away)
+            return
+        self._run(plan_truth.on_view(self.state, msg, busy=False))
 
     @handles(RetryStep)
     def _on_retry(self, msg: RetryStep) -> None:

@@ -12,6 +12,7 @@ import pytest
 from actors.messages import ExchangeView, OpenRequest
 from actors.position import PositionActor
 from actors.sync import zombie_reason
+from adapters.paper import FaultPlan
 from adapters.venue import OrderReport, OrderStatus, PositionReport
 from core.messages import Message, ReconcileNow, StartChild
 from supervision.actor import handles
@@ -159,6 +160,21 @@ def test_an_order_left_behind_after_a_close_is_cleaned_without_waiting_for_a_ful
     advance_until(world, lambda: world.open_orders() == [], "the human's leftover cancelled", step_ms=1_000)
     assert world.ctx.clock.now_ms() - world.state().closed_ts_ms <= 10_000
     assert any("without a position" in z["why"] for f in findings(world) for z in f["zombies"])
+
+
+def test_a_close_reported_while_the_owner_is_busy_is_judged_once_its_operation_is_done(world: World):
+    """Streams live: the one report of an outside close comes while the owner has an exchange call
+    out (its stop check, every call 0.3 s); it is judged when the call is done, not at the next
+    full read minutes later (the clock stands still here)."""
+    name = world.open()
+    opened(world)
+    world.exchange.faults.plan = FaultPlan(latency_ms_min=300, latency_ms_max=300)
+    owner = world.ctx.directory.lookup(name)
+    world.ctx.clock.advance(world.ctx.config.position.verify_interval_secs * 1000)  # the owner's stop check goes out
+    eventually(lambda: owner.proxy().busy().get(), what="the check under way")
+    world.engine(lambda e, now: e.external_close_position(BTC, now))  # the stream reports it meanwhile
+    eventually(lambda: world.ctx.directory.lookup(name) is None, what="close noticed", timeout=30)
+    assert world.state().closed_ts_ms is not None
 
 
 def _order(side: str, *, reduce_only=False, trigger=None, position_side=None, attached=None, amount="0.1") -> OrderReport:
