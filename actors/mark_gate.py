@@ -24,8 +24,7 @@ from actors.plan_mark import Calm
 
 
 class MarkGate:
-    """The band and the objects it was made for (the position actor checks them inline, on
-    every mark: a band is only ever used for exactly these)."""
+    """The band and the objects it was made for (a band is only ever used for exactly these)."""
 
     __slots__ = ("band", "config", "markets", "seen", "slot", "state", "trail")
 
@@ -46,14 +45,17 @@ class MarkGate:
         if self.slot is not None and self.slot.calm is not None:  # (only this thread sets it)
             self.slot.gate(None)
 
-    def publish(self, state: Any, trail: Any, config: Any, markets: Any, now_ms: int, fresh_ms: int) -> MarkPrice | None:
+    def current(self, state: Any, trail: Any, config: Any, markets: Any) -> Calm | None:
+        """The band, if it was made for exactly these objects (else None: stale)."""
+        if self.state is state and self.trail is trail and self.config is config and self.markets is markets:
+            return self.band
+        return None
+
+    def publish(self, state: Any, trail: Any, config: Any, markets: Any) -> MarkPrice | None:
         """After a message: the band on the slot if it is still this state's; the slot's newest
-        mark if the rules have not seen it and it is fresh (None: nothing to consider)."""
+        mark if the rules have not seen it (None: nothing new)."""
         slot = self.slot
         if slot is None:
             return None
-        current = self.band if self.band is not None and self.state is state and self.trail is trail and self.config is config and self.markets is markets else None
-        newest = slot.gate(current)
-        if newest is None or newest is self.seen or now_ms - newest.ts_ms > fresh_ms:
-            return None  # (a mark older than the feed would tell as current is not acted on late)
-        return newest
+        newest = slot.gate(self.current(state, trail, config, markets))
+        return None if newest is None or newest is self.seen else newest

@@ -70,9 +70,10 @@ def after_lost_stop_position(s: PositionState, cmd: ReadPosition, pos: PositionR
     return head.then(plan_open.lost_stop(fold(s, head.events, env.now_ms), cmd.reason, env))
 
 
-def on_view(s: PositionState, view: ExchangeView, busy: bool) -> Plan:
-    if busy or s.state not in (P.PROTECTED, P.PENDING_STOP) or s.move_client_id is not None:
-        return NOTHING  # busy or mid-step: the owner keeps the newest view for when it is done
+def on_view(s: PositionState, view: ExchangeView) -> Plan:
+    """A reconcile's view of this position (the owner keeps one that comes while it is busy)."""
+    if s.state not in (P.PROTECTED, P.PENDING_STOP) or s.move_client_id is not None:
+        return NOTHING  # mid-step: what it finds is judged once the step is done
     refs = s.order_refs()
     strays = tuple(oid for oid in view.stray_orders if oid not in refs)
     pos: PositionReport | None = view.position

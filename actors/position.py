@@ -53,6 +53,7 @@ __all__ = ["PositionActor", "position_actor_name"]
 
 _MARKS = (MarkReady, MarkPrice)
 
+
 class _Committed(Message, frozen=True, kw_only=True):
     """Internal: the write-ahead record of operation ``op`` is committed; send it now."""
 
@@ -267,7 +268,7 @@ class PositionActor(ManagedActor):
                 return self._run(plan)
         if self._view_due is not None and s.move_client_id is None:
             view, self._view_due = self._view_due, None
-            plan = plan_truth.on_view(s, view, busy=False)  # (anything it finds is read afresh first)
+            plan = plan_truth.on_view(s, view)  # (anything it finds is read afresh first)
             if plan.next is not None or plan.events:
                 return self._run(plan)
         if self._ensure_check_due and s.state is P.PROTECTED:
@@ -318,7 +319,7 @@ class PositionActor(ManagedActor):
         if self._op is not None or self.state.move_client_id is not None:
             self._view_due = msg  # judged once the operation is done (with streams live the next may be minutes away)
             return
-        self._run(plan_truth.on_view(self.state, msg, busy=False))
+        self._run(plan_truth.on_view(self.state, msg))
 
     @handles(RetryStep)
     def _on_retry(self, msg: RetryStep) -> None:
@@ -343,8 +344,9 @@ class PositionActor(ManagedActor):
             return  # one operation at a time; the newest mark is considered once it is done
         gate = self._gate
         gate.seen = msg
-        config, markets, band = self.ctx.config, self.venue.markets, gate.band
-        if band is not None and gate.state is s and gate.trail is self._trail and gate.config is config and gate.markets is markets and band.holds(msg.price, self.ctx.clock.now_ms()):
+        config, markets = self.ctx.config, self.venue.markets
+        band = gate.current(s, self._trail, config, markets)
+        if band is not None and band.holds(msg.price, self.ctx.clock.now_ms()):
             return  # inside the calm band of this very state: the rules would change nothing
         env = self._env()
         trail = self._trail if self._trail is not None else plan_moves.trail_of(s)
@@ -361,16 +363,18 @@ class PositionActor(ManagedActor):
         out = super().on_receive(message)
         if gate.slot is None or self.state is None or self._fenced:
             return out
-        config, markets, now = self.ctx.config, self.venue.markets, self.ctx.clock.now_ms()
-        fresh_ms = STALE_AFTER_INTERVALS * config.feeds.mark_interval_ms
-        newest = gate.publish(self.state, self._trail, config, markets, now, fresh_ms)
-        if newest is not None and not self._drain_requested:  # kept back by the feed meanwhile, or ignored while busy
-            try:
-                self._on_mark(newest)
-            except Fenced as exc:  # (outside the base class's dispatch: fenced out here as there)
-                self._fence_out(exc)
-                return out
-            gate.publish(self.state, self._trail, config, markets, now, fresh_ms)
+        config, markets = self.ctx.config, self.venue.markets
+        newest = gate.publish(self.state, self._trail, config, markets)
+        if newest is None or self._drain_requested:
+            return out
+        if self.ctx.clock.now_ms() - newest.ts_ms > STALE_AFTER_INTERVALS * config.feeds.mark_interval_ms:
+            return out  # older than the feed would tell as current: not acted on late
+        try:  # kept back by the feed meanwhile, or ignored while busy
+            self._on_mark(newest)
+        except Fenced as exc:  # (outside the base class's dispatch: fenced out here as there)
+            self._fence_out(exc)
+            return out
+        gate.publish(self.state, self._trail, config, markets)
         return out
 
     @handles(Tick)
